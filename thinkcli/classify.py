@@ -1,0 +1,154 @@
+"""Prompt → difficulty tier, with a score and the reasons behind it.
+
+Deterministic, no model, well under 2 ms: a handful of weighted signals (what the prompt asks
+for, how much math or code it carries, how long and how constrained it is). Each signal that
+fires adds to the score and leaves a human-readable reason. Accuracy on the labelled set in
+tests/data/prompts.jsonl is reported in the README (held-out part never used for tuning).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TIERS = ("instant", "light", "standard", "deep")
+# score thresholds between tiers: [0, .2) instant, [.2, .42) light, [.42, .8) standard, else deep
+THRESHOLDS = (0.2, 0.42, 0.8)
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    tier: str
+    score: float
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"tier": self.tier, "score": round(self.score, 3), "reasons": list(self.reasons)}
+
+
+def _rx(*words: str) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE)
+
+
+GREETING = re.compile(
+    r"^\s*(hi|hello|hey|yo|thanks|thank you|good (morning|evening|night|afternoon)|how are you|"
+    r"what'?s up|bye|goodbye|ok|okay|cool|nice|great)\b[\s!.,?]*\w{0,12}[\s!.?]*$",
+    re.IGNORECASE,
+)
+LOOKUP = _rx(
+    r"what is the capital", r"capital of", r"who (?:wrote|painted|invented|discovered|is|was)",
+    r"when (?:did|was|is)", r"where is", r"what year", r"define", r"definition of", r"translate",
+    r"synonym", r"antonym", r"spell", r"how do you say", r"what does \w+ mean", r"abbreviation",
+    r"what color", r"how many (?:legs|days|continents|planets|minutes|hours|seconds|sides)",
+)
+PROOF = _rx(
+    r"prove", r"proof", r"show that", r"derive", r"by induction", r"puzzle", r"riddle",
+    r"rigorous(?:ly)?", r"formally", r"disprove", r"counterexample", r"if and only if", r"iff",
+)
+HARD_MATH = _rx(
+    r"integral", r"integrate", r"theorem", r"lemma", r"derivative", r"differentiate", r"eigen\w*", r"matrix", r"matrices",
+    r"probability", r"expected value", r"combinatori\w*", r"permutations?", r"combinations?",
+    r"modulo", r"mod", r"prime", r"divisible", r"polynomial", r"roots?", r"inequality", r"limit",
+    r"series", r"converge\w*", r"recurrence", r"optimi[sz]e", r"minimi[sz]e", r"maximi[sz]e",
+    r"geometry", r"triangle", r"circle", r"radius", r"area", r"volume", r"vectors?", r"gcd", r"lcm",
+)
+ARITH = _rx(r"solve", r"calculate", r"compute", r"how many", r"how much", r"sum of", r"product of",
+            r"percent(?:age)?", r"average", r"ratio", r"equation", r"simplify", r"evaluate")
+CODE = _rx(
+    r"code", r"function", r"python", r"javascript", r"typescript", r"rust", r"java", r"c\+\+", r"sql",
+    r"regex", r"bash", r"script", r"class", r"api", r"compile\w*", r"runtime", r"exception",
+    r"stack ?trace", r"segfault", r"null pointer", r"refactor", r"unit tests?",
+)
+DEBUG = _rx(r"debug", r"bug", r"fix", r"why does (?:this|my)", r"doesn'?t work", r"fails?", r"crash\w*",
+            r"race condition", r"deadlock", r"memory leak", r"off[- ]by[- ]one", r"traceback", r"error")
+DESIGN = _rx(
+    r"design", r"architect\w*", r"algorithm", r"complexity", r"big[- ]o", r"trade-?offs?", r"scal\w+",
+    r"plan", r"strategy", r"schedule", r"optimal", r"efficient(?:ly)?", r"distributed", r"concurren\w+",
+    r"implement", r"data structure", r"dynamic programming", r"graph", r"shortest path",
+)
+REASONING = _rx(
+    r"step by step", r"think carefully", r"reason", r"explain why", r"why", r"how does", r"compare",
+    r"contrast", r"analy[sz]e", r"evaluate", r"pros and cons", r"implications?", r"justify",
+    r"puzzle", r"riddle", r"logic", r"deduce", r"infer", r"what would happen", r"estimate",
+)
+FACTOID = re.compile(r"^\s*(what|who|when|where|which)\b(?!.*\b(difference|why|how|compare)\b)", re.IGNORECASE)
+EXPLAIN = _rx(r"explain", r"describe", r"how (?:does|do) \w+(?: \w+)? work", r"difference between", r"what are", r"ideas?",
+              r"tips", r"suggest", r"recipe", r"write a (?:short |polite )?(?:tweet|email|letter|limerick|haiku|poem|story)")
+WRITE_CODE = re.compile(r"\b(write|implement|create)\b.{0,30}\b(function|class|query|script|program|tests?|regex|algorithm)\b", re.IGNORECASE)
+SIMPLE_TASK = _rx(r"list", r"name", r"give me", r"tell me", r"summari[sz]e", r"rewrite", r"rephrase",
+                  r"write a (?:haiku|poem|sentence|tweet|title|slogan)", r"convert", r"format", r"fix the grammar")
+HARD_WORDS = _rx(r"all", r"every", r"exactly", r"at least", r"at most", r"unique", r"minimum", r"maximum",
+                 r"constraints?", r"must", r"without", r"edge cases?", r"in general", r"for any", r"n\b")
+MATH_SYMBOLS = re.compile(r"[=^√∑∫≤≥≠π]|\d\s*[-+*/×÷]\s*\d|\b[a-z]\s*\^|\bx\b|\b[fg]\(x\)")
+CODE_BLOCK = re.compile(r"```|^\s{4}\S|\bdef \w+\(|\w+\(\)|;\s*$|\{\s*$|=>|->", re.MULTILINE)
+
+
+def classify(prompt: str) -> Difficulty:
+    text = prompt.strip()
+    words = re.findall(r"\w+", text)
+    n_words = len(words)
+    score = 0.24
+    reasons: list[str] = []
+
+    def add(weight: float, reason: str) -> None:
+        nonlocal score
+        score += weight
+        reasons.append(reason)
+
+    if not text:
+        return Difficulty("instant", 0.0, ("empty prompt",))
+    if GREETING.match(text):
+        return Difficulty("instant", 0.02, ("greeting or small talk",))
+
+    def hits(pattern: re.Pattern[str]) -> list[str]:
+        return sorted({m.group(0).lower() for m in pattern.finditer(text)})
+
+    lookup, proof, hard_math, arith = hits(LOOKUP), hits(PROOF), hits(HARD_MATH), hits(ARITH)
+    code, debug, design, reasoning = hits(CODE), hits(DEBUG), hits(DESIGN), hits(REASONING)
+    simple, hard_words = hits(SIMPLE_TASK), hits(HARD_WORDS)
+    numbers = re.findall(r"\d+(?:\.\d+)?", text)
+    symbols = MATH_SYMBOLS.findall(text)
+    code_block = bool(CODE_BLOCK.search(text))
+
+    if lookup and n_words <= 14:
+        add(-0.14, f"short lookup ({lookup[0]})")
+    elif FACTOID.match(text) and n_words <= 10:
+        add(-0.1, "short factual question")
+    explain = hits(EXPLAIN)
+    if explain:
+        add(0.04, f"asks to explain or write ({explain[0]})")
+    if WRITE_CODE.search(text):
+        add(0.14, "asks for code")
+    if simple and not (proof or hard_math or design or debug):
+        add(0.02, f"simple task ({simple[0]})")
+    if proof:
+        add(0.58, f"asks for a proof or derivation ({', '.join(proof[:2])})")
+    if hard_math:
+        add(0.18 + 0.06 * min(len(hard_math), 3), f"advanced math ({', '.join(hard_math[:3])})")
+    if arith:
+        add(0.2, f"asks to compute ({', '.join(arith[:2])})")
+    if len(numbers) >= 2 or symbols:
+        add(min(0.05 * (len(numbers) + 2 * len(symbols)), 0.25), f"{len(numbers)} numbers, {len(symbols)} math symbols")
+    if code or code_block:
+        add(0.18 + (0.1 if code_block else 0.0), "code" + (" block" if code_block else f" ({code[0]})"))
+    if debug:
+        add(0.15 + 0.05 * min(len(debug), 3), f"debugging ({', '.join(debug[:2])})")
+    if design:
+        add(0.2 + 0.06 * min(len(design), 4), f"design or algorithms ({', '.join(design[:3])})")
+    if reasoning:
+        add(0.17 + 0.04 * min(len(reasoning), 3), f"asks for reasoning ({', '.join(reasoning[:2])})")
+    if len(hard_words) >= 2:
+        add(0.03 * min(len(hard_words), 5), f"{len(hard_words)} constraints ({', '.join(hard_words[:3])})")
+    questions = text.count("?")
+    if questions >= 2:
+        add(0.05 * min(questions, 4), f"{questions} questions")
+    if n_words > 25:
+        add(min(0.04 * (n_words - 25) ** 0.5, 0.3), f"long prompt ({n_words} words)")
+    elif n_words <= 6 and not (proof or hard_math or code_block or symbols):
+        add(-0.04, f"very short ({n_words} words)")
+
+    score = max(0.0, min(1.0, score))
+    tier = TIERS[sum(score >= t for t in THRESHOLDS)]
+    if not reasons:
+        reasons.append("no sign of multi-step work")
+    return Difficulty(tier, score, tuple(reasons))

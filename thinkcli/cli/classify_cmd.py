@@ -1,0 +1,37 @@
+"""`think classify`: show the tier a prompt gets, and why (no model needed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from .ask import read_prompt
+from .options import JsonOpt
+from ..errors import UsageError
+
+
+def classify_command(
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt (stdin, if piped, comes before it).", show_default=False)] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Print the difficulty tier, score (0 easy … 1 hard) and reasons for a prompt."""
+    from ..classify import classify
+
+    text = read_prompt(prompt)
+    if not text:
+        raise UsageError("empty prompt: give a prompt as an argument or on stdin")
+    difficulty = classify(text)
+    if json_output:
+        typer.echo(json.dumps(difficulty.as_dict()))
+        return
+    typer.echo(f"tier:   {difficulty.tier}")
+    typer.echo(f"score:  {difficulty.score:.2f}")
+    typer.echo("reasons:")
+    for reason in difficulty.reasons:
+        typer.echo(f"  - {reason}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("classify")(classify_command)

@@ -1,0 +1,1 @@
+"""The only code that touches llama.cpp: model loading, the decode loop, budgets, votes."""

@@ -1,0 +1,191 @@
+"""Per-sequence thinking policy: cap, minimum, confidence stop, answer cap.
+
+Pure logic over token ids and their text, so it is tested with scripted tokens. The decoder asks
+`decide()` for every sampled token and carries out the returned Step: roll back `rollback` tokens
+already in the KV cache, then feed `tokens` (the sampled one and/or forced ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
+
+SENTENCE_ENDS = (".", "!", "?", "\n")
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    thinking: bool = True
+    min_thinking: int = 0
+    max_thinking: int = 1024
+    max_answer: int = 512
+    grace: int = 0  # within the last `grace` tokens of the cap, close at a sentence end
+    confidence: float = 0.0  # window mean token probability that ends thinking (0 = off)
+    confidence_window: int = 64
+    confidence_floor: float = 0.0  # window mean below which the sequence is dropped (0 = off)
+
+    @property
+    def needs_confidence(self) -> bool:
+        return self.confidence > 0 or self.confidence_floor > 0
+
+
+@dataclass(frozen=True)
+class ForcedText:
+    """Token ids (and their text) that the policy may insert, prepared once per model."""
+
+    close: tuple[list[int], str]  # close tag (+ answer prefix): after a model-closed thinking
+    budget: tuple[list[int], str]  # budget message + close tag + answer prefix
+    wait: tuple[list[int], str]  # replaces an early close tag
+    answer_prefix: tuple[list[int], str]
+
+
+@dataclass
+class Step:
+    tokens: list[int] = field(default_factory=list)
+    rollback: int = 0
+    chunks: list[Chunk] = field(default_factory=list)
+    event: dict[str, Any] | None = None
+    finish: str | None = None
+
+
+class SequencePolicy:
+    def __init__(
+        self,
+        spec: BudgetSpec,
+        parser: ThinkingParser,
+        forced: ForcedText,
+        is_end: Callable[[int], bool],
+    ):
+        self.spec = spec
+        self.parser = parser
+        self.forced = forced
+        self.is_end = is_end
+        self.thinking_tokens = 0
+        self.answer_tokens = 0
+        self.forced_tokens = 0
+        self.wait_tokens = 0  # forced "Wait" tokens: part of the thinking, they count toward min and cap
+        self.events: list[dict[str, Any]] = []
+        self._window: deque[float] = deque(maxlen=spec.confidence_window)
+        self._window_sum = 0.0
+        self._logprob_sum = 0.0
+        self._scored = 0
+        self._recent: deque[str] = deque(maxlen=64)  # text of committed tokens, for rollback
+
+    @property
+    def thinking_total(self) -> int:
+        return self.thinking_tokens + self.wait_tokens
+
+    # -- confidence -----------------------------------------------------------------------
+    @property
+    def window_confidence(self) -> float | None:
+        if len(self._window) < self._window.maxlen:  # type: ignore[operator]
+            return None
+        return self._window_sum / len(self._window)
+
+    @property
+    def trace_confidence(self) -> float | None:
+        """Geometric-mean token probability over everything sampled (None if not measured)."""
+        return math.exp(self._logprob_sum / self._scored) if self._scored else None
+
+    def _score(self, prob: float | None) -> None:
+        if prob is None:
+            return
+        self._logprob_sum += math.log(max(prob, 1e-12))
+        self._scored += 1
+        if len(self._window) == self._window.maxlen:
+            self._window_sum -= self._window[0]
+        self._window.append(prob)
+        self._window_sum += prob
+
+    # -- the decision ---------------------------------------------------------------------
+    def decide(self, token: int, piece: str, prob: float | None = None) -> Step:
+        phase = self.parser.phase
+        if phase == THINKING:
+            return self._thinking(token, piece, prob)
+        if phase == ANSWER:
+            return self._answer(token, piece, prob)
+        return Step(finish="stop")
+
+    def _thinking(self, token: int, piece: str, prob: float | None) -> Step:
+        spec = self.spec
+        ends = self.is_end(token)
+        if ends or self.parser.would_close(piece):
+            if self.thinking_total < spec.min_thinking:
+                rollback = 0 if ends else self._pending_token_count()
+                self.thinking_tokens -= rollback
+                self.parser.drop_pending()
+                for _ in range(rollback):
+                    self._recent.pop()
+                self.wait_tokens += len(self.forced.wait[0])
+                return self._force(self.forced.wait, Step(rollback=rollback), "wait", "extended")
+            if ends:  # the model stopped inside its thinking: close it so an answer follows
+                return self._force(self.forced.close, Step(), "eos", "budget_forced")
+            step = self._accept(token, piece, counted=False)
+            if self.forced.answer_prefix[0]:
+                self._force(self.forced.answer_prefix, step, None, None)
+            return step
+
+        step = self._accept(token, piece, counted=True)
+        self._score(prob)
+        if self.thinking_total >= spec.max_thinking:
+            return self._force(self.forced.budget, step, "cap", "budget_forced")
+        soft_zone = spec.grace and self.thinking_total >= spec.max_thinking - spec.grace
+        if soft_zone and piece.rstrip(" ").endswith(SENTENCE_ENDS):
+            return self._force(self.forced.budget, step, "cap", "budget_forced")
+        window = self.window_confidence
+        if window is not None and self.thinking_total >= spec.min_thinking:
+            if spec.confidence and window >= spec.confidence:
+                return self._force(self.forced.budget, step, "confidence", "budget_forced")
+            if spec.confidence_floor and window < spec.confidence_floor:
+                step.finish = "dropped"
+        return step
+
+    def _answer(self, token: int, piece: str, prob: float | None) -> Step:
+        if self.is_end(token):
+            return Step(finish="stop")
+        step = self._accept(token, piece, counted=True)
+        self._score(prob)
+        if self.parser.phase == DONE:
+            step.finish = "stop"
+        elif self.answer_tokens >= self.spec.max_answer:
+            step.finish = "length"
+        return step
+
+    # -- helpers --------------------------------------------------------------------------
+    def _accept(self, token: int, piece: str, counted: bool) -> Step:
+        if counted:
+            if self.parser.phase == THINKING:
+                self.thinking_tokens += 1
+            else:
+                self.answer_tokens += 1
+        self._recent.append(piece)
+        return Step(tokens=[token], chunks=self.parser.feed(piece))
+
+    def _force(self, forced: tuple[list[int], str], step: Step, reason: str | None, kind: str | None) -> Step:
+        tokens, text = forced
+        step.tokens.extend(tokens)
+        step.chunks.extend(self.parser.feed(text))
+        self._recent.append(text)
+        self.forced_tokens += len(tokens)
+        if kind is not None:
+            event: dict[str, Any] = {"type": kind, "at_thinking_tokens": self.thinking_tokens, "forced_tokens": len(tokens)}
+            if kind == "budget_forced":
+                event["reason"] = reason
+            step.event = event
+            self.events.append(event)
+        return step
+
+    def _pending_token_count(self) -> int:
+        """How many committed tokens make up the parser's held-back text (a partial close tag)."""
+        need = len(self.parser.pending)
+        count = 0
+        for piece in reversed(self._recent):
+            if need <= 0:
+                break
+            need -= len(piece)
+            count += 1
+        return count

@@ -1,0 +1,385 @@
+"""THE decode loop: N sequences in one llama.cpp context, one llama_decode per step.
+
+Modelled on llama.cpp's examples/batched and examples/parallel. Each slot is a llama.cpp
+sequence id in a unified KV cache. A new request takes a free slot; its prompt reuses the
+longest prefix already cached in any slot (seq_cp), so Best-of-N decodes a prompt once and chat
+evaluates only the new turn. Every step samples one token per live slot, lets that slot's policy
+accept, replace or extend it, and decodes all resulting tokens in a single batch.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import ContextOverflowError, GenerationError
+from .budget import SequencePolicy
+from .events import Answer, BudgetForced, Extended, Progress, SequenceDone, Started, Thinking, Usage
+from .model import Model
+from .thinking import THINKING
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Request:
+    key: Hashable
+    prompt: list[int]
+    policy: SequencePolicy
+    sampling: SamplingParams
+    score_tokens: bool = False  # read token probabilities off the logits (confidence)
+    keep_cache: bool = False  # keep generated tokens cached after the end (chat)
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens of this seq now in the KV cache
+    request: Request | None = None
+    sampler: Any = None
+    utf8: Any = None
+    feed: list[int] = field(default_factory=list)  # tokens to decode at the next step
+    logits_index: int = -1
+    started_at: float = 0.0
+    first_token_at: float | None = None
+    reused: int = 0
+    cancelled: bool = False
+    shares_feed_with: list["_Slot"] = field(default_factory=list)  # group sharing one prompt tail
+
+
+@dataclass
+class DecoderStats:
+    prompt_tokens_evaluated: int = 0
+    tokens_generated: int = 0
+    decode_calls: int = 0
+    decode_seconds: float = 0.0
+
+
+class Decoder:
+    def __init__(self, model: Model, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.model = model
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        params.n_threads = model.threads
+        params.n_threads_batch = model.threads
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not ctx:
+            raise GenerationError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        self.ctx = ctx
+        self.n_ctx = llama_cpp.llama_n_ctx(ctx)
+        self.n_seq = n_seq
+        self.n_batch = n_batch
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.batch = llama_cpp.llama_batch_init(max(n_batch, 64 * n_seq), 0, n_seq)
+        self.slots = [_Slot(seq_id=i) for i in range(n_seq)]
+        self.stats = DecoderStats()
+        self._dirty = False
+
+    # -- public ---------------------------------------------------------------------------
+    def run(self, requests: Iterable[Request]) -> Iterator[Any]:
+        """Generate for every request, at most n_seq at a time; yields engine events."""
+        if self._dirty:
+            self.reset()
+        pending = iter(requests)
+        exhausted = False
+        completed = False
+        try:
+            while True:
+                if not exhausted:
+                    exhausted = yield from self._fill(pending)
+                live = [s for s in self.slots if s.request is not None]
+                if not live:
+                    break
+                self._decode_step(live)
+                for slot in live:
+                    if slot.request is not None:
+                        yield from self._sample(slot)
+            completed = True
+        finally:
+            if not completed:  # interrupted (Ctrl-C, consumer closed): KV state is unknown
+                self._dirty = True
+                for slot in self.slots:
+                    self._release(slot)
+
+    def cancel(self, key: Hashable) -> None:
+        """Stop a live sequence at the next step (adaptive vote, Ctrl-C of one item)."""
+        for slot in self.slots:
+            if slot.request is not None and slot.request.key == key:
+                slot.cancelled = True
+
+    def reset(self) -> None:
+        self._lib.llama_memory_clear(self.memory, True)
+        for slot in self.slots:
+            slot.cached = []
+        self._dirty = False
+
+    def close(self) -> None:
+        for slot in self.slots:
+            self._release(slot)
+        if getattr(self, "ctx", None):
+            self._lib.llama_batch_free(self.batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+
+    # -- filling slots ---------------------------------------------------------------------
+    def _fill(self, pending: Iterator[Request]) -> Iterator[Any]:
+        """Give free slots new requests; prompts with equal tokens share one evaluation."""
+        groups: dict[tuple[int, ...], list[_Slot]] = {}
+        for slot in self.slots:
+            if slot.request is not None:
+                continue
+            request = next(pending, None)
+            if request is None:
+                for group in groups.values():
+                    yield from self._prefill(group)
+                return True
+            self._assign(slot, request)
+            groups.setdefault(tuple(request.prompt), []).append(slot)
+        for group in groups.values():
+            yield from self._prefill(group)
+        return False
+
+    def _assign(self, slot: _Slot, request: Request) -> None:
+        lib = self._lib
+        if not request.prompt:
+            raise GenerationError("empty prompt")
+        if len(request.prompt) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(request.prompt)} tokens; the context holds {self.n_ctx}"
+            )
+        slot.request = request
+        slot.cancelled = False
+        slot.started_at = time.perf_counter()
+        slot.first_token_at = None
+        slot.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        s = request.sampling
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if s.repeat_penalty != 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(self.model.n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
+        if s.temperature <= 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(s.top_k))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(s.min_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(s.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
+        slot.sampler = chain
+
+    def _prefill(self, group: list[_Slot]) -> Iterator[Any]:
+        lib = self._lib
+        prompt = group[0].request.prompt  # type: ignore[union-attr]
+        source, reuse = self._best_prefix(prompt, group)
+        reuse = min(reuse, len(prompt) - 1)  # the last prompt token is decoded to get logits
+        for slot in group:
+            if slot is source:
+                continue
+            lib.llama_memory_seq_rm(self.memory, slot.seq_id, 0, -1)
+            if source is not None and reuse > 0:
+                lib.llama_memory_seq_cp(self.memory, source.seq_id, slot.seq_id, 0, reuse)
+        if source is not None and source in group:
+            lib.llama_memory_seq_rm(self.memory, source.seq_id, reuse, -1)
+        seq_ids = [slot.seq_id for slot in group]
+        body = prompt[reuse:-1]
+        for start in range(0, len(body), self.n_batch):
+            chunk = body[start : start + self.n_batch]
+            self._batch_clear()
+            for offset, token in enumerate(chunk):
+                self._batch_add(token, reuse + start + offset, seq_ids, False)
+            self._decode()
+        self.stats.prompt_tokens_evaluated += len(prompt) - reuse
+        for slot in group:
+            slot.cached = list(prompt[:-1])
+            slot.reused = reuse
+            slot.feed = [prompt[-1]]
+        # The final prompt token is shared by the whole group: only the leader feeds it.
+        for slot in group[1:]:
+            slot.feed = []
+        group[0].shares_feed_with = group
+        for slot in group:
+            yield Started(slot.request.key, len(prompt), reuse)  # type: ignore[union-attr]
+
+    def _best_prefix(self, prompt: list[int], group: list[_Slot]) -> tuple[_Slot | None, int]:
+        best: _Slot | None = None
+        best_len = 0
+        for slot in self.slots:  # live slots too: positions below their end never change
+            n = _common_prefix(slot.cached, prompt)
+            if n > best_len:
+                best, best_len = slot, n
+        return best, best_len
+
+    # -- one step ---------------------------------------------------------------------------
+    def _decode_step(self, live: list[_Slot]) -> None:
+        self._batch_clear()
+        owners: list[tuple[list[_Slot], int]] = []
+        for slot in live:
+            if not slot.feed:
+                continue
+            members = slot.shares_feed_with or [slot]
+            seq_ids = [s.seq_id for s in members]
+            pos = len(slot.cached)
+            for i, token in enumerate(slot.feed):
+                self._batch_add(token, pos + i, seq_ids, i == len(slot.feed) - 1)
+            owners.append((members, self.batch.n_tokens - 1))
+            feed = slot.feed
+            for member in members:
+                member.cached.extend(feed)
+                member.feed = []
+            slot.shares_feed_with = []
+        if self.batch.n_tokens:
+            self._decode()
+        for members, index in owners:
+            for member in members:
+                member.logits_index = index
+
+    def _sample(self, slot: _Slot) -> Iterator[Any]:
+        lib = self._lib
+        request = slot.request
+        assert request is not None
+        policy = request.policy
+        if slot.cancelled:
+            yield from self._finish(slot, "stopped_early")
+            return
+        token = lib.llama_sampler_sample(slot.sampler, self.ctx, slot.logits_index)
+        prob = self._token_prob(slot.logits_index, token) if request.score_tokens else None
+        if slot.first_token_at is None:
+            slot.first_token_at = time.perf_counter()
+        self.stats.tokens_generated += 1
+        piece = "" if self.model.is_end(token) else slot.utf8.decode(self.model.piece(token))
+        step = policy.decide(token, piece, prob)
+        if step.rollback:
+            keep = len(slot.cached) - step.rollback
+            lib.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1)
+            del slot.cached[keep:]
+        for chunk in step.chunks:
+            if chunk.kind == THINKING:
+                yield Thinking(request.key, chunk.text, policy.thinking_total)
+            else:
+                yield Answer(request.key, chunk.text, policy.answer_tokens)
+        if step.event is not None:
+            forced = step.event["forced_tokens"]
+            at = step.event["at_thinking_tokens"]
+            if step.event["type"] == "extended":
+                yield Extended(request.key, at, forced)
+            else:
+                yield BudgetForced(request.key, step.event["reason"], at, forced)
+        if step.finish:
+            yield from self._finish(slot, step.finish)
+            return
+        if len(slot.cached) + len(step.tokens) >= self.n_ctx:
+            yield from self._finish(slot, "context")
+            return
+        for forced in step.tokens[1:]:
+            lib.llama_sampler_accept(slot.sampler, forced)
+        slot.feed = list(step.tokens)
+        total = policy.thinking_total + policy.answer_tokens
+        if total % 8 == 0:
+            phase = policy.parser.phase
+            yield Progress(request.key, phase, policy.thinking_total, policy.answer_tokens, policy.window_confidence)
+
+    def _finish(self, slot: _Slot, reason: str) -> Iterator[Any]:
+        request = slot.request
+        assert request is not None
+        policy = request.policy
+        for chunk in policy.parser.flush():
+            if chunk.kind == THINKING:
+                yield Thinking(request.key, chunk.text, policy.thinking_total)
+            else:
+                yield Answer(request.key, chunk.text, policy.answer_tokens)
+        now = time.perf_counter()
+        usage = Usage(
+            prompt_tokens=len(request.prompt),
+            reused_tokens=slot.reused,
+            thinking_tokens=policy.thinking_tokens,
+            answer_tokens=policy.answer_tokens,
+            forced_tokens=policy.forced_tokens,
+        )
+        first = slot.first_token_at - slot.started_at if slot.first_token_at else None
+        if not request.keep_cache:
+            keep = min(len(request.prompt), len(slot.cached))
+            self._lib.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1)
+            del slot.cached[keep:]
+        self._release(slot)
+        yield SequenceDone(
+            seq=request.key,
+            finish_reason=reason,
+            thinking=policy.parser.thinking,
+            answer=policy.parser.answer,
+            usage=usage,
+            confidence=policy.trace_confidence,
+            first_token_s=first,
+            elapsed_s=now - slot.started_at,
+            events=tuple(policy.events),
+        )
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.sampler is not None:
+            self._lib.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+        slot.request = None
+        slot.feed = []
+        slot.shares_feed_with = []
+
+    # -- llama.cpp plumbing -----------------------------------------------------------------
+    def _token_prob(self, index: int, token: int) -> float:
+        """Probability of `token` under the model's raw distribution at batch row `index`."""
+        ptr = self._lib.llama_get_logits_ith(self.ctx, index)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+        top = float(logits.max())
+        log_z = top + float(np.log(np.exp(logits - top).sum()))
+        return float(np.exp(float(logits[token]) - log_z))
+
+    def _batch_clear(self) -> None:
+        self.batch.n_tokens = 0
+
+    def _batch_add(self, token: int, pos: int, seq_ids: list[int], logits: bool) -> None:
+        b = self.batch
+        i = b.n_tokens
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = len(seq_ids)
+        for k, seq in enumerate(seq_ids):
+            b.seq_id[i][k] = seq
+        b.logits[i] = logits
+        b.n_tokens = i + 1
+
+    def _decode(self) -> None:
+        started = time.perf_counter()
+        status = self._lib.llama_decode(self.ctx, self.batch)
+        self.stats.decode_seconds += time.perf_counter() - started
+        self.stats.decode_calls += 1
+        if status == 1:
+            raise ContextOverflowError(f"the context ({self.n_ctx} tokens) is full")
+        if status != 0:
+            raise GenerationError(f"llama_decode failed ({status})")
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

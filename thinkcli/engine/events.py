@@ -1,0 +1,95 @@
+"""Typed events: the only thing the engine hands to the outside world.
+
+Every event names the sequence it belongs to (`seq`: the caller's key), so one stream can carry
+a single answer, N Best-of-N samples, or many batch prompts. Renderers pattern-match on type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+
+@dataclass(frozen=True)
+class Started:
+    """A sequence got a slot; its prompt is in the KV cache."""
+
+    seq: Hashable
+    prompt_tokens: int
+    reused_tokens: int  # prompt tokens found already in the cache (prefix reuse)
+
+
+@dataclass(frozen=True)
+class Thinking:
+    seq: Hashable
+    text: str
+    tokens: int  # thinking tokens so far in this sequence
+
+
+@dataclass(frozen=True)
+class Answer:
+    seq: Hashable
+    text: str
+    tokens: int  # answer tokens so far
+
+
+@dataclass(frozen=True)
+class BudgetForced:
+    """Thinking was ended by us, gracefully: budget message + close tag were inserted."""
+
+    seq: Hashable
+    reason: str  # "cap" | "confidence"
+    at_tokens: int
+    forced_tokens: int
+
+
+@dataclass(frozen=True)
+class Extended:
+    """A close tag before the minimum was replaced by the wait word."""
+
+    seq: Hashable
+    at_tokens: int
+    forced_tokens: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Per-step heartbeat of a sequence (for live counters); sent at most every few tokens."""
+
+    seq: Hashable
+    phase: str
+    thinking_tokens: int
+    answer_tokens: int
+    confidence: float | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    reused_tokens: int
+    thinking_tokens: int
+    answer_tokens: int
+    forced_tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.reused_tokens,
+            "thinking_tokens": self.thinking_tokens,
+            "answer_tokens": self.answer_tokens,
+            "forced_tokens": self.forced_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class SequenceDone:
+    seq: Hashable
+    finish_reason: str  # "stop" | "length" | "stopped_early" | "dropped" | "context" | "cancelled"
+    thinking: str
+    answer: str
+    usage: Usage
+    confidence: float | None  # mean token probability over the whole trace, if measured
+    first_token_s: float | None
+    elapsed_s: float
+    events: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    error: str | None = None

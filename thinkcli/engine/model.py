@@ -1,0 +1,180 @@
+"""Load a GGUF through llama.cpp's C API: quiet logs, GPU offload, tokens and chat templates.
+
+This and decoder.py are the only modules that import llama_cpp, and only when a model is
+actually loaded: `think --help` must not pay for the shared library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+_LOG_LOCK = threading.Lock()
+_log_state: dict[str, Any] = {"installed": False, "callback": None, "errors": []}
+
+
+def _install_log_sink() -> None:
+    """Route llama.cpp's logs into memory (errors kept for our messages); THINK_DEBUG passes them on."""
+    import llama_cpp
+
+    with _LOG_LOCK:
+        if _log_state["installed"]:
+            return
+        debug = bool(os.environ.get("THINK_DEBUG"))
+
+        @llama_cpp.llama_log_callback
+        def _sink(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            message = text.decode("utf-8", errors="replace") if text else ""
+            if debug:
+                os.write(2, message.encode())
+            if level == 4 and message.strip():  # GGML_LOG_LEVEL_ERROR
+                errors = _log_state["errors"]
+                errors.append(message.strip())
+                del errors[:-20]
+
+        _log_state["callback"] = _sink  # a reference must outlive every llama.cpp call
+        llama_cpp.llama_log_set(_sink, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _log_state["installed"] = True
+
+
+def last_llama_error() -> str:
+    errors = _log_state["errors"]
+    return errors[-1] if errors else ""
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail early, in one line, on what llama.cpp would report cryptically."""
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"not a file: {path}")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"not a GGUF model file: {path}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    name: str
+    n_ctx_train: int
+    n_vocab: int
+    n_params: int
+    size_bytes: int
+    chat_template: str | None
+    gpu_layers: int
+
+
+class Model:
+    """A loaded GGUF: weights, vocabulary, template. Contexts are made by the Decoder."""
+
+    def __init__(self, path: Path, gpu_layers: int = 0, threads: int = 0):
+        import llama_cpp
+
+        _install_log_sink()
+        check_gguf_file(path)
+        self._lib = llama_cpp
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 999 if gpu_layers < 0 else gpu_layers
+        self.gpu_layers = params.n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            detail = last_llama_error()
+            hint = f" ({detail})" if detail else " (truncated or corrupt file?)"
+            raise ModelError(f"llama.cpp could not load {path.name}{hint}")
+        self.ptr = model
+        self.path = path
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+        self.eos = llama_cpp.llama_vocab_eos(self.vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        template = llama_cpp.llama_model_chat_template(model, None)
+        self.info = ModelInfo(
+            path=path,
+            name=self.meta("general.name") or path.stem,
+            n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+            n_vocab=self.n_vocab,
+            n_params=llama_cpp.llama_model_n_params(model),
+            size_bytes=path.stat().st_size,
+            chat_template=template.decode("utf-8", errors="replace") if template else None,
+            gpu_layers=self.gpu_layers,
+        )
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = self._lib.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    # -- tokens ---------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (self._lib.llama_token * capacity)()
+        n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, special)
+        if n < 0:
+            capacity = -n
+            buf = (self._lib.llama_token * capacity)()
+            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """Bytes of one token (special tokens rendered: tags like <think> must be seen)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+            cached = buf.raw[:n]
+            self._pieces[token] = cached
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_end(self, token: int) -> bool:
+        cached = self._eog.get(token)
+        if cached is None:
+            cached = bool(self._lib.llama_vocab_is_eog(self.vocab, token))
+            self._eog[token] = cached
+        return cached
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        """Tokenize a rendered prompt, adding BOS only where the template did not already."""
+        bos_text = self.piece(self.bos).decode("utf-8", errors="replace") if self.bos >= 0 else ""
+        add_bos = self.add_bos and not (bos_text and text.startswith(bos_text))
+        return self.tokenize(text, add_bos=add_bos, special=True)
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            self._lib.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())

@@ -1,0 +1,141 @@
+"""The engine facade: loaded models, their decoders, and one generate() for every command.
+
+`ask`, `chat` and `batch` all come through here and differ only in what they do with the
+events. Models load lazily and stay cached per process (tier routing may use several).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Iterator
+
+from ..registry import Family
+from .budget import BudgetSpec, ForcedText, SequencePolicy
+from .decoder import Decoder, Request, SamplingParams
+from .model import Model
+from .prompt import RenderedPrompt, render_prompt
+from .thinking import ThinkingParser
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model ready to generate: weights, its family, and when it took to load."""
+
+    name: str
+    model: Model
+    family: Family
+    load_s: float
+
+
+@dataclass
+class Job:
+    """One sequence to generate: a conversation, its budget, and sampling."""
+
+    key: Hashable
+    messages: list[dict[str, str]]
+    budget: BudgetSpec
+    sampling: SamplingParams
+    keep_cache: bool = False
+    score_tokens: bool = False
+
+
+@dataclass
+class Engine:
+    gpu_layers: int = 0
+    threads: int = 0
+    n_ctx: int = 4096
+    _loaded: dict[str, Loaded] = field(default_factory=dict)
+    _decoders: dict[str, Decoder] = field(default_factory=dict)
+
+    def load(self, name: str, path: Path, family: Family | None, families: dict[str, Family]) -> Loaded:
+        key = str(path)
+        if key not in self._loaded:
+            started = time.perf_counter()
+            model = Model(path, gpu_layers=self.gpu_layers, threads=self.threads)
+            chosen = family or families[detect_family(model.info.chat_template)]
+            self._loaded[key] = Loaded(name, model, chosen, time.perf_counter() - started)
+        return self._loaded[key]
+
+    def decoder(self, loaded: Loaded, n_seq: int, n_ctx: int | None = None) -> Decoder:
+        """A context with room for n_seq sequences; rebuilt only when it is too small."""
+        key = str(loaded.model.path)
+        want_ctx = min(n_ctx or self.n_ctx, max(loaded.model.info.n_ctx_train, 512))
+        current = self._decoders.get(key)
+        if current is None or current.n_seq < n_seq or current.n_ctx < want_ctx:
+            if current is not None:
+                current.close()
+            current = Decoder(loaded.model, n_ctx=want_ctx, n_seq=n_seq)
+            self._decoders[key] = current
+        return current
+
+    def render(self, loaded: Loaded, messages: list[dict[str, str]], thinking: bool) -> RenderedPrompt:
+        model = loaded.model
+        bos = model.piece(model.bos).decode("utf-8", "replace") if model.bos >= 0 else ""
+        eos = model.piece(model.eos).decode("utf-8", "replace") if model.eos >= 0 else ""
+        return render_prompt(messages, loaded.family, thinking, model.info.chat_template, bos, eos)
+
+    def request(self, loaded: Loaded, job: Job) -> Request:
+        rendered = self.render(loaded, job.messages, job.budget.thinking)
+        tokens = loaded.model.prompt_tokens(rendered.text)
+        policy = make_policy(loaded, job.budget)
+        return Request(job.key, tokens, policy, job.sampling, job.score_tokens, job.keep_cache)
+
+    def generate(self, loaded: Loaded, jobs: Iterable[Job], parallel: int = 1,
+                 n_ctx: int | None = None) -> Iterator[Any]:
+        decoder = self.decoder(loaded, parallel, n_ctx)
+        requests = (self.request(loaded, job) for job in jobs)
+        return decoder.run(requests)
+
+    def close(self) -> None:
+        for decoder in self._decoders.values():
+            decoder.close()
+        for loaded in self._loaded.values():
+            loaded.model.close()
+        self._decoders.clear()
+        self._loaded.clear()
+
+
+def make_policy(loaded: Loaded, budget: BudgetSpec) -> SequencePolicy:
+    family, model = loaded.family, loaded.model
+
+    def forced(text: str) -> tuple[list[int], str]:
+        return (model.tokenize(text, add_bos=False, special=True) if text else [], text)
+
+    close = family.think_close + ("\n" if not family.answer_prefix else "") + family.answer_prefix
+    texts = ForcedText(
+        close=forced(close),
+        budget=forced(family.budget_message + close),
+        wait=forced("\n" + family.wait_word + ","),
+        answer_prefix=forced(family.answer_prefix),
+    )
+    parser = ThinkingParser(family.think_close, budget.thinking, family.stop, family.answer_prefix)
+    return SequencePolicy(budget, parser, texts, model.is_end)
+
+
+def detect_family(template: str | None) -> str:
+    """Guess a family for a bare .gguf from its chat template."""
+    if not template:
+        return "plain"
+    if "<|channel|>" in template:
+        return "gpt-oss"
+    if "<think>" in template:
+        if "/no_think" in template:
+            return "smollm3"
+        if "<｜Assistant｜><think>" in template or template.rstrip().endswith("<think>\\n'}}"):
+            return "deepseek-r1"
+        return "qwen3"
+    return "prompted"
+
+
+def sampling_for(family: Family, temperature: float | None, seed: int) -> SamplingParams:
+    s = family.sampling
+    return SamplingParams(
+        temperature=s.temperature if temperature is None else temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        repeat_penalty=s.repeat_penalty,
+        seed=seed,
+    )

@@ -1,0 +1,135 @@
+"""Best-of-N: sample N reasoning paths in one context, extract answers, vote, stop early.
+
+Answer extraction follows common practice for self-consistency: \\boxed{}, "final answer:",
+"the answer is", the last number, else the normalised short answer. The vote is by count,
+ties broken by summed trace confidence. Adaptive stop (Adaptive-Consistency): once the leader
+cannot be overtaken by the samples still running, they are cancelled. Samples whose windowed
+confidence falls below the tier's floor are dropped as they go (DeepConf, online).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import replace
+from typing import Any, Generator, Iterator
+
+from ..errors import UsageError
+from .events import SequenceDone
+from .session import Engine, Job, Loaded
+from .decoder import SamplingParams
+
+BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+FINAL = re.compile(r"(?:final answer|the answer is|answer)\s*[:=]?\s*(?:is\s*)?(.+)", re.IGNORECASE)
+NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
+
+
+def _normalise(text: str) -> str:
+    text = text.strip().strip("*$ ").rstrip(".!")
+    text = re.sub(r"\s+", " ", text)
+    number = NUMBER.fullmatch(text.replace(",", ""))
+    if number:
+        value = text.replace(",", "")
+        if re.fullmatch(r"-?\d+\.0+", value):
+            value = value.split(".")[0]
+        return value
+    return text.lower()
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of one sample, normalised so equal answers compare equal."""
+    if not text or not text.strip():
+        return None
+    boxed = BOXED.findall(text)
+    if boxed:
+        return _normalise(boxed[-1])
+    finals = FINAL.findall(text)
+    if finals:
+        candidate = finals[-1].strip().splitlines()[0] if finals[-1].strip() else ""
+        numbers = NUMBER.findall(candidate.replace(",", ""))
+        if numbers and len(candidate.split()) > 3:
+            return _normalise(numbers[0])
+        if candidate:
+            return _normalise(candidate)
+    numbers = NUMBER.findall(text.replace(",", ""))
+    if numbers:
+        return _normalise(numbers[-1])
+    short = text.strip().splitlines()[0]
+    return _normalise(short) if len(short.split()) <= 8 else None
+
+
+def tally(answers: list[tuple[str | None, float | None]]) -> dict[str, Any]:
+    """Majority vote; ties broken by summed confidence. None answers do not vote."""
+    counts: Counter[str] = Counter()
+    weight: dict[str, float] = defaultdict(float)
+    for answer, confidence in answers:
+        if answer is None:
+            continue
+        counts[answer] += 1
+        weight[answer] += confidence if confidence is not None else 1.0
+    if not counts:
+        return {"winner": None, "counts": {}, "weights": {}, "method": "none"}
+    ranked = sorted(counts, key=lambda a: (counts[a], weight[a]), reverse=True)
+    top = ranked[0]
+    tied = len(ranked) > 1 and counts[ranked[1]] == counts[top]
+    return {
+        "winner": top,
+        "counts": dict(counts),
+        "weights": {a: round(w, 4) for a, w in weight.items()},
+        "method": "confidence-tiebreak" if tied else "majority",
+    }
+
+
+def cannot_be_overtaken(counts: Counter[str], running: int) -> bool:
+    if not counts:
+        return False
+    ordered = counts.most_common(2)
+    lead = ordered[0][1] - (ordered[1][1] if len(ordered) > 1 else 0)
+    return lead > running
+
+
+def run_vote(engine: Engine, loaded: Loaded, messages: list[dict[str, str]], plan: Any,
+             sampling: SamplingParams) -> Generator[Any, None, tuple[SequenceDone, tuple[SequenceDone, ...], dict[str, Any]]]:
+    n = plan.samples
+    budget = plan.budget
+    prompt_len = len(engine.request(loaded, Job("probe", messages, budget, sampling)).prompt)
+    per_sample = budget.max_thinking + budget.max_answer + 64
+    need = prompt_len + n * per_sample
+    room = loaded.model.info.n_ctx_train
+    if need > room:
+        fit = max(0, (room - prompt_len) // per_sample)
+        raise UsageError(f"{n} samples of {per_sample} tokens do not fit the model's context of {room} tokens (at most {fit})")
+    jobs = [
+        Job(("sample", i), messages, budget, replace(sampling, seed=sampling.seed + i), score_tokens=True)
+        for i in range(n)
+    ]
+    decoder = engine.decoder(loaded, n, n_ctx=max(need, engine.n_ctx))
+    done: dict[int, SequenceDone] = {}
+    counts: Counter[str] = Counter()
+    stream: Iterator[Any] = decoder.run(engine.request(loaded, job) for job in jobs)
+    for event in stream:
+        yield event
+        if isinstance(event, SequenceDone):
+            index = event.seq[1]
+            done[index] = event
+            if event.finish_reason not in ("dropped", "stopped_early"):
+                answer = extract_answer(event.answer)
+                if answer is not None:
+                    counts[answer] += 1
+            running = n - len(done)
+            if running and cannot_be_overtaken(counts, running):
+                for other in range(n):
+                    if other not in done:
+                        decoder.cancel(("sample", other))
+    samples = tuple(done[i] for i in range(n))
+    answers = [
+        (extract_answer(s.answer) if s.finish_reason not in ("dropped", "stopped_early") else None, s.confidence)
+        for s in samples
+    ]
+    vote = tally(answers)
+    vote["answers"] = [a for a, _ in answers]
+    winner = vote["winner"]
+    chosen = [s for s, (a, _) in zip(samples, answers) if a == winner and winner is not None]
+    best = max(chosen or samples, key=lambda s: s.confidence or 0.0)
+    vote["winner_sample"] = samples.index(best)
+    return best, samples, vote

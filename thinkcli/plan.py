@@ -1,0 +1,101 @@
+"""Plan: what to spend on one prompt, from its tier, models.yaml and the user's flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .classify import Difficulty, classify
+from .engine.budget import BudgetSpec
+from .errors import UsageError
+from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line (or REPL) choices; None means 'the tier decides'."""
+
+    tier: str = "auto"
+    model: str | None = None
+    max_thinking: int | None = None
+    min_thinking: int | None = None
+    max_answer: int | None = None
+    no_think: bool = False
+    samples: int | None = None
+    strategy: str | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+    def validate(self) -> "Overrides":
+        if self.tier not in ("auto", *TIER_NAMES):
+            raise UsageError(f"unknown tier '{self.tier}' (choose auto, {', '.join(TIER_NAMES)})")
+        for name in ("max_thinking", "min_thinking", "max_answer"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.max_answer is not None and self.max_answer == 0:
+            raise UsageError("--max-answer must be >= 1")
+        if self.samples is not None and self.samples < 1:
+            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
+        if self.temperature is not None and not 0 <= self.temperature <= 5:
+            raise UsageError(f"--temperature must be between 0 and 5, got {self.temperature}")
+        if (self.min_thinking is not None and self.max_thinking is not None
+                and self.min_thinking > self.max_thinking):
+            raise UsageError("--min-thinking must not exceed --max-thinking")
+        return self
+
+
+@dataclass(frozen=True)
+class Plan:
+    difficulty: Difficulty
+    tier: Tier
+    model: str  # alias or path
+    budget: BudgetSpec
+    strategy: str
+    samples: int
+    temperature: float | None
+    seed: int
+
+
+def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_model: str) -> Plan:
+    overrides.validate()
+    difficulty = classify(prompt)
+    tier_name = difficulty.tier if overrides.tier == "auto" else overrides.tier
+    if overrides.tier != "auto":
+        difficulty = replace(difficulty, tier=tier_name, reasons=(*difficulty.reasons, f"tier forced to {tier_name}"))
+    tier = registry.tiers[tier_name]
+    max_thinking = tier.max_thinking if overrides.max_thinking is None else overrides.max_thinking
+    min_thinking = tier.min_thinking if overrides.min_thinking is None else overrides.min_thinking
+    if overrides.no_think:
+        max_thinking = min_thinking = 0
+    if overrides.max_thinking is not None and overrides.min_thinking is None:
+        min_thinking = min(min_thinking, max_thinking)
+    if min_thinking > max_thinking:
+        raise UsageError(f"--min-thinking {min_thinking} exceeds the thinking budget {max_thinking}")
+    budget = BudgetSpec(
+        thinking=max_thinking > 0,
+        min_thinking=min_thinking,
+        max_thinking=max_thinking,
+        max_answer=overrides.max_answer or tier.max_answer,
+        grace=tier.grace if overrides.max_thinking is None else 0,
+        confidence=tier.confidence,
+        confidence_window=tier.confidence_window,
+        confidence_floor=tier.confidence_floor,
+    )
+    strategy = overrides.strategy or tier.strategy
+    samples = overrides.samples or (tier.samples if strategy == "vote" else 1)
+    if overrides.samples and overrides.samples > 1 and not overrides.strategy:
+        strategy = "vote"
+    if strategy == "single":
+        samples = 1
+    return Plan(
+        difficulty=difficulty,
+        tier=tier,
+        model=overrides.model or tier.model or default_model,
+        budget=budget,
+        strategy=strategy,
+        samples=samples,
+        temperature=overrides.temperature,
+        seed=overrides.seed if overrides.seed is not None else 0,
+    )

@@ -1,0 +1,300 @@
+"""Load and validate models.yaml: model families, model aliases and difficulty tiers.
+
+The shipped file sits next to this package (force-included into the wheel); a user file in the
+config dir is merged over it entry by entry. Validation happens here, once, so that a bad file
+is reported as one line naming the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+TIER_NAMES = ("instant", "light", "standard", "deep")
+STRATEGIES = ("single", "vote")
+DISABLE_MODES = ("template", "prefill", "instruction")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a model thinks: its tags, how thinking is switched off, how a budget ends it."""
+
+    name: str
+    think_open: str
+    think_close: str
+    disable: str = "template"
+    budget_message: str = "\n\nI have to answer now.\n"
+    wait_word: str = "Wait"
+    thinking_instruction: str = ""
+    prefill_open: bool = False
+    plain_template: bool = False
+    answer_prefix: str = ""
+    stop: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    alias: str
+    family: str
+    repo: str | None = None
+    file: str | None = None
+    quant: str | None = None
+    embedded: bool = False
+    path: str | None = None
+    description: str = ""
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    min_thinking: int = 0
+    max_thinking: int = 0
+    max_answer: int = 512
+    strategy: str = "single"
+    samples: int = 1
+    confidence: float = 0.0
+    confidence_window: int = 64
+    confidence_floor: float = 0.0
+    grace: int = 0  # close at a sentence end within the last `grace` tokens of the cap
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    default_model: str
+    families: dict[str, Family]
+    models: dict[str, ModelEntry]
+    tiers: dict[str, Tier]
+    sources: tuple[Path, ...] = ()
+
+    def model(self, alias: str) -> ModelEntry:
+        try:
+            return self.models[alias]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise ConfigError(f"unknown model '{alias}' (known: {known})") from None
+
+    def family(self, name: str) -> Family:
+        return self.families[name]
+
+
+def shipped_path() -> Path:
+    """The models.yaml inside the installed package (or the repo root in a checkout)."""
+    inside = Path(__file__).with_name("models.yaml")
+    return inside if inside.exists() else Path(__file__).resolve().parent.parent / "models.yaml"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if key in ("families", "models", "tiers") and isinstance(value, dict):
+            section = dict(merged.get(key) or {})
+            for name, entry in value.items():
+                old = section.get(name)
+                if isinstance(old, dict) and isinstance(entry, dict):
+                    section[name] = {**old, **entry}
+                else:
+                    section[name] = entry
+            merged[key] = section
+        else:
+            merged[key] = value
+    return merged
+
+
+class _Checker:
+    """Reads typed fields out of one entry, naming file/section/entry/field on failure."""
+
+    def __init__(self, source: str, section: str, name: str, raw: Any, allowed: set[str]):
+        self.where = f"{source}: {section}.{name}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.where}: must be a mapping")
+        unknown = set(raw) - allowed
+        if unknown:
+            raise ConfigError(f"{self.where}: unknown field '{sorted(unknown)[0]}'")
+        self.raw = raw
+
+    def fail(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.where}.{key}: {why}")
+
+    def str(self, key: str, default: str | None = None, required: bool = False) -> Any:
+        value = self.raw.get(key, default)
+        if value is None:
+            if required:
+                raise self.fail(key, "is required")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, "must be a string")
+        return value
+
+    def int(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self.raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "must be an integer")
+        if value < minimum:
+            raise self.fail(key, f"must be >= {minimum}")
+        return value
+
+    def float(self, key: str, default: float, lo: float = 0.0, hi: float = float("inf")) -> float:
+        value = self.raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, "must be a number")
+        if not lo <= value <= hi:
+            raise self.fail(key, f"must be between {lo} and {hi}")
+        return float(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.str(key, default)
+        if value not in options:
+            raise self.fail(key, f"must be one of {', '.join(options)}")
+        return value
+
+
+def _family(source: str, name: str, raw: Any) -> Family:
+    c = _Checker(source, "families", name, raw, set(Family.__dataclass_fields__) - {"name"})
+    sampling_raw = raw.get("sampling") or {}
+    s = _Checker(source, f"families.{name}", "sampling", sampling_raw, set(Sampling.__dataclass_fields__))
+    sampling = Sampling(
+        temperature=s.float("temperature", 0.7, 0.0, 5.0),
+        top_p=s.float("top_p", 0.95, 0.0, 1.0),
+        top_k=s.int("top_k", 40),
+        min_p=s.float("min_p", 0.05, 0.0, 1.0),
+        repeat_penalty=s.float("repeat_penalty", 1.0, 0.0, 5.0),
+    )
+    stop = raw.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
+        raise c.fail("stop", "must be a list of non-empty strings")
+    return Family(
+        name=name,
+        think_open=c.str("think_open", required=True),
+        think_close=c.str("think_close", required=True),
+        disable=c.choice("disable", "template", DISABLE_MODES),
+        budget_message=c.str("budget_message", Family.budget_message),
+        wait_word=c.str("wait_word", "Wait"),
+        thinking_instruction=c.str("thinking_instruction", ""),
+        prefill_open=c.bool("prefill_open", False),
+        plain_template=c.bool("plain_template", False),
+        answer_prefix=c.str("answer_prefix", ""),
+        stop=tuple(stop),
+        sampling=sampling,
+    )
+
+
+def _model(source: str, alias: str, raw: Any, families: dict[str, Family]) -> ModelEntry:
+    c = _Checker(source, "models", alias, raw, set(ModelEntry.__dataclass_fields__) - {"alias"})
+    family = c.str("family", required=True)
+    if family not in families:
+        raise c.fail("family", f"unknown family '{family}' (known: {', '.join(sorted(families))})")
+    entry = ModelEntry(
+        alias=alias,
+        family=family,
+        repo=c.str("repo"),
+        file=c.str("file"),
+        quant=c.str("quant"),
+        embedded=c.bool("embedded", False),
+        path=c.str("path"),
+        description=c.str("description", ""),
+        size=c.int("size", 0) or None,
+    )
+    if not (entry.embedded or entry.repo or entry.path):
+        raise c.fail("repo", "is required (or path, for a local file)")
+    if entry.repo and entry.repo.count("/") != 1:
+        raise c.fail("repo", "must look like org/name")
+    return entry
+
+
+def _tier(source: str, name: str, raw: Any) -> Tier:
+    c = _Checker(source, "tiers", name, raw, set(Tier.__dataclass_fields__) - {"name"})
+    tier = Tier(
+        name=name,
+        min_thinking=c.int("min_thinking", 0),
+        max_thinking=c.int("max_thinking", 0),
+        max_answer=c.int("max_answer", 512, minimum=1),
+        strategy=c.choice("strategy", "single", STRATEGIES),
+        samples=c.int("samples", 1, minimum=1),
+        confidence=c.float("confidence", 0.0, 0.0, 1.0),
+        confidence_window=c.int("confidence_window", 64, minimum=1),
+        confidence_floor=c.float("confidence_floor", 0.0, 0.0, 1.0),
+        grace=c.int("grace", 0),
+        model=c.str("model"),
+    )
+    if tier.min_thinking > tier.max_thinking:
+        raise c.fail("min_thinking", "must not exceed max_thinking")
+    return tier
+
+
+def load_registry(user_file: Path | None = None) -> Registry:
+    """Shipped models.yaml merged with the user's file (if it exists), validated."""
+    shipped = shipped_path()
+    data = _read_yaml(shipped)
+    sources = [shipped]
+    source_of: dict[tuple[str, str], str] = {}
+    for section in ("families", "models", "tiers"):
+        for name in data.get(section) or {}:
+            source_of[(section, name)] = str(shipped)
+    if user_file is not None and user_file.exists():
+        user = _read_yaml(user_file)
+        for section in ("families", "models", "tiers"):
+            value = user.get(section)
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{user_file}: {section} must be a mapping")
+            for name in value or {}:
+                source_of[(section, name)] = str(user_file)
+        data = _merge(data, user)
+        sources.append(user_file)
+
+    def src(section: str, name: str) -> str:
+        return source_of.get((section, name), str(shipped))
+
+    families = {n: _family(src("families", n), n, r) for n, r in (data.get("families") or {}).items()}
+    models = {n: _model(src("models", n), n, r, families) for n, r in (data.get("models") or {}).items()}
+    tiers = {n: _tier(src("tiers", n), n, r) for n, r in (data.get("tiers") or {}).items()}
+    missing = [t for t in TIER_NAMES if t not in tiers]
+    if missing:
+        raise ConfigError(f"{sources[-1]}: tiers.{missing[0]} is missing")
+    for tier in tiers.values():
+        if tier.model and tier.model not in models:
+            raise ConfigError(f"{src('tiers', tier.name)}: tiers.{tier.name}.model: unknown model '{tier.model}'")
+    default = data.get("default_model", "gemma3-270m")
+    if default not in models:
+        raise ConfigError(f"{sources[-1]}: default_model: unknown model '{default}'")
+    return Registry(default, families, models, tiers, tuple(sources))
