@@ -43,19 +43,22 @@ def error_line(message: str) -> None:
 
 
 def main() -> None:
+    import signal
+
     from ..errors import ThinkError
 
     debug = bool(os.environ.get("THINK_DEBUG"))
+    # Ctrl-C must interrupt even when started with SIGINT ignored (a background job, some CI runners).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # Typer returns Exit codes (130 for Ctrl-C) in this mode
     except ThinkError as exc:
         if debug:
             raise
         error_line(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
     except BrokenPipeError:
         # a downstream `head` closed the pipe: not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -63,18 +66,16 @@ def main() -> None:
         sys.exit(0)
     except SystemExit:
         raise
-    except Exception as exc:  # Click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.stderr.write("\ninterrupted\n")
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            if debug:
-                raise
-            exc.show()
+    except Exception as exc:
+        # Usage errors of Click (or the copy of it that Typer vendors) carry their own message.
+        if not debug and callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            error_line(f"{exc.format_message()} (see --help)")
             sys.exit(exc.exit_code)
         if debug:
             raise
         error_line(f"{type(exc).__name__}: {exc} (THINK_DEBUG=1 shows the traceback)")
         sys.exit(1)
+    if code == 130:
+        sys.stderr.write("\ninterrupted\n")
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -1,0 +1,88 @@
+"""The per-sequence policy on scripted tokens (no model): caps, Wait, confidence, answer cap."""
+
+from thinkcli.engine.budget import BudgetSpec, ForcedText, SequencePolicy
+from thinkcli.engine.thinking import ANSWER, ThinkingParser
+
+END = 99
+CLOSE = ([50, 51], "</think>")
+FORCED = ForcedText(
+    close=([50, 51, 60], "</think>\n"),
+    budget=([70, 50, 51, 60], "Time is up.</think>\n"),
+    wait=([80, 81], "\nWait,"),
+    answer_prefix=([], ""),
+)
+
+
+def policy(**spec) -> SequencePolicy:
+    return SequencePolicy(BudgetSpec(**spec), ThinkingParser("</think>", spec.get("thinking", True)), FORCED,
+                          lambda t: t == END)
+
+
+def test_cap_is_exact_and_forces_the_graceful_close():
+    p = policy(max_thinking=5, max_answer=10)
+    steps = [p.decide(1, "a") for _ in range(5)]
+    assert all(s.tokens == [1] for s in steps[:4])
+    assert steps[4].tokens == [1, 70, 50, 51, 60]
+    assert steps[4].event == {"type": "budget_forced", "reason": "cap", "at_thinking_tokens": 5, "forced_tokens": 4}
+    assert p.thinking_tokens == 5 and p.parser.phase == ANSWER
+    step = p.decide(2, "B")
+    assert step.tokens == [2] and p.answer_tokens == 1
+
+
+def test_early_close_becomes_wait_and_rolls_back_the_partial_tag():
+    p = policy(min_thinking=4, max_thinking=50)
+    p.decide(1, "x")
+    p.decide(2, " </th")  # first half of the tag: committed, held back by the parser
+    step = p.decide(3, "ink>")  # completes the tag before the minimum
+    assert step.rollback == 1
+    assert step.tokens == [80, 81]
+    assert step.event["type"] == "extended"
+    assert p.parser.phase != ANSWER
+    assert p.thinking_tokens == 1 and p.thinking_total == 3
+
+
+def test_close_after_minimum_is_accepted():
+    p = policy(min_thinking=1, max_thinking=50)
+    p.decide(1, "x")
+    step = p.decide(6, "</think>")
+    assert step.tokens == [6] and step.event is None and p.parser.phase == ANSWER
+
+
+def test_end_of_generation_inside_thinking_closes_it_so_an_answer_follows():
+    p = policy(max_thinking=50)
+    p.decide(1, "x")
+    step = p.decide(END, "")
+    assert step.tokens == [50, 51, 60] and step.event["reason"] == "eos"
+    assert p.parser.phase == ANSWER
+
+
+def test_confidence_stop_fires_only_after_the_minimum():
+    p = policy(min_thinking=6, max_thinking=100, confidence=0.9, confidence_window=3)
+    reasons = []
+    for i in range(10):
+        step = p.decide(1, "a", prob=0.99)
+        if step.event:
+            reasons.append((i + 1, step.event["reason"]))
+            break
+    assert reasons == [(6, "confidence")]
+
+
+def test_low_confidence_drops_the_sequence_when_a_floor_is_set():
+    p = policy(max_thinking=100, confidence_floor=0.5, confidence_window=2)
+    assert p.decide(1, "a", prob=0.1).finish is None
+    assert p.decide(1, "a", prob=0.1).finish == "dropped"
+
+
+def test_answer_cap_and_end_token():
+    p = policy(thinking=False, max_answer=2)
+    assert p.decide(1, "a").finish is None
+    assert p.decide(1, "b").finish == "length"
+    q = policy(thinking=False, max_answer=5)
+    assert q.decide(END, "").finish == "stop"
+
+
+def test_trace_confidence_is_geometric_mean():
+    p = policy(thinking=False, max_answer=10)
+    p.decide(1, "a", prob=0.25)
+    p.decide(1, "a", prob=1.0)
+    assert abs(p.trace_confidence - 0.5) < 1e-9

@@ -1,0 +1,140 @@
+"""`think ask` end to end through the real CLI in a subprocess, on tiny real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+ANSI = "\x1b["
+
+
+def test_pipe_stdout_holds_only_the_answer(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--tier", "light", "--max-thinking", "15", "--max-answer", "6", "hi")
+    assert r.returncode == 0, r.stderr
+    assert ANSI not in r.stdout and ANSI not in r.stderr
+    assert r.stdout.strip() and r.stdout.endswith("\n")
+    assert "budget: thinking ended (cap) at 15 tokens" in r.stderr
+
+
+def test_json_has_the_contract_keys(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--max-thinking", "12", "--max-answer", "5", "--json", "what is 2+2?")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    for key in ("model", "tier", "budget", "thinking", "answer", "usage", "timings", "events"):
+        assert key in data
+    assert data["budget"]["max_thinking"] == 12
+    assert data["usage"]["thinking_tokens"] == 12
+    assert set(data["usage"]) >= {"prompt_tokens", "thinking_tokens", "answer_tokens"}
+    assert set(data["timings"]) >= {"first_token_s", "tokens_per_second"}
+    assert data["events"][0]["type"] == "budget_forced"
+
+
+def test_stdin_comes_before_the_argument(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--no-think", "--max-answer", "3", "--json", "summarise", input="piped text")
+    assert json.loads(r.stdout)["prompt"] == "piped text\n\nsummarise"
+
+
+def test_no_think_and_hide_thinking(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--no-think", "--max-answer", "4", "--json", "x")
+    data = json.loads(r.stdout)
+    assert data["thinking"] == "" and data["usage"]["thinking_tokens"] == 0
+    hidden = think("ask", "-m", str(tiny("tame")), "--max-thinking", "10", "--max-answer", "3", "--hide-thinking", "x")
+    assert hidden.returncode == 0 and hidden.stderr == ""
+
+
+def test_min_thinking_wait_event_in_json(think, tiny):
+    r = think("ask", "-m", str(tiny("closer")), "--min-thinking", "10", "--max-thinking", "40", "--max-answer", "3", "--json", "x")
+    data = json.loads(r.stdout)
+    assert any(e["type"] == "extended" for e in data["events"])
+
+
+def test_stats_flag_prints_a_stats_line(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--max-thinking", "5", "--max-answer", "3", "-u", "--hide-thinking", "x")
+    assert "thinking + 3 answer tokens" in r.stderr
+
+
+def test_deep_tier_votes_with_samples_and_vote_in_json(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--tier", "deep", "--samples", "3", "--max-thinking", "10",
+              "--min-thinking", "0", "--max-answer", "4", "--json", "prove it")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["strategy"] == "vote" and len(data["samples"]) == 3
+    assert {"winner", "counts"} <= set(data["vote"])
+
+
+@pytest.mark.parametrize("args, message, code", [
+    (["ask", ""], "empty prompt", 2),
+    (["ask", "-m", "no-such-alias", "hi"], "unknown model 'no-such-alias'", 1),
+    (["ask", "-m", "/nonexistent/model.gguf", "hi"], "model file not found", 1),
+    (["ask", "--tier", "extreme", "hi"], "unknown tier 'extreme'", 2),
+    (["ask", "--max-thinking", "-3", "hi"], "--max-thinking must be >= 0", 2),
+    (["ask", "--max-thinking", "lots", "hi"], "Invalid value for '--max-thinking'", 2),
+    (["ask", "--no-such-flag", "hi"], "No such option", 2),
+    (["ask", "--samples", "0", "hi"], "--samples must be >= 1", 2),
+    (["ask", "--strategy", "magic", "hi"], "unknown strategy 'magic'", 2),
+    (["ask", "--gpu-layers", "some", "hi"], "--gpu-layers must be a number", 2),
+])
+def test_bad_input_gives_one_line_and_exit_code(think, args, message, code):
+    r = think(*args)
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_not_gguf_and_truncated_gguf(think, tiny, tmp_path):
+    text_file = tmp_path / "notes.gguf"
+    text_file.write_text("hello, not a model")
+    r = think("ask", "-m", str(text_file), "hi")
+    assert r.returncode == 1 and "not a GGUF model file" in r.stderr and "Traceback" not in r.stderr
+    truncated = tmp_path / "half.gguf"
+    truncated.write_bytes(tiny("tame").read_bytes()[:200_000])
+    r = think("ask", "-m", str(truncated), "hi")
+    assert r.returncode == 1 and "could not load half.gguf" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_broken_models_yaml(think, think_home):
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text("tiers:\n  light:\n    max_thinking: many\n")
+    r = think("ask", "hi")
+    assert r.returncode == 1
+    assert "models.yaml: tiers.light.max_thinking: must be an integer" in r.stderr
+
+
+def test_prompt_longer_than_the_context(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "x " * 3000)
+    assert r.returncode == 1 and "the context holds" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_debug_shows_traceback(think, tiny):
+    r = think("ask", "-m", "/nonexistent/model.gguf", "hi", env={"THINK_DEBUG": "1"})
+    assert "Traceback" in r.stderr
+
+
+def test_ctrl_c_exits_130_and_keeps_what_was_printed(tiny, tmp_path):
+    model = tiny("tame", n_ctx=16384)
+    env = {**os.environ, "THINK_N_CTX": "16384"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thinkcli", "ask", "-m", str(model), "--max-thinking", "15000", "x"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+    )
+    first = proc.stderr.read(64)  # thinking is streaming
+    assert first
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert b"interrupted" in err and b"Traceback" not in err
+
+
+def test_help_is_fast_and_lists_commands(think):
+    r = think("--help")
+    assert r.returncode == 0 and "ask" in r.stdout and "classify" in r.stdout

@@ -1,0 +1,148 @@
+"""The decode loop on real llama.cpp with tiny random-weight models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from thinkcli.engine.budget import BudgetSpec
+from thinkcli.engine.events import Answer, BudgetForced, Extended, SequenceDone, Started, Thinking
+from thinkcli.engine.session import Engine, Job, sampling_for
+from thinkcli.errors import ContextOverflowError
+from thinkcli.registry import load_registry
+
+REG = load_registry(None)
+
+
+@pytest.fixture
+def engine():
+    eng = Engine(threads=1, n_ctx=2048)
+    yield eng
+    eng.close()
+
+
+def load(engine: Engine, path: Path):
+    return engine.load(path.name, path, REG.families["qwen3"], REG.families)
+
+
+def job(key="a", budget=None, seed=0, prompt="hello", **kw) -> Job:
+    budget = budget or BudgetSpec(max_thinking=40, max_answer=10)
+    return Job(key, [{"role": "user", "content": prompt}], budget, sampling_for(REG.families["qwen3"], 0.8, seed), **kw)
+
+
+def run(engine, loaded, jobs, parallel=1):
+    return list(engine.generate(loaded, jobs, parallel=parallel))
+
+
+def done_events(events):
+    return [e for e in events if isinstance(e, SequenceDone)]
+
+
+def test_cap_is_exact_on_a_model_that_never_closes_its_thinking(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    events = run(engine, loaded, [job(budget=BudgetSpec(max_thinking=37, max_answer=9))])
+    done = done_events(events)[0]
+    assert done.usage.thinking_tokens == 37
+    assert done.usage.answer_tokens == 9 and done.finish_reason == "length"
+    assert done.answer  # an answer follows the forced close
+    forced = [e for e in events if isinstance(e, BudgetForced)]
+    assert len(forced) == 1 and forced[0].reason == "cap" and forced[0].at_tokens == 37
+    # event order: Started, thinking..., BudgetForced, answer..., SequenceDone
+    kinds = [type(e).__name__ for e in events if not type(e).__name__ == "Progress"]
+    assert kinds[0] == "Started" and kinds[-1] == "SequenceDone"
+    first_answer = kinds.index("Answer")
+    assert kinds.index("BudgetForced") < first_answer
+    assert "Thinking" not in kinds[first_answer:]
+
+
+def test_wait_extends_thinking_of_a_model_that_closes_at_once(engine, tiny):
+    loaded = load(engine, tiny("closer"))
+    events = run(engine, loaded, [job(budget=BudgetSpec(min_thinking=12, max_thinking=60, max_answer=5))])
+    extended = [e for e in events if isinstance(e, Extended)]
+    assert extended, "the early close tag must be replaced by Wait"
+    done = done_events(events)[0]
+    assert "Wait" in done.thinking
+    assert done.usage.thinking_tokens + sum(e.forced_tokens for e in extended) >= 12
+    no_min = run(engine, loaded, [job(budget=BudgetSpec(min_thinking=0, max_thinking=60, max_answer=5))])
+    assert not [e for e in no_min if isinstance(e, Extended)]
+    assert done_events(no_min)[0].usage.thinking_tokens < 12
+
+
+def test_thinking_disabled_goes_straight_to_the_answer(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    events = run(engine, loaded, [job(budget=BudgetSpec(thinking=False, max_thinking=0, max_answer=8))])
+    assert not [e for e in events if isinstance(e, Thinking)]
+    done = done_events(events)[0]
+    assert done.usage.thinking_tokens == 0 and done.usage.answer_tokens == 8
+    rendered = engine.render(loaded, [{"role": "user", "content": "x"}], thinking=False).text
+    assert rendered.endswith("<think>\n\n</think>\n\n")
+
+
+def test_model_ending_inside_thinking_still_answers(engine, tiny):
+    loaded = load(engine, tiny("ender"))
+    events = run(engine, loaded, [job()])
+    assert any(isinstance(e, BudgetForced) and e.reason == "eos" for e in events)
+
+
+def test_best_of_n_evaluates_the_prompt_once_and_samples_differ_by_seed(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    jobs = [job(key=i, seed=i, budget=BudgetSpec(max_thinking=20, max_answer=4)) for i in range(4)]
+    decoder = engine.decoder(loaded, 4)
+    before = decoder.stats.prompt_tokens_evaluated
+    events = run(engine, loaded, jobs, parallel=4)
+    started = [e for e in events if isinstance(e, Started)]
+    evaluated = decoder.stats.prompt_tokens_evaluated - before
+    assert evaluated <= started[0].prompt_tokens  # once for all four (less if cached)
+    done = done_events(events)
+    assert len(done) == 4 and len({d.thinking for d in done}) == 4
+    assert all(d.usage.thinking_tokens == 20 for d in done)
+
+
+def test_same_seed_same_output_and_prefix_reuse(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    first = done_events(run(engine, loaded, [job(seed=7)]))[0]
+    second_events = run(engine, loaded, [job(seed=7)])
+    second = done_events(second_events)[0]
+    assert first.thinking == second.thinking
+    started = [e for e in second_events if isinstance(e, Started)][0]
+    assert started.reused_tokens == started.prompt_tokens - 1  # the cached prompt was reused
+
+
+def test_continuous_batching_runs_more_jobs_than_slots(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    jobs = [job(key=i, seed=i, prompt=f"prompt {i}", budget=BudgetSpec(max_thinking=5 + i, max_answer=3)) for i in range(7)]
+    done = done_events(run(engine, loaded, jobs, parallel=3))
+    assert sorted(d.seq for d in done) == list(range(7))
+    assert {d.seq: d.usage.thinking_tokens for d in done} == {i: 5 + i for i in range(7)}
+
+
+def test_cancel_stops_a_sequence(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    decoder = engine.decoder(loaded, 2)
+    jobs = [job(key=i, seed=i, budget=BudgetSpec(max_thinking=500, max_answer=5)) for i in range(2)]
+    results = {}
+    for event in decoder.run(engine.request(loaded, j) for j in jobs):
+        if isinstance(event, Thinking) and event.seq == 1 and event.tokens > 10:
+            decoder.cancel(1)
+        if isinstance(event, SequenceDone):
+            results[event.seq] = event
+    assert results[1].finish_reason == "stopped_early" and results[1].usage.thinking_tokens < 100
+    assert results[0].usage.thinking_tokens == 500
+
+
+def test_prompt_longer_than_context(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    with pytest.raises(ContextOverflowError):
+        run(engine, loaded, [job(prompt="x " * 3000)])
+
+
+def test_confidence_stop_on_a_confident_model(engine, tiny):
+    loaded = load(engine, tiny("confident"))
+    spec = BudgetSpec(min_thinking=20, max_thinking=300, max_answer=4, confidence=0.9, confidence_window=8)
+    events = run(engine, loaded, [job(budget=spec, score_tokens=True)])
+    forced = [e for e in events if isinstance(e, BudgetForced)]
+    assert forced and forced[0].reason == "confidence" and forced[0].at_tokens == 20
+    tame = load(engine, tiny("tame"))
+    events = run(engine, tame, [job(budget=spec, score_tokens=True)])
+    assert [e.reason for e in events if isinstance(e, BudgetForced)] == ["cap"]
