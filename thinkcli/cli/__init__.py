@@ -22,15 +22,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import ask, classify_cmd
+    from . import ask, batch, classify_cmd
 
-    ask.register(app)
-    classify_cmd.register(app)
-    for module_name in ("models", "chat", "batch"):
-        try:
-            module = __import__(f"thinkcli.cli.{module_name}", fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
+    for module in (ask, classify_cmd, batch):
         module.register(app)
 
 
