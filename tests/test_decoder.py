@@ -146,3 +146,13 @@ def test_confidence_stop_on_a_confident_model(engine, tiny):
     tame = load(engine, tiny("tame"))
     events = run(engine, tame, [job(budget=spec, score_tokens=True)])
     assert [e.reason for e in events if isinstance(e, BudgetForced)] == ["cap"]
+
+
+def test_parallel_limit_is_honoured_on_a_wider_context(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    engine.decoder(loaded, 4)  # a 4-slot context exists already
+    jobs = [job(key=i, seed=i, budget=BudgetSpec(max_thinking=5, max_answer=2)) for i in range(3)]
+    order = [(type(e).__name__, e.seq) for e in run(engine, loaded, jobs, parallel=1)
+             if isinstance(e, (Started, SequenceDone))]
+    assert order == [("Started", 0), ("SequenceDone", 0), ("Started", 1), ("SequenceDone", 1),
+                     ("Started", 2), ("SequenceDone", 2)]

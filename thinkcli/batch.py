@@ -286,7 +286,7 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
     loaded = loaded_for(model)
     decoder = runtime.engine.decoder(loaded, parallel, n_ctx=runtime.engine.n_ctx * max(parallel, 1))
     last_progress = 0.0
-    for event in decoder.run(requests(model, pending())):
+    for event in decoder.run(requests(model, pending()), parallel):
         while errors:
             yield "record", finish(errors.pop(0), 0.0)
         if isinstance(event, SequenceDone):

@@ -95,10 +95,12 @@ class Decoder:
         self.slots = [_Slot(seq_id=i) for i in range(n_seq)]
         self.stats = DecoderStats()
         self._dirty = False
+        self._max_live = n_seq
 
     # -- public ---------------------------------------------------------------------------
-    def run(self, requests: Iterable[Request]) -> Iterator[Any]:
-        """Generate for every request, at most n_seq at a time; yields engine events."""
+    def run(self, requests: Iterable[Request], parallel: int | None = None) -> Iterator[Any]:
+        """Generate for every request, at most `parallel` (default n_seq) at a time; yields events."""
+        self._max_live = min(parallel or self.n_seq, self.n_seq)
         if self._dirty:
             self.reset()
         pending = iter(requests)
@@ -146,9 +148,13 @@ class Decoder:
     def _fill(self, pending: Iterator[Request]) -> Iterator[Any]:
         """Give free slots new requests; prompts with equal tokens share one evaluation."""
         groups: dict[tuple[int, ...], list[_Slot]] = {}
+        live = sum(slot.request is not None for slot in self.slots)
         for slot in self.slots:
             if slot.request is not None:
                 continue
+            if live >= self._max_live:
+                break
+            live += 1
             request = next(pending, None)
             if request is None:
                 for group in groups.values():

@@ -86,7 +86,7 @@ class Engine:
                  n_ctx: int | None = None) -> Iterator[Any]:
         decoder = self.decoder(loaded, parallel, n_ctx)
         requests = (self.request(loaded, job) for job in jobs)
-        return decoder.run(requests)
+        return decoder.run(requests, parallel)
 
     def close(self) -> None:
         for decoder in self._decoders.values():

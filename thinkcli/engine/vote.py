@@ -106,7 +106,7 @@ def run_vote(engine: Engine, loaded: Loaded, messages: list[dict[str, str]], pla
     decoder = engine.decoder(loaded, n, n_ctx=max(need, engine.n_ctx))
     done: dict[int, SequenceDone] = {}
     counts: Counter[str] = Counter()
-    stream: Iterator[Any] = decoder.run(engine.request(loaded, job) for job in jobs)
+    stream: Iterator[Any] = decoder.run((engine.request(loaded, job) for job in jobs), n)
     for event in stream:
         yield event
         if isinstance(event, SequenceDone):
