@@ -55,6 +55,7 @@ def ask(
     seed: SeedOpt = None,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")] = None,
     gpu_layers: GpuLayersOpt = None,
+    pull_missing: Annotated[bool, typer.Option("--pull", help="Download the -m model first if it is missing.")] = False,
 ) -> None:
     """Answer one prompt, spending thinking by its difficulty tier."""
     from ..pipeline import Runtime, ask_events
@@ -70,6 +71,12 @@ def ask(
     if not text:
         raise UsageError("empty prompt: give a prompt as an argument or on stdin")
     runtime = Runtime.create(gpu_layers=layers)
+    if pull_missing and model:
+        from ..hub import cached_file, pull
+
+        entry = runtime.registry.models.get(model)
+        if entry is None or (entry.repo and cached_file(entry) is None):
+            pull(model, runtime.registry, offline=runtime.settings.offline)
     renderer = JsonRenderer() if json_output else StreamRenderer(show_thinking=not hide_thinking, show_stats=stats)
     try:
         for item in ask_events(runtime, text, overrides, system=system):

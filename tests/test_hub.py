@@ -1,0 +1,134 @@
+"""Pulls against a local Hub on 127.0.0.1 (HF_ENDPOINT); the real Hub is never touched."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hubserver import Hub
+from thinkcli.errors import ModelError
+from thinkcli.hub import choose_files, quant_of, safe_filename
+
+
+@pytest.fixture
+def hub(tiny, tmp_path, monkeypatch):
+    model = tiny("tame").read_bytes()
+    with Hub() as server:
+        server.repos["unsloth/Qwen3-0.6B-GGUF"] = {
+            "Qwen3-0.6B-Q4_K_M.gguf": model, "Qwen3-0.6B-Q8_0.gguf": model + b"8", "README.md": b"hi",
+        }
+        server.repos["acme/tiny-GGUF"] = {"tiny-Q5_K_M.gguf": model, "tiny-Q8_0.gguf": model}
+        half = len(model) // 2
+        server.repos["acme/split-GGUF"] = {
+            "big-Q4_K_M-00001-of-00002.gguf": model[:half], "big-Q4_K_M-00002-of-00002.gguf": model[half:],
+        }
+        server.repos["acme/private-GGUF"] = {"x-Q4_K_M.gguf": model}
+        server.private.add("acme/private-GGUF")
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        yield server
+
+
+def test_quant_choice_and_names():
+    names = ["m-Q8_0.gguf", "m-Q5_K_M.gguf", "m-Q4_K_M.gguf", "README.md"]
+    assert choose_files(names, None) == ("m-Q4_K_M.gguf",)
+    assert choose_files(names, "q8_0") == ("m-Q8_0.gguf",)
+    assert choose_files(["m-Q8_0.gguf", "m-Q5_K_M.gguf"], None) == ("m-Q5_K_M.gguf",)  # closest
+    with pytest.raises(ModelError, match="no Q2_K file"):
+        choose_files(names, "Q2_K")
+    assert quant_of("Qwen3-0.6B-Q4_K_M.gguf") == "Q4_K_M"
+    assert quant_of("gpt-oss-20b-mxfp4.gguf") == "MXFP4"
+
+
+@pytest.mark.parametrize("bad", ["../x.gguf", "/etc/passwd.gguf", "a/../../x.gguf", "a\\..\\x.gguf", ""])
+def test_unsafe_names_refused(bad):
+    with pytest.raises(ModelError, match="unsafe"):
+        safe_filename(bad)
+
+
+def test_alias_pull_then_models_then_ask_then_rm(think, hub):
+    r = think("pull", "qwen3-0.6b")
+    assert r.returncode == 0, r.stderr
+    path = Path(r.stdout.strip())
+    assert path.name == "Qwen3-0.6B-Q4_K_M.gguf" and path.exists()
+    assert "models--unsloth--Qwen3-0.6B-GGUF" in str(path)
+    listed = {m["name"]: m for m in json.loads(think("models", "--json").stdout)}
+    assert listed["qwen3-0.6b"]["downloaded"] and not listed["qwen3-4b"]["downloaded"]
+    answer = think("ask", "-m", "qwen3-0.6b", "--max-thinking", "5", "--max-answer", "3", "--json", "hi")
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["usage"]["thinking_tokens"] == 5
+    assert think("rm", "qwen3-0.6b").returncode == 1  # no tty, no --yes: refuses
+    removed = think("rm", "qwen3-0.6b", "--yes")
+    assert removed.returncode == 0 and not path.exists()
+    missing = think("ask", "-m", "qwen3-0.6b", "hi")
+    assert missing.returncode == 1 and "run `think pull qwen3-0.6b`" in missing.stderr
+
+
+def test_repo_pull_with_quant_and_fallback(think, hub):
+    r = think("pull", "acme/tiny-GGUF")
+    assert r.returncode == 0 and r.stdout.strip().endswith("tiny-Q5_K_M.gguf")  # closest to Q4_K_M
+    r = think("pull", "acme/tiny-GGUF:Q8_0")
+    assert r.stdout.strip().endswith("tiny-Q8_0.gguf")
+    r = think("pull", "unsloth/Qwen3-0.6B-GGUF/Qwen3-0.6B-Q8_0.gguf")
+    assert r.returncode == 0 and r.stdout.strip().endswith("Qwen3-0.6B-Q8_0.gguf")
+
+
+def test_split_gguf_downloads_whole_and_loads(think, hub):
+    r = think("pull", "acme/split-GGUF")
+    assert r.returncode == 0, r.stderr
+    files = r.stdout.split()
+    assert len(files) == 2 and all(Path(f).exists() for f in files)
+    assert Path(files[0]).read_bytes() + Path(files[1]).read_bytes() == hub.repos["acme/split-GGUF"]["big-Q4_K_M-00001-of-00002.gguf"] + hub.repos["acme/split-GGUF"]["big-Q4_K_M-00002-of-00002.gguf"]
+
+
+def test_resume_after_the_server_cuts_the_transfer(think, hub):
+    hub.cut_once.add("acme/tiny-GGUF/tiny-Q8_0.gguf")
+    r = think("pull", "acme/tiny-GGUF:Q8_0")
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == hub.repos["acme/tiny-GGUF"]["tiny-Q8_0.gguf"]
+    gets = [path for method, path, _ in hub.log if path.endswith("tiny-Q8_0.gguf") and method == "GET"]
+    assert len(gets) == 2, "the cut transfer was retried within the same pull"
+
+
+def test_checksum_mismatch_is_refused_and_the_file_deleted(think, hub):
+    hub.bad_sha.add("acme/tiny-GGUF/tiny-Q5_K_M.gguf")
+    r = think("pull", "acme/tiny-GGUF")
+    assert r.returncode == 1 and "checksum mismatch" in r.stderr
+    assert not list(Path(os.environ["HF_HOME"]).rglob("tiny-Q5_K_M.gguf"))
+
+
+def test_404_and_401_are_clear(think, hub):
+    r = think("pull", "acme/nope-GGUF")
+    assert r.returncode == 1 and "acme/nope-GGUF" in r.stderr and "Traceback" not in r.stderr
+    r = think("pull", "acme/private-GGUF", env={"HF_TOKEN": "hf_secretsecret"})
+    assert r.returncode == 1 and "access denied" in r.stderr and "HF_TOKEN" in r.stderr
+    assert "hf_secretsecret" not in r.stderr + r.stdout
+    assert any(a and "hf_secretsecret" in a for a in hub.auth_headers)  # it was sent, never shown
+
+
+def test_offline_with_and_without_cache(think, hub):
+    assert think("pull", "qwen3-0.6b").returncode == 0
+    r = think("ask", "-m", "qwen3-0.6b", "--max-thinking", "3", "--max-answer", "2", "hi", env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    r = think("pull", "qwen3-1.7b", env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 1 and "offline" in r.stderr
+    r = think("pull", "qwen3-1.7b", "--offline")
+    assert r.returncode == 1 and "offline" in r.stderr
+
+
+def test_ask_pull_flag_downloads_then_answers(think, hub):
+    r = think("ask", "-m", "qwen3-0.6b", "--pull", "--max-thinking", "3", "--max-answer", "2", "--json", "hi")
+    assert r.returncode == 0, r.stderr and json.loads(r.stdout)["model"] == "qwen3-0.6b"
+
+
+def test_doctor_reports(think, hub):
+    r = think("doctor", "--json")
+    data = json.loads(r.stdout)
+    assert data["hf_endpoint"] == hub.url and data["backend"] in ("CPU", "CUDA", "Metal", "Vulkan")
+    assert "llama_cpp_python" in data and "gpu_install_hint" in data or data["gpu_offload"]

