@@ -45,6 +45,7 @@ class StreamRenderer:
 
     show_thinking: bool = True
     show_stats: bool = False
+    stats_after: bool = True  # print the stats line after the answer (chat prints its own)
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     _console: Any = None
@@ -227,7 +228,7 @@ class StreamRenderer:
             self.out.write("\n")
             self.out.flush()
             self._answer_started = False
-        if self.tty or self.show_stats:
+        if (self.tty or self.show_stats) and self.stats_after:
             line = stats_line(outcome)
             if self.tty:
                 self._console.print(line, style="dim")

@@ -22,9 +22,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import ask, batch, classify_cmd, models
+    from . import ask, batch, chat, classify_cmd, models
 
-    for module in (ask, classify_cmd, batch, models):
+    for module in (ask, chat, classify_cmd, batch, models):
         module.register(app)
 
 
