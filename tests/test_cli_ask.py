@@ -138,3 +138,22 @@ def test_ctrl_c_exits_130_and_keeps_what_was_printed(tiny, tmp_path):
 def test_help_is_fast_and_lists_commands(think):
     r = think("--help")
     assert r.returncode == 0 and "ask" in r.stdout and "classify" in r.stdout
+
+
+def test_a_tier_routed_to_a_second_model_uses_it(think, tiny, think_home):
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"models:\n  small:\n    path: {tiny('tame')}\n    family: qwen3\n"
+        f"  big:\n    path: {tiny('closer')}\n    family: qwen3\n"
+        "default_model: small\n"
+        "tiers:\n  deep:\n    model: big\n    samples: 2\n    min_thinking: 0\n    max_thinking: 20\n    max_answer: 4\n"
+    )
+    easy = json.loads(think("ask", "--max-thinking", "5", "--max-answer", "2", "--json", "hi").stdout)
+    hard = think("ask", "--json", "Prove that there are infinitely many primes.")
+    assert hard.returncode == 0, hard.stderr
+    assert easy["model"] == "small" and json.loads(hard.stdout)["model"] == "big"
+
+
+def test_samples_beyond_the_context_room(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--samples", "8", "--max-thinking", "1000", "--max-answer", "200", "x")
+    assert r.returncode == 2 and "do not fit the model's context" in r.stderr
