@@ -157,3 +157,13 @@ def test_a_tier_routed_to_a_second_model_uses_it(think, tiny, think_home):
 def test_samples_beyond_the_context_room(think, tiny):
     r = think("ask", "-m", str(tiny("tame")), "--samples", "8", "--max-thinking", "1000", "--max-answer", "200", "x")
     assert r.returncode == 2 and "do not fit the model's context" in r.stderr
+
+
+def test_adaptive_stop_cancels_a_sample_once_the_leader_cannot_be_overtaken(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--tier", "deep", "--samples", "3", "--max-thinking", "30",
+              "--min-thinking", "0", "--max-answer", "5", "--json", "prove it")
+    data = json.loads(r.stdout)
+    stopped = [s for s in data["samples"] if s["stopped_early"]]
+    finished = [s for s in data["samples"] if not s["stopped_early"]]
+    assert len(stopped) == 1 and len(finished) == 2
+    assert finished[0]["answer"] == finished[1]["answer"] and data["vote"]["counts"] == {data["vote"]["winner"]: 2}
