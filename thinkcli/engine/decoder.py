@@ -10,7 +10,6 @@ accept, replace or extend it, and decodes all resulting tokens in a single batch
 from __future__ import annotations
 
 import codecs
-import ctypes
 import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Iterator
@@ -91,7 +90,8 @@ class Decoder:
         self.n_seq = n_seq
         self.n_batch = n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
-        self.batch = llama_cpp.llama_batch_init(max(n_batch, 64 * n_seq), 0, n_seq)
+        self.batch_capacity = max(n_batch, 64 * n_seq)
+        self.batch = llama_cpp.llama_batch_init(self.batch_capacity, 0, n_seq)
         self.slots = [_Slot(seq_id=i) for i in range(n_seq)]
         self.stats = DecoderStats()
         self._dirty = False
@@ -113,8 +113,7 @@ class Decoder:
                 live = [s for s in self.slots if s.request is not None]
                 if not live:
                     break
-                self._decode_step(live)
-                for slot in live:
+                for slot in self._decode_step(live):
                     if slot.request is not None:
                         yield from self._sample(slot)
             completed = True
@@ -238,11 +237,16 @@ class Decoder:
         return best, best_len
 
     # -- one step ---------------------------------------------------------------------------
-    def _decode_step(self, live: list[_Slot]) -> None:
+    def _decode_step(self, live: list[_Slot]) -> list[_Slot]:
+        """Decode every live slot's pending tokens in one batch; returns the slots to sample.
+
+        A slot whose forced tokens do not fit this step's batch waits for the next step."""
         self._batch_clear()
         owners: list[tuple[list[_Slot], int]] = []
         for slot in live:
             if not slot.feed:
+                continue
+            if self.batch.n_tokens + len(slot.feed) > self.batch_capacity and self.batch.n_tokens:
                 continue
             members = slot.shares_feed_with or [slot]
             seq_ids = [s.seq_id for s in members]
@@ -257,9 +261,12 @@ class Decoder:
             slot.shares_feed_with = []
         if self.batch.n_tokens:
             self._decode()
+        ready: list[_Slot] = []
         for members, index in owners:
             for member in members:
                 member.logits_index = index
+                ready.append(member)
+        return [slot for slot in live if slot in ready]
 
     def _sample(self, slot: _Slot) -> Iterator[Any]:
         lib = self._lib
