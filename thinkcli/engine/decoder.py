@@ -208,21 +208,28 @@ class Decoder:
         if source is not None and source in group:
             lib.llama_memory_seq_rm(self.memory, source.seq_id, reuse, -1)
         seq_ids = [slot.seq_id for slot in group]
-        body = prompt[reuse:-1]
-        for start in range(0, len(body), self.n_batch):
-            chunk = body[start : start + self.n_batch]
-            self._batch_clear()
-            for offset, token in enumerate(chunk):
-                self._batch_add(token, reuse + start + offset, seq_ids, False)
-            self._decode()
-        self.stats.prompt_tokens_evaluated += len(prompt) - reuse
+        rest = prompt[reuse:]
+        if len(rest) > self.batch_capacity // 2:
+            # A long prompt gets decodes of its own, in chunks; its last token joins the step batch.
+            body = rest[:-1]
+            for start in range(0, len(body), self.n_batch):
+                chunk = body[start : start + self.n_batch]
+                self._batch_clear()
+                for offset, token in enumerate(chunk):
+                    self._batch_add(token, reuse + start + offset, seq_ids, False)
+                self._decode()
+            cached, feed = list(prompt[:-1]), [prompt[-1]]
+        else:
+            # A short one rides in the next step's batch with the running sequences (as
+            # llama.cpp's server does), so starting a sequence costs the others no extra decode.
+            cached, feed = list(prompt[:reuse]), list(rest)
+        self.stats.prompt_tokens_evaluated += len(rest)
         for slot in group:
-            slot.cached = list(prompt[:-1])
+            slot.cached = list(cached)
             slot.reused = reuse
-            slot.feed = [prompt[-1]]
-        # The final prompt token is shared by the whole group: only the leader feeds it.
-        for slot in group[1:]:
             slot.feed = []
+        # The prompt tail is shared by the whole group: only the leader feeds it.
+        group[0].feed = feed
         group[0].shares_feed_with = group
         for slot in group:
             yield Started(slot.request.key, len(prompt), reuse)  # type: ignore[union-attr]
