@@ -43,7 +43,7 @@ class Request:
     keep_cache: bool = False  # keep generated tokens cached after the end (chat)
 
 
-@dataclass
+@dataclass(eq=False)  # slots compare by identity: field-wise equality would walk token lists
 class _Slot:
     seq_id: int
     cached: list[int] = field(default_factory=list)  # tokens of this seq now in the KV cache
