@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,23 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing_and_repeats_nothing
     parsed = [json.loads(line) for line in lines]  # every line valid JSON
     ids = [rec["id"] for rec in parsed]
     assert sorted(ids, key=int) == [str(i) for i in range(1, n + 1)]  # every id exactly once
+
+
+def test_ctrl_c_exits_130_and_keeps_finished_items(tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"q{i}" for i in range(200)) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thinkcli", "batch", str(src), "-o", str(out), "-m", str(tiny("tame")),
+         "--max-thinking", "400", "--max-answer", "20"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env=os.environ.copy(),
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    kept = records(out)
+    assert 3 <= len(kept) < 200 and len({r["id"] for r in kept}) == len(kept)
+    assert out.read_text().endswith("\n")
