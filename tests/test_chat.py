@@ -94,9 +94,16 @@ def test_ctrl_c_stops_the_reply_keeps_it_and_ctrl_d_leaves(tiny, tmp_path):
     child.sendintr()  # at an empty prompt: explains how to leave
     child.expect("/bye or Ctrl-D leaves")
     prompt(child)
+    child.sendline("/budget 5")
+    child.expect("thinking budget: 5 tokens")
+    prompt(child)
+    child.sendline("and now briefly")
+    child.expect(r"prompt (\d+) tokens: (\d+) reused from cache")
+    assert int(child.match.group(2)) > 0  # the interrupted turn left a usable cache
+    prompt(child)
     saved = tmp_path / "c.json"
     child.sendline(f"/save {saved}")
-    child.expect("saved 2 messages")
+    child.expect("saved 4 messages")
     prompt(child)
     time.sleep(0.5)  # let prompt_toolkit enter raw mode, or the tty line discipline eats the ^D
     child.sendeof()

@@ -94,15 +94,12 @@ class Decoder:
         self.batch = llama_cpp.llama_batch_init(self.batch_capacity, 0, n_seq)
         self.slots = [_Slot(seq_id=i) for i in range(n_seq)]
         self.stats = DecoderStats()
-        self._dirty = False
         self._max_live = n_seq
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Iterable[Request], parallel: int | None = None) -> Iterator[Any]:
         """Generate for every request, at most `parallel` (default n_seq) at a time; yields events."""
         self._max_live = min(parallel or self.n_seq, self.n_seq)
-        if self._dirty:
-            self.reset()
         pending = iter(requests)
         exhausted = False
         completed = False
@@ -118,9 +115,12 @@ class Decoder:
                         yield from self._sample(slot)
             completed = True
         finally:
-            if not completed:  # interrupted (Ctrl-C, consumer closed): KV state is unknown
-                self._dirty = True
+            if not completed:
+                # Interrupted (Ctrl-C, consumer closed). `cached` never claims a token that is not
+                # in the KV cache, so cutting every sequence back to it keeps the cache usable:
+                # the next turn of a chat still reuses what it can.
                 for slot in self.slots:
+                    self._lib.llama_memory_seq_rm(self.memory, slot.seq_id, len(slot.cached), -1)
                     self._release(slot)
 
     def cancel(self, key: Hashable) -> None:
@@ -133,7 +133,6 @@ class Decoder:
         self._lib.llama_memory_clear(self.memory, True)
         for slot in self.slots:
             slot.cached = []
-        self._dirty = False
 
     def close(self) -> None:
         for slot in self.slots:
@@ -199,6 +198,9 @@ class Decoder:
         prompt = group[0].request.prompt  # type: ignore[union-attr]
         source, reuse = self._best_prefix(prompt, group)
         reuse = min(reuse, len(prompt) - 1)  # the last prompt token is decoded to get logits
+        source_tokens = list(source.cached) if source is not None else []
+        for slot in group:
+            slot.cached = source_tokens[:reuse] if slot is source else []  # never more than the KV holds
         for slot in group:
             if slot is source:
                 continue
@@ -249,7 +251,7 @@ class Decoder:
 
         A slot whose forced tokens do not fit this step's batch waits for the next step."""
         self._batch_clear()
-        owners: list[tuple[list[_Slot], int]] = []
+        owners: list[tuple[list[_Slot], int, list[int]]] = []
         for slot in live:
             if not slot.feed:
                 continue
@@ -260,17 +262,15 @@ class Decoder:
             pos = len(slot.cached)
             for i, token in enumerate(slot.feed):
                 self._batch_add(token, pos + i, seq_ids, i == len(slot.feed) - 1)
-            owners.append((members, self.batch.n_tokens - 1))
-            feed = slot.feed
-            for member in members:
-                member.cached.extend(feed)
-                member.feed = []
-            slot.shares_feed_with = []
+            owners.append((members, self.batch.n_tokens - 1, slot.feed))
         if self.batch.n_tokens:
             self._decode()
         ready: list[_Slot] = []
-        for members, index in owners:
+        for members, index, feed in owners:  # only now are these tokens in the KV cache
             for member in members:
+                member.cached.extend(feed)
+                member.feed = []
+                member.shares_feed_with = []
                 member.logits_index = index
                 ready.append(member)
         return [slot for slot in live if slot in ready]
