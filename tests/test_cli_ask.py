@@ -167,3 +167,10 @@ def test_adaptive_stop_cancels_a_sample_once_the_leader_cannot_be_overtaken(thin
     finished = [s for s in data["samples"] if not s["stopped_early"]]
     assert len(stopped) == 1 and len(finished) == 2
     assert finished[0]["answer"] == finished[1]["answer"] and data["vote"]["counts"] == {data["vote"]["winner"]: 2}
+
+
+def test_bare_think_prints_help(think):
+    r = think()
+    assert r.returncode == 0 and "Commands:" in r.stdout and "error" not in r.stderr
+    bogus = think("bogus")
+    assert bogus.returncode == 2 and "No such command 'bogus'" in bogus.stderr

@@ -63,6 +63,9 @@ def main() -> None:
         raise
     except Exception as exc:
         # Usage errors of Click (or the copy of it that Typer vendors) carry their own message.
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `think`: the help, not an error
+            sys.stdout.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
+            sys.exit(0)
         if not debug and callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
             error_line(f"{exc.format_message()} (see --help)")
             sys.exit(exc.exit_code)
