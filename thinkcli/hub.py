@@ -124,15 +124,21 @@ def cached_file(entry: ModelEntry) -> Path | None:
         if not entry.file and entry.quant and (quant_of(name) or "").upper() != entry.quant.upper():
             continue
         split = SPLIT_RE.search(name)
-        if split:
-            if split.group(1) != "00001":
-                continue
-            total = int(split.group(2))
-            shards = [path.with_name(SPLIT_RE.sub(f"-{i:05d}-of-{total:05d}.gguf", name)) for i in range(1, total + 1)]
-            if not all(s.exists() for s in shards):
-                continue
+        if split and split.group(1) != "00001":
+            continue
+        if not all(path.with_name(shard).exists() for shard in shard_names(name)):
+            continue
         return path
     return None
+
+
+def shard_names(name: str) -> list[str]:
+    """Every file of a split GGUF (`-0000k-of-0000N`), in order; just `name` if it is not split."""
+    split = SPLIT_RE.search(name)
+    if not split:
+        return [name]
+    total = int(split.group(2))
+    return [SPLIT_RE.sub(f"-{i:05d}-of-{total:05d}.gguf", name) for i in range(1, total + 1)]
 
 
 def _same_split(name: str, wanted: str) -> bool:
@@ -162,11 +168,7 @@ def safe_filename(name: str) -> str:
 
 
 def _split_set(name: str, names: list[str]) -> tuple[str, ...]:
-    match = SPLIT_RE.search(name)
-    if not match:
-        return (name,)
-    total = int(match.group(2))
-    wanted = [SPLIT_RE.sub(f"-{i:05d}-of-{total:05d}.gguf", name) for i in range(1, total + 1)]
+    wanted = shard_names(name)
     missing = [w for w in wanted if w not in names]
     if missing:
         raise ModelError(f"split model is incomplete in the repository: {missing[0]} is missing")
@@ -310,12 +312,7 @@ def remove_model(entry: ModelEntry) -> list[Path]:
     removed: list[Path] = []
     first = cached_file(entry)
     while first is not None:
-        split = SPLIT_RE.search(first.name)
-        shards = [first]
-        if split:
-            total = int(split.group(2))
-            shards = [first.with_name(SPLIT_RE.sub(f"-{i:05d}-of-{total:05d}.gguf", first.name)) for i in range(1, total + 1)]
-        for shard in shards:
+        for shard in (first.with_name(n) for n in shard_names(first.name)):
             _remove_cached(shard)
             removed.append(shard)
         first = cached_file(entry)
