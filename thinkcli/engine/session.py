@@ -48,6 +48,7 @@ class Engine:
     n_ctx: int = 4096
     _loaded: dict[str, Loaded] = field(default_factory=dict)
     _decoders: dict[str, Decoder] = field(default_factory=dict)
+    _forced: dict[str, ForcedText] = field(default_factory=dict)  # per model: tokenized once
 
     def load(self, name: str, path: Path, family: Family | None, families: dict[str, Family]) -> Loaded:
         key = str(path)
@@ -76,11 +77,16 @@ class Engine:
         eos = model.piece(model.eos).decode("utf-8", "replace") if model.eos >= 0 else ""
         return render_prompt(messages, loaded.family, thinking, model.info.chat_template, bos, eos)
 
-    def request(self, loaded: Loaded, job: Job) -> Request:
-        rendered = self.render(loaded, job.messages, job.budget.thinking)
-        tokens = loaded.model.prompt_tokens(rendered.text)
-        policy = make_policy(loaded, job.budget)
-        return Request(job.key, tokens, policy, job.sampling, job.score_tokens, job.keep_cache)
+    def request(self, loaded: Loaded, job: Job, prompt: list[int] | None = None) -> Request:
+        """A decoder request for a job; pass `prompt` when another job already tokenized the same one."""
+        if prompt is None:
+            rendered = self.render(loaded, job.messages, job.budget.thinking)
+            prompt = loaded.model.prompt_tokens(rendered.text)
+        key = str(loaded.model.path)
+        if key not in self._forced:
+            self._forced[key] = forced_text(loaded)
+        policy = make_policy(loaded, job.budget, self._forced[key])
+        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache)
 
     def generate(self, loaded: Loaded, jobs: Iterable[Job], parallel: int = 1,
                  n_ctx: int | None = None) -> Iterator[Any]:
@@ -95,23 +101,29 @@ class Engine:
             loaded.model.close()
         self._decoders.clear()
         self._loaded.clear()
+        self._forced.clear()
 
 
-def make_policy(loaded: Loaded, budget: BudgetSpec) -> SequencePolicy:
+def forced_text(loaded: Loaded) -> ForcedText:
+    """The texts a policy may insert for this model's family, with their tokens."""
     family, model = loaded.family, loaded.model
 
     def forced(text: str) -> tuple[list[int], str]:
         return (model.tokenize(text, add_bos=False, special=True) if text else [], text)
 
     close = family.think_close + ("\n" if not family.answer_prefix else "") + family.answer_prefix
-    texts = ForcedText(
+    return ForcedText(
         close=forced(close),
         budget=forced(family.budget_message + close),
         wait=forced("\n" + family.wait_word + ","),
         answer_prefix=forced(family.answer_prefix),
     )
+
+
+def make_policy(loaded: Loaded, budget: BudgetSpec, forced: ForcedText) -> SequencePolicy:
+    family = loaded.family
     parser = ThinkingParser(family.think_close, budget.thinking, family.stop, family.answer_prefix)
-    return SequencePolicy(budget, parser, texts, model.is_end)
+    return SequencePolicy(budget, parser, forced, loaded.model.is_end)
 
 
 def detect_family(template: str | None) -> str:

@@ -92,21 +92,23 @@ def run_vote(engine: Engine, loaded: Loaded, messages: list[dict[str, str]], pla
              sampling: SamplingParams) -> Generator[Any, None, tuple[SequenceDone, tuple[SequenceDone, ...], dict[str, Any]]]:
     n = plan.samples
     budget = plan.budget
-    prompt_len = len(engine.request(loaded, Job("probe", messages, budget, sampling)).prompt)
+    jobs = [
+        Job(("sample", i), messages, budget, replace(sampling, seed=sampling.seed + i), score_tokens=True)
+        for i in range(n)
+    ]
+    first = engine.request(loaded, jobs[0])  # the prompt is rendered and tokenized once for all samples
+    prompt_len = len(first.prompt)
     per_sample = budget.max_thinking + budget.max_answer + 64
     need = prompt_len + n * per_sample
     room = loaded.model.info.n_ctx_train
     if need > room:
         fit = max(0, (room - prompt_len) // per_sample)
         raise UsageError(f"{n} samples of {per_sample} tokens do not fit the model's context of {room} tokens (at most {fit})")
-    jobs = [
-        Job(("sample", i), messages, budget, replace(sampling, seed=sampling.seed + i), score_tokens=True)
-        for i in range(n)
-    ]
     decoder = engine.decoder(loaded, n, n_ctx=max(need, engine.n_ctx))
     done: dict[int, SequenceDone] = {}
     counts: Counter[str] = Counter()
-    stream: Iterator[Any] = decoder.run((engine.request(loaded, job) for job in jobs), n)
+    requests = [first] + [engine.request(loaded, job, prompt=first.prompt) for job in jobs[1:]]
+    stream: Iterator[Any] = decoder.run(requests, n)
     for event in stream:
         yield event
         if isinstance(event, SequenceDone):
