@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -29,16 +28,15 @@ def test_txt_input_one_record_per_line_with_errors(think, tiny, tmp_path):
     out = tmp_path / "out.jsonl"
     summary = tmp_path / "summary.json"
     r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST, "--summary", str(summary))
-    assert r.returncode == 1, r.stderr  # one item failed
+    assert r.returncode == 0, r.stderr
     got = {rec["id"]: rec for rec in records(out)}
-    assert set(got) == {"1", "2", "3", "4"}
-    assert got["3"]["error"] == "empty prompt" and got["3"]["line"] == 3
-    assert got["4"]["tier"] == "deep" and got["4"]["error"] is None and "vote" in got["4"]
+    assert set(got) == {"1", "2", "4"}  # a blank line is skipped (as in .jsonl); ids stay line numbers
+    assert got["4"]["tier"] == "deep" and got["4"]["error"] is None and len(got["4"]["samples"]) == 4
     for rec in (got["1"], got["2"]):
         assert rec["error"] is None and {"prompt", "tier", "answer", "usage", "timings"} <= set(rec)
         assert "thinking" not in rec
     data = json.loads(summary.read_text())
-    assert data["done"] == 3 and data["failed"] == 1 and "deep_fixed_budget_tokens" in data
+    assert data["done"] == 3 and data["failed"] == 0 and "deep_fixed_budget_tokens" in data
     assert "thinking tokens" in r.stderr
 
 
@@ -109,35 +107,40 @@ def test_reader_and_counts(tmp_path):
     import io
 
     items = list(read_items(io.StringIO("a\n\nb\n"), "txt"))
-    assert [(i.id, i.error) for i in items] == [("1", None), ("2", "empty prompt"), ("3", None)]
+    assert [(i.id, i.error) for i in items] == [("1", None), ("3", None)]  # blank lines skipped, as in .jsonl
+    assert [i.id for i in read_items(io.StringIO('{"prompt": "a"}\n\n{"prompt": "b"}\n'), "jsonl")] == ["1", "3"]
     src = tmp_path / "x.csv"
     src.write_text("prompt\na\nb\n")
     assert count_items(str(src), "csv") == 2
 
 
-def test_sigkill_at_random_moments_then_resume_loses_nothing_and_repeats_nothing(tiny, tmp_path):
+def wait_for_lines(proc: subprocess.Popen, path: Path, count: int, limit: float = 120) -> None:
+    """Block until `path` holds `count` complete lines or the process ends (a condition, not a clock)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.005)
+
+
+def test_sigkill_after_the_nth_record_then_resume_loses_nothing_and_repeats_nothing(tiny, tmp_path):
     n = 40
     src = tmp_path / "in.txt"
     src.write_text("\n".join(f"question number {i}" for i in range(n)) + "\n")
     out = tmp_path / "out.jsonl"
     model = tiny("tame")
-    rng = random.Random(1234)
     args = [sys.executable, "-m", "thinkcli", "batch", str(src), "-o", str(out), "-m", str(model),
-            "--max-thinking", "150", "--max-answer", "20", "--parallel", "2"]
+            "--max-thinking", "400", "--max-answer", "20", "--parallel", "2"]
     kills = 0
-    for attempt in range(30):
+    for target in (3, 11, 23):  # SIGKILL once the N-th record is on disk, whatever the machine's speed
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=os.environ.copy())
-        try:
-            proc.wait(timeout=rng.uniform(0.4, 1.2))
-        except subprocess.TimeoutExpired:
+        wait_for_lines(proc, out, target)
+        if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
             kills += 1
-            continue
-        if proc.returncode == 0:
-            break
-    else:
-        pytest.fail("batch never completed")
+        proc.wait()
+    final = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert final.returncode == 0, final.stderr
     assert kills >= 1, "the test must actually kill the batch at least once"
     lines = out.read_text().splitlines()
     parsed = [json.loads(line) for line in lines]  # every line valid JSON

@@ -1,6 +1,7 @@
 """The per-sequence policy on scripted tokens (no model): caps, Wait, confidence, answer cap."""
 
 from thinkcli.engine.budget import BudgetSpec, ForcedText, SequencePolicy
+from thinkcli.engine.events import ForcedEvent
 from thinkcli.engine.thinking import ANSWER, ThinkingParser
 
 END = 99
@@ -23,7 +24,7 @@ def test_cap_is_exact_and_forces_the_graceful_close():
     steps = [p.decide(1, "a") for _ in range(5)]
     assert all(s.tokens == [1] for s in steps[:4])
     assert steps[4].tokens == [1, 70, 50, 51, 60]
-    assert steps[4].event == {"type": "budget_forced", "reason": "cap", "at_thinking_tokens": 5, "forced_tokens": 4}
+    assert steps[4].event == ForcedEvent("budget_forced", 5, 4, "cap")
     assert p.thinking_tokens == 5 and p.parser.phase == ANSWER
     step = p.decide(2, "B")
     assert step.tokens == [2] and p.answer_tokens == 1
@@ -36,7 +37,7 @@ def test_early_close_becomes_wait_and_rolls_back_the_partial_tag():
     step = p.decide(3, "ink>")  # completes the tag before the minimum
     assert step.rollback == 1
     assert step.tokens == [80, 81]
-    assert step.event["type"] == "extended"
+    assert step.event.type == "extended"
     assert p.parser.phase != ANSWER
     assert p.thinking_tokens == 1 and p.thinking_total == 3
 
@@ -52,7 +53,7 @@ def test_end_of_generation_inside_thinking_closes_it_so_an_answer_follows():
     p = policy(max_thinking=50)
     p.decide(1, "x")
     step = p.decide(END, "")
-    assert step.tokens == [50, 51, 60] and step.event["reason"] == "eos"
+    assert step.tokens == [50, 51, 60] and step.event.reason == "eos"
     assert p.parser.phase == ANSWER
 
 
@@ -62,7 +63,7 @@ def test_confidence_stop_fires_only_after_the_minimum():
     for i in range(10):
         step = p.decide(1, "a", prob=0.99)
         if step.event:
-            reasons.append((i + 1, step.event["reason"]))
+            reasons.append((i + 1, step.event.reason))
             break
     assert reasons == [(6, "confidence")]
 

@@ -78,7 +78,7 @@ def test_deep_tier_votes_with_samples_and_vote_in_json(think, tiny):
     (["ask", "--max-thinking", "-3", "hi"], "--max-thinking must be >= 0", 2),
     (["ask", "--max-thinking", "lots", "hi"], "Invalid value for '--max-thinking'", 2),
     (["ask", "--no-such-flag", "hi"], "No such option", 2),
-    (["ask", "--samples", "0", "hi"], "--samples must be >= 1", 2),
+    (["ask", "--samples", "0", "hi"], "--samples must be between 1 and 64", 2),
     (["ask", "--strategy", "magic", "hi"], "unknown strategy 'magic'", 2),
     (["ask", "--gpu-layers", "some", "hi"], "--gpu-layers must be a number", 2),
 ])
@@ -154,9 +154,15 @@ def test_a_tier_routed_to_a_second_model_uses_it(think, tiny, think_home):
     assert easy["model"] == "small" and json.loads(hard.stdout)["model"] == "big"
 
 
-def test_samples_beyond_the_context_room(think, tiny):
-    r = think("ask", "-m", str(tiny("tame")), "--samples", "8", "--max-thinking", "1000", "--max-answer", "200", "x")
-    assert r.returncode == 2 and "do not fit the model's context" in r.stderr
+def test_every_sample_gets_a_whole_sequence_of_context(think, tiny):
+    # The decoder's unified KV cache holds N sequences of the configured context (2048 here).
+    r = think("ask", "-m", str(tiny("tame")), "--samples", "8", "--max-thinking", "1000", "--max-answer", "200",
+              "--json", "x")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert len(data["samples"]) == 8 and data["budget"]["max_thinking"] == 1000
+    too_many = think("ask", "-m", str(tiny("tame")), "--samples", "65", "x")
+    assert too_many.returncode == 2 and "--samples must be between 1 and 64" in too_many.stderr
 
 
 def test_adaptive_stop_cancels_a_sample_once_the_leader_cannot_be_overtaken(think, tiny):

@@ -1,9 +1,10 @@
 """`think batch`: many prompts through one engine, resumable, nothing lost, nothing twice.
 
 Inputs are read lazily (.txt, .jsonl, .csv, or stdin). Results go to a JSONL file one complete,
-fsynced line per item; a rerun skips ids already there, a torn last line (a crash mid-write) is
-cut off, and an flock keeps a second process away. Items run through the shared decoder with
-continuous batching (`parallel` slots); vote-tier items run their own Best-of-N afterwards.
+fsynced line per item; a rerun skips ids already answered and retries failed ones, a torn last
+line (a crash mid-write) is cut off, and a lock keeps a second process away. Items run through
+the one scheduler (run.py): continuous batching over `parallel` prompts, Best-of-N samples in the
+same decode steps, each tier on its own model.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, TextIO, Union
 
-from .engine.events import SequenceDone
-from .engine.session import Job, sampling_for
 from .errors import ThinkError, UsageError
-from .pipeline import Runtime
 from .plan import Overrides, Plan, make_plan
+from .records import Outcome, batch_record, error_record, outcome_record
+from .run import Failed, Scheduler, Task, messages_for
+from .runtime import Runtime
 
 FORMATS = ("txt", "jsonl", "csv")
 
@@ -56,7 +57,8 @@ def read_items(stream: TextIO, fmt: str, field_name: str = "prompt") -> Iterator
     if fmt == "txt":
         for number, line in enumerate(stream, start=1):
             text = line.rstrip("\n").rstrip("\r")
-            yield Item(str(number), number, text, None if text.strip() else "empty prompt")
+            if text.strip():  # blank lines are skipped, as in .jsonl; ids stay line numbers
+                yield Item(str(number), number, text)
     elif fmt == "jsonl":
         for number, line in enumerate(stream, start=1):
             if not line.strip():
@@ -90,28 +92,37 @@ def read_items(stream: TextIO, fmt: str, field_name: str = "prompt") -> Iterator
 
 
 class OutputStore:
-    """The JSONL output: locked, repaired, appended one fsynced line at a time."""
+    """The JSONL output: locked, repaired, appended one fsynced line at a time.
+
+    Ids with a successful record are done; a rerun skips them. Error records of an earlier run are
+    taken out (an atomic rewrite) so that a rerun tries those items again: each id keeps one line."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._lock_handle: Any = None
+        self._lock: Any = None
         self._handle: Any = None
         self.done_ids: set[str] = set()
         self.repaired_bytes = 0
+        self.retried = 0  # error records of an earlier run, taken out to be tried again
 
     def __enter__(self) -> "OutputStore":
-        import fcntl
+        from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_writable_file(self.path, "--output")
         lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_handle = open(lock_path, "a+")
+        self._lock = FileLock(str(lock_path), blocking=False)
         try:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_handle.close()
+            self._lock.acquire()
+        except Timeout:
             raise ThinkError(f"{self.path} is being written by another `think batch` (lock {lock_path})") from None
-        self._repair_and_scan()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise ThinkError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        try:
+            self._repair_and_scan()
+            self._handle = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            self._lock.release()
+            raise ThinkError(f"cannot write {self.path}: {exc.strerror}") from None
         return self
 
     def _repair_and_scan(self) -> None:
@@ -121,30 +132,56 @@ class OutputStore:
         end = data.rfind(b"\n") + 1
         if end < len(data):  # a torn last line from a crash: cut it off
             self.repaired_bytes = len(data) - end
-            with open(self.path, "r+b") as handle:
-                handle.truncate(end)
-                handle.flush()
-                os.fsync(handle.fileno())
             data = data[:end]
-        for line in data.splitlines():
+        kept: list[bytes] = []
+        for line in data.splitlines(keepends=True):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
+                kept.append(line)
                 continue
             if isinstance(record, dict) and "id" in record:
+                if record.get("error"):
+                    self.retried += 1
+                    continue
                 self.done_ids.add(str(record["id"]))
+            kept.append(line)
+        if self.repaired_bytes or self.retried:
+            _atomic_write(self.path, b"".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self.done_ids.add(str(record["id"]))
+        if not record.get("error"):
+            self.done_ids.add(str(record["id"]))
 
     def __exit__(self, *exc: object) -> None:
         if self._handle:
             self._handle.close()
-        if self._lock_handle:
-            self._lock_handle.close()
+        if self._lock:
+            self._lock.release()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace a file's content so that a crash leaves either the old or the new file, whole."""
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written (never create directories)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory: give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK) or not path.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: permission denied")
 
 
 @dataclass
@@ -152,7 +189,13 @@ class TierStats:
     count: int = 0
     thinking: list[int] = field(default_factory=list)
     answer: list[int] = field(default_factory=list)
-    seconds: float = 0.0
+    first_start: float | None = None
+    last_end: float | None = None
+
+    @property
+    def wall_s(self) -> float:
+        """Wall time from the tier's first item starting to its last finishing (items overlap)."""
+        return (self.last_end - self.first_start) if self.first_start is not None and self.last_end else 0.0
 
 
 @dataclass
@@ -165,7 +208,7 @@ class BatchSummary:
     started: float = field(default_factory=time.perf_counter)
     deep_budget: int = 0
 
-    def add(self, record: dict[str, Any], elapsed: float) -> None:
+    def add(self, record: dict[str, Any], outcome: Outcome | None = None) -> None:
         if record.get("error"):
             self.failed += 1
             return
@@ -175,7 +218,10 @@ class BatchSummary:
         stats.count += 1
         stats.thinking.append(usage["thinking_tokens"])
         stats.answer.append(usage["answer_tokens"])
-        stats.seconds += elapsed
+        if outcome is not None:
+            start = outcome.started_at
+            stats.first_start = start if stats.first_start is None else min(stats.first_start, start)
+            stats.last_end = max(stats.last_end or 0.0, start + outcome.total_s)
         self.tokens += usage["thinking_tokens"] + usage["answer_tokens"]
 
     def as_dict(self) -> dict[str, Any]:
@@ -185,7 +231,7 @@ class BatchSummary:
                 "mean_thinking_tokens": round(sum(s.thinking) / s.count, 1),
                 "max_thinking_tokens": max(s.thinking),
                 "mean_answer_tokens": round(sum(s.answer) / s.count, 1),
-                "seconds": round(s.seconds, 2),
+                "wall_s": round(s.wall_s, 2),
             }
             for name, s in sorted(self.tiers.items()) if s.count
         }
@@ -203,128 +249,105 @@ class BatchSummary:
         }
 
 
-def _record(item: Item, plan: Plan | None, done: SequenceDone | None, error: str | None,
-            keep_thinking: bool, vote: dict[str, Any] | None = None) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": item.id, "line": item.line, "prompt": item.prompt}
-    if plan is not None:
-        record["tier"] = plan.difficulty.tier
-    if done is not None:
-        record["answer"] = done.answer
-        record["finish_reason"] = done.finish_reason
-        record["usage"] = done.usage.as_dict()
-        record["timings"] = {
-            "first_token_s": round(done.first_token_s, 4) if done.first_token_s is not None else None,
-            "total_s": round(done.elapsed_s, 4),
-        }
-        if keep_thinking:
-            record["thinking"] = done.thinking
-        if vote is not None:
-            record["vote"] = vote
-    record["error"] = error
-    return record
+@dataclass(frozen=True)
+class RecordWritten:
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    summary: BatchSummary
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    summary: BatchSummary
+
+
+BatchEvent = Union[RecordWritten, BatchProgress, BatchDone]
+
+
+def most_samples(runtime: Runtime, overrides: Overrides) -> int:
+    """The most Best-of-N samples any item of a batch may ask for (sizes the decoder's slots)."""
+    tiers = [t.samples for t in runtime.registry.tiers.values() if t.strategy == "vote"]
+    return max([overrides.samples or 1, *tiers])
 
 
 def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overrides: Overrides,
-              parallel: int = 1, keep_thinking: bool = False) -> Iterator[tuple[str, Any]]:
-    """Process items not yet in the store; yields ('record', dict) and ('progress', summary)."""
+              parallel: int = 1, keep_thinking: bool = False) -> Iterator[BatchEvent]:
+    """Process items not yet in the store through the one scheduler; every item gets one record."""
     summary = BatchSummary(deep_budget=runtime.registry.tiers["deep"].max_thinking)
-    plans: dict[str, tuple[Item, Plan]] = {}
-    votes: list[tuple[Item, Plan]] = []
-    seen: set[str] = set()
+    lines: dict[str, Item] = {}
+    first_line: dict[str, int] = {}
+    early: deque[dict[str, Any]] = deque()  # records of items that fail before they are planned
 
-    def finish(record: dict[str, Any], elapsed: float) -> dict[str, Any]:
-        store.write(record)
-        summary.add(record, elapsed)
-        return record
+    def fail(item: Item, error: str, plan: Plan | None = None, model: str | None = None) -> None:
+        record = error_record(item.id, item.line, item.prompt, error, plan, model)
+        if not keep_thinking:
+            del record["thinking"]
+        early.append(record)
 
-    def pending() -> Iterator[tuple[Item, Plan]]:
+    def tasks() -> Iterator[Task]:
         for item in items:
-            if item.id in store.done_ids or item.id in seen:
+            if item.id in first_line:
+                fail(item, f"line {item.line}: duplicate id '{item.id}' (first on line {first_line[item.id]})")
+                continue
+            first_line[item.id] = item.line
+            if item.id in store.done_ids:
                 summary.skipped += 1
                 continue
-            seen.add(item.id)
-            if item.error is not None:
-                yield item, None  # type: ignore[misc]
+            if item.error is not None or item.prompt is None:
+                fail(item, item.error or "no prompt")
                 continue
-            yield item, make_plan(item.prompt or "", runtime.registry, overrides, runtime.default_model)
-
-    loaded_by_model: dict[str, Any] = {}
-
-    def loaded_for(model: str) -> Any:
-        if model not in loaded_by_model:
-            loaded_by_model[model] = runtime.load(model)
-        return loaded_by_model[model]
-
-    errors: list[dict[str, Any]] = []
-
-    def requests(model: str, source: Iterator[tuple[Item, Plan]]) -> Iterator[Any]:
-        """Requests for the decoder; items that cannot run become error records instead."""
-        for item, plan in source:
-            if plan is None:
-                errors.append(_record(item, None, None, item.error, keep_thinking))
+            try:
+                plan = make_plan(item.prompt, runtime.registry, overrides, runtime.default_model)
+            except ThinkError as exc:
+                fail(item, f"line {item.line}: {exc}")
                 continue
-            if plan.strategy == "vote" and plan.samples > 1:
-                votes.append((item, plan))
-                continue
-            if plan.model != model:
-                errors.append(_record(item, plan, None, f"tier {plan.tier.name} routes to model {plan.model}; "
-                                      "run it in a separate batch with -m", keep_thinking))
-                continue
-            job = Job(item.id, [{"role": "user", "content": item.prompt or ""}], plan.budget,
-                      sampling_for(loaded.family, plan.temperature, plan.seed),
-                      score_tokens=plan.budget.needs_confidence)
-            request = runtime.engine.request(loaded, job)
-            room = decoder.n_ctx // max(parallel, 1)
-            if len(request.prompt) + plan.budget.max_thinking + plan.budget.max_answer + 64 > room:
-                errors.append(_record(item, plan, None, f"line {item.line}: prompt of {len(request.prompt)} tokens "
-                                      f"plus its budget does not fit the context ({room} tokens per slot)", keep_thinking))
-                continue
-            plans[item.id] = (item, plan)
-            yield request
+            lines[item.id] = item
+            yield Task(item.id, item.prompt, plan, messages_for(item.prompt))
 
-    model = overrides.model or runtime.default_model
-    loaded = loaded_for(model)
-    decoder = runtime.engine.decoder(loaded, parallel, n_ctx=runtime.engine.n_ctx * max(parallel, 1))
+    def write(record: dict[str, Any], outcome: Outcome | None = None) -> RecordWritten:
+        store.write(record)
+        summary.add(record, outcome)
+        return RecordWritten(record)
+
+    scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides))
     last_progress = 0.0
-    for event in decoder.run(requests(model, pending()), parallel):
-        while errors:
-            yield "record", finish(errors.pop(0), 0.0)
-        if isinstance(event, SequenceDone):
-            item, plan = plans.pop(str(event.seq))
-            yield "record", finish(_record(item, plan, event, None, keep_thinking), event.elapsed_s)
+    for event in scheduler.run(tasks()):
+        while early:
+            yield write(early.popleft())
+        match event:
+            case Outcome():
+                item = lines.pop(event.key)
+                yield write(batch_record(item.id, item.line, outcome_record(event, keep_thinking)), event)
+            case Failed():
+                item = lines.pop(event.key)
+                fail(item, f"line {item.line}: {event.error}", event.plan,
+                     event.plan.model if event.plan is not None else None)
+                yield write(early.popleft())
         now = time.perf_counter()
         if now - last_progress > 0.2:
             last_progress = now
-            yield "progress", summary
-    while errors:
-        yield "record", finish(errors.pop(0), 0.0)
-
-    from .engine.vote import run_vote
-
-    for item, plan in votes:
-        vote_loaded = loaded_for(plan.model)
-        sampling = sampling_for(vote_loaded.family, plan.temperature, plan.seed)
-        generator = run_vote(runtime.engine, vote_loaded, [{"role": "user", "content": item.prompt or ""}], plan, sampling)
-        try:
-            while True:
-                next(generator)
-        except StopIteration as stop:
-            best, _samples, vote = stop.value
-        except ThinkError as exc:
-            yield "record", finish(_record(item, plan, None, str(exc), keep_thinking), 0.0)
-            continue
-        yield "record", finish(_record(item, plan, best, None, keep_thinking, vote), best.elapsed_s)
-        yield "progress", summary
-    yield "summary", summary
+            yield BatchProgress(summary)
+    while early:
+        yield write(early.popleft())
+    yield BatchDone(summary)
 
 
 def open_input(path: str) -> TextIO:
+    """The input as text; a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped, bad bytes replaced."""
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace", newline="")
     source = Path(path)
     if not source.exists():
         raise ThinkError(f"input not found: {path}")
-    return open(source, encoding="utf-8", errors="replace", newline="")
+    if source.is_dir():
+        raise ThinkError(f"input {path} is a directory")
+    try:
+        return open(source, encoding="utf-8-sig", errors="replace", newline="")
+    except OSError as exc:
+        raise ThinkError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def count_items(path: str, fmt: str) -> int | None:
@@ -333,8 +356,6 @@ def count_items(path: str, fmt: str) -> int | None:
         return None
     with open(path, "rb") as handle:
         lines = handle.read().splitlines()
-    if fmt == "txt":
-        return len(lines)
     records = sum(1 for line in lines if line.strip())
     return max(records - 1, 0) if fmt == "csv" else records
 

@@ -80,13 +80,27 @@ SIMPLE_TASK = _rx(r"list", r"name", r"give me", r"tell me", r"summari[sz]e", r"r
 HARD_WORDS = _rx(r"all", r"every", r"exactly", r"at least", r"at most", r"unique", r"minimum", r"maximum",
                  r"constraints?", r"must", r"without", r"edge cases?", r"in general", r"for any", r"n\b")
 MATH_SYMBOLS = re.compile(r"[=^√∑∫≤≥≠π]|\d\s*[-+*/×÷]\s*\d|\b[a-z]\s*\^|\bx\b|\b[fg]\(x\)")
-CODE_BLOCK = re.compile(r"```|^\s{4}\S|\bdef \w+\(|\w+\(\)|;\s*$|\{\s*$|=>|->", re.MULTILINE)
+# Every pattern must run in linear time: no unbounded repeat followed by something that can fail
+# after it (`\w+\(\)` backtracked quadratically on a long word). tests/test_classify.py checks 2 MB.
+CODE_BLOCK = re.compile(r"```|^ {4}\S|^\t\S|\bdef \w{1,64}\(|\w\(\)|;[ \t]*$|\{[ \t]*$|=>|->", re.MULTILINE)
+# Text beyond this is not inspected: the head says what is asked, the tail often holds the question
+# after a paste. Bounds the time of every pattern whatever the input.
+WORD = re.compile(r"\w+")
+HEAD_CHARS = 12_000
+TAIL_CHARS = 4_000
+
+
+def inspected_text(prompt: str) -> str:
+    """The part of a prompt the classifier reads: all of it, or its head and tail."""
+    text = prompt.strip()
+    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+        return text
+    return text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
 
 
 def classify(prompt: str) -> Difficulty:
-    text = prompt.strip()
-    words = re.findall(r"\w+", text)
-    n_words = len(words)
+    n_words = len(WORD.findall(prompt))  # the whole prompt's length counts (linear time)
+    text = inspected_text(prompt)
     score = 0.24
     reasons: list[str] = []
 

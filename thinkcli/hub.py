@@ -41,8 +41,15 @@ def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
             raise ModelError(f"model file not found: {path}")
         return ResolvedModel(path.name, path, None, None)
     if ref not in registry.models:
-        known = ", ".join(sorted(registry.models))
-        raise ModelError(f"unknown model '{ref}': not an alias in models.yaml ({known}) nor a .gguf file")
+        repo_ref = parse_repo_ref(ref)
+        if repo_ref is None:
+            known = ", ".join(sorted(registry.models))
+            raise ModelError(f"unknown model '{ref}': not an alias in models.yaml ({known}), "
+                             "org/repo[:QUANT] nor a .gguf file")
+        found = cached_file(repo_ref)
+        if found is None:
+            raise ModelError(f"model '{ref}' is not downloaded: run `think pull {ref}` (or add --pull)")
+        return ResolvedModel(ref, found, None, repo_ref)  # family: from the file's chat template
     entry = registry.models[ref]
     family = registry.families[entry.family]
     if entry.embedded:
@@ -114,9 +121,12 @@ def quant_of(filename: str) -> str | None:
 
 
 def cached_file(entry: ModelEntry) -> Path | None:
-    """The first shard (or the single file) of an alias, if the HF cache holds it complete."""
+    """The first shard (or the single file) of a model, if the HF cache holds it complete.
+
+    Without a file or quant (a bare org/repo), the cached file that `think pull` would have chosen."""
     if not entry.repo:
         return None
+    complete: list[Path] = []
     for path in cached_files(entry.repo):
         name = path.name
         if entry.file and name != Path(entry.file).name and not _same_split(name, entry.file):
@@ -128,7 +138,23 @@ def cached_file(entry: ModelEntry) -> Path | None:
             continue
         if not all(path.with_name(shard).exists() for shard in shard_names(name)):
             continue
-        return path
+        complete.append(path)
+    if len(complete) <= 1 or entry.file or entry.quant:
+        return complete[0] if complete else None
+    first = choose_files([p.name for p in complete], None)[0]
+    return next(p for p in complete if p.name == first)
+
+
+def parse_repo_ref(ref: str) -> ModelEntry | None:
+    """org/repo, org/repo:QUANT or org/repo/file.gguf as an ad-hoc entry (family from the file)."""
+    repo, _, quant = ref.partition(":")
+    parts = repo.split("/")
+    if any(not p or p in (".", "..") for p in parts) or "\\" in ref:
+        return None
+    if len(parts) == 2:
+        return ModelEntry(alias=ref, family="", repo=repo, quant=quant.upper() or None)
+    if len(parts) >= 3 and repo.endswith(".gguf") and not quant:
+        return ModelEntry(alias=ref, family="", repo="/".join(parts[:2]), file="/".join(parts[2:]))
     return None
 
 
@@ -222,13 +248,20 @@ def resolve_pull(name: str, registry: Registry) -> tuple[str, str | None, str | 
         if not entry.repo:
             raise ModelError(f"'{name}' is a local file ({entry.path}): nothing to pull")
         return entry.repo, entry.file, entry.quant, name
-    repo, _, quant = name.partition(":")
-    parts = repo.split("/")
-    if len(parts) == 2 and all(parts):
-        return repo, None, quant or None, None
-    if len(parts) >= 3 and repo.endswith(".gguf"):
-        return "/".join(parts[:2]), "/".join(parts[2:]), None, None
-    raise ModelError(f"unknown model '{name}': use an alias (think models), org/repo[:QUANT] or org/repo/file.gguf")
+    ref = parse_repo_ref(name)
+    if ref is None or ref.repo is None:
+        raise ModelError(f"unknown model '{name}': use an alias (think models), org/repo[:QUANT] or org/repo/file.gguf")
+    return ref.repo, ref.file, ref.quant, None
+
+
+def ensure_pulled(ref: str, registry: Registry, offline: bool = False) -> None:
+    """`ask --pull`: download an alias or org/repo model unless the cache already has it."""
+    if looks_like_path(ref):
+        return
+    entry = registry.models.get(ref) or parse_repo_ref(ref)
+    if entry is not None and (entry.embedded or entry.path or cached_file(entry) is not None):
+        return
+    pull(ref, registry, offline=offline)
 
 
 def pull(name: str, registry: Registry, offline: bool = False, progress: bool = True, attempts: int = 3) -> list[Path]:
@@ -239,10 +272,10 @@ def pull(name: str, registry: Registry, offline: bool = False, progress: bool = 
     from huggingface_hub import hf_hub_download
 
     repo, file, quant, alias = resolve_pull(name, registry)
-    if alias:
-        cached = cached_file(registry.models[alias])
-        if cached is not None:
-            return [cached]
+    entry = registry.models[alias] if alias else parse_repo_ref(name)
+    cached = cached_file(entry) if entry is not None else None
+    if cached is not None:  # already complete in the cache: no network needed
+        return [cached.with_name(shard) for shard in shard_names(cached.name)]
     if offline:
         raise ModelError(f"offline (HF_HUB_OFFLINE or --offline): cannot download '{name}'")
     token = _os.environ.get("HF_TOKEN") or None
@@ -298,24 +331,54 @@ def _sha256(path: Path) -> str:
 
 
 def _remove_cached(path: Path) -> None:
-    """Delete a cached file: the snapshot link and the blob it points to."""
+    """Delete a cached file: its snapshot link, and its blob unless another snapshot links it too."""
     blob = path.resolve()
-    for p in (path, blob):
+    snapshots = path
+    while snapshots.parent.name != "snapshots" and snapshots != snapshots.parent:
+        snapshots = snapshots.parent
+    others = [p for p in snapshots.parent.rglob("*") if p != path and p.is_symlink() and p.resolve() == blob]
+    for p in (path, blob) if not others else (path,):
         try:
             p.unlink()
         except FileNotFoundError:
             pass
 
 
+def cached_repo_models(registry: Registry) -> list[tuple[str, Path]]:
+    """GGUFs pulled by repo (`think pull org/repo`) that no alias covers: (org/repo[:QUANT], file).
+
+    Read through huggingface_hub's cache scanner, the same view `hf cache scan` gives."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir(hub_cache_dir())
+    except (CacheNotFound, OSError):
+        return []
+    covered = {p.resolve() for e in registry.models.values() if e.repo for p in [cached_file(e)] if p is not None}
+    found: list[tuple[str, Path]] = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        names = {Path(f.file_name) for rev in repo.revisions for f in rev.files if f.file_name.endswith(".gguf")}
+        firsts = sorted(n.name for n in names if not SPLIT_RE.search(n.name) or SPLIT_RE.search(n.name).group(1) == "00001")  # type: ignore[union-attr]
+        for name in firsts:
+            quant = quant_of(name)
+            ref = f"{repo.repo_id}:{quant}" if quant and len(firsts) > 1 else repo.repo_id
+            path = cached_file(ModelEntry(alias=ref, family="", repo=repo.repo_id, file=name))
+            if path is not None and path.resolve() not in covered:
+                found.append((ref, path))
+    return found
+
+
 def remove_model(entry: ModelEntry) -> list[Path]:
-    """Delete an alias's cached file(s); returns what was removed."""
+    """Delete a model's cached file (every shard of a split one); returns what was removed."""
     removed: list[Path] = []
     first = cached_file(entry)
-    while first is not None:
+    if first is not None:
         for shard in (first.with_name(n) for n in shard_names(first.name)):
             _remove_cached(shard)
             removed.append(shard)
-        first = cached_file(entry)
     return removed
 
 

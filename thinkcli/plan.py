@@ -10,6 +10,9 @@ from .errors import UsageError
 from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
 
 
+DEFAULT_VOTE_SAMPLES = 4
+
+
 @dataclass(frozen=True)
 class Overrides:
     """Command-line (or REPL) choices; None means 'the tier decides'."""
@@ -28,14 +31,14 @@ class Overrides:
     def validate(self) -> "Overrides":
         if self.tier not in ("auto", *TIER_NAMES):
             raise UsageError(f"unknown tier '{self.tier}' (choose auto, {', '.join(TIER_NAMES)})")
-        for name in ("max_thinking", "min_thinking", "max_answer"):
+        for name in ("max_thinking", "min_thinking"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.max_answer is not None and self.max_answer == 0:
-            raise UsageError("--max-answer must be >= 1")
-        if self.samples is not None and self.samples < 1:
-            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+        if self.max_answer is not None and self.max_answer < 1:
+            raise UsageError(f"--max-answer must be >= 1, got {self.max_answer}")
+        if self.samples is not None and not 1 <= self.samples <= 64:
+            raise UsageError(f"--samples must be between 1 and 64, got {self.samples}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise UsageError(f"unknown strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
         if self.temperature is not None and not 0 <= self.temperature <= 5:
@@ -84,10 +87,13 @@ def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_mod
         confidence_floor=tier.confidence_floor,
     )
     strategy = overrides.strategy or tier.strategy
-    samples = overrides.samples or (tier.samples if strategy == "vote" else 1)
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:
         strategy = "vote"
-    if strategy == "single":
+    if strategy == "vote":  # a vote needs voters: the tier's samples, else the deep tier's
+        samples = overrides.samples or (tier.samples if tier.samples > 1 else registry.tiers["deep"].samples)
+        if samples < 2:
+            samples = DEFAULT_VOTE_SAMPLES
+    else:
         samples = 1
     return Plan(
         difficulty=difficulty,

@@ -12,12 +12,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Hashable, TextIO
 
-from .engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Started, Thinking
-from .pipeline import Outcome, Planned
+from .engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Thinking
+from .records import Outcome, outcome_record
+from .run import Planned, RunEvent
 
 
-def color_allowed(stream: TextIO) -> bool:
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+def is_terminal(stream: TextIO) -> bool:
+    """Live counters, headers and stats are for terminals. NO_COLOR only removes colour (Rich
+    reads it itself); TERM=dumb gets plain text."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def stats_line(outcome: Outcome) -> str:
@@ -59,44 +62,47 @@ class StreamRenderer:
     _vote_mode: bool = False
 
     def __post_init__(self) -> None:
-        self.tty = color_allowed(self.err)
+        self.tty = is_terminal(self.err)
         if self.tty:
             from rich.console import Console
 
             self._console = Console(file=self.err, highlight=False, soft_wrap=True)
 
     # -- dispatch ---------------------------------------------------------------------------
-    def handle(self, item: Any) -> None:
-        if isinstance(item, Planned):
-            self._planned(item)
-        elif isinstance(item, Thinking):
-            if self._vote_mode:
+    def handle(self, item: RunEvent) -> None:
+        match item:
+            case Planned():
+                self._planned(item)
+            case Thinking() if self._vote_mode:
                 self._sample_update(item.seq, tokens=item.tokens)
-            else:
+            case Thinking():
                 self._thinking_text(item)
-        elif isinstance(item, Answer):
-            if not self._vote_mode:
+            case Answer() if not self._vote_mode:
                 self._answer_text(item.text)
-        elif isinstance(item, Progress) and self._vote_mode:
-            self._sample_update(item.seq, tokens=item.thinking_tokens + item.answer_tokens, confidence=item.confidence)
-        elif isinstance(item, Progress) and self._live is not None:
-            self._tokens = item.thinking_tokens
-            self._refresh()
-        elif isinstance(item, (BudgetForced, Extended)) and not self._vote_mode:
-            self._note(item)
-        elif isinstance(item, SequenceDone) and self._vote_mode:
-            from .engine.vote import extract_answer
-
-            self._sample_update(item.seq, done=item.finish_reason, answer=extract_answer(item.answer),
-                                confidence=item.confidence, tokens=item.usage.thinking_tokens + item.usage.answer_tokens)
-        elif isinstance(item, Outcome):
-            self._outcome(item)
-        elif isinstance(item, Started):
-            pass
+            case Progress() if self._vote_mode:
+                self._sample_update(item.seq, tokens=item.thinking_tokens + item.answer_tokens,
+                                    confidence=item.confidence)
+            case Progress() if self._live is not None:
+                self._tokens = item.thinking_tokens
+                self._refresh()
+            case BudgetForced() | Extended() if not self._vote_mode:
+                self._note(item)
+            case SequenceDone() if self._vote_mode:
+                self._sample_update(item.seq, done=item.finish_reason, answer=item.vote_answer,
+                                    confidence=item.confidence, tokens=item.usage.thinking_tokens + item.usage.answer_tokens)
+            case Outcome():
+                self._outcome(item)
+            case _:
+                pass
 
     def close(self) -> None:
-        """Called on any exit (Ctrl-C too): whatever was shown stays shown."""
-        self._stop_live(print_thinking=True)
+        """Called on any exit (Ctrl-C too): whatever was shown stays shown, once."""
+        if self._vote_mode:
+            if self._live is not None:  # the sample table stays on screen as it is
+                self._live.stop()
+                self._live = None
+        else:
+            self._stop_live(print_thinking=True)
         if self._answer_started:
             self.out.write("\n")
             self.out.flush()
@@ -106,7 +112,14 @@ class StreamRenderer:
     def _planned(self, planned: Planned) -> None:
         plan = planned.plan
         self._budget = plan.budget.max_thinking
-        self._vote_mode = plan.strategy == "vote" and plan.samples > 1
+        self._vote_mode = plan.samples > 1
+        for note in planned.notes:
+            if note.get("type") == "budget_lowered":
+                thinking = note["max_thinking"]
+                answer = note["max_answer"]
+                text = (f"[budget lowered to fit the context of {note['context']} tokens: thinking "
+                        f"{thinking[0]}→{thinking[1]}, answer {answer[0]}→{answer[1]}]")  # type: ignore[index]
+                self.err.write(text + "\n")
         if self.tty and self.show_thinking:
             budget = f"thinking ≤ {plan.budget.max_thinking}" if plan.budget.thinking else "no thinking"
             strategy = f" · best of {plan.samples}" if self._vote_mode else ""
@@ -243,9 +256,9 @@ class JsonRenderer:
 
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
-    def handle(self, item: Any) -> None:
+    def handle(self, item: RunEvent) -> None:
         if isinstance(item, Outcome):
-            self.out.write(json.dumps(item.as_dict(), ensure_ascii=False) + "\n")
+            self.out.write(json.dumps(outcome_record(item), ensure_ascii=False) + "\n")
             self.out.flush()
 
     def close(self) -> None:

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .engine.events import Started
+from .engine.events import Answer, Started
 from .errors import ThinkError
-from .pipeline import Outcome, Runtime, ask_events
-from .plan import Overrides
+from .plan import Overrides, make_plan
+from .records import Outcome
 from .registry import TIER_NAMES
+from .run import Failed, Planned, RunEvent, Scheduler, Task
+from .runtime import Runtime
 
 COMMANDS = {
     "/help": "show this help",
@@ -30,7 +32,7 @@ COMMANDS = {
     "/regen": "answer the last prompt again",
     "/save": "FILE — save as Markdown (.md) or JSON (.json)",
     "/load": "FILE — load a conversation saved as JSON",
-    "/system": "TEXT — set the system prompt",
+    "/system": "TEXT|clear — set, show (no text) or clear the system prompt",
     "/bye": "leave (Ctrl-D works too)",
 }
 
@@ -47,6 +49,8 @@ class TurnStats:
     interrupted: bool = False
 
     def line(self) -> str:
+        if self.interrupted:
+            return f"{self.tier} · interrupted (partial reply kept) · prompt {self.prompt_tokens} tokens"
         evaluated = self.prompt_tokens - self.reused_tokens
         speed = f" · {self.tokens_per_second:.1f} tok/s" if self.tokens_per_second else ""
         return (f"{self.tier} · {self.thinking_tokens} thinking + {self.answer_tokens} answer tokens{speed} · "
@@ -64,33 +68,51 @@ class ChatSession:
     notices: list[str] = field(default_factory=list)
 
     # -- turns ------------------------------------------------------------------------------
-    def conversation(self, user_text: str) -> list[dict[str, str]]:
+    def conversation(self, user_text: str) -> tuple[dict[str, str], ...]:
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return [*system, *self.messages, {"role": "user", "content": user_text}]
+        return (*system, *self.messages, {"role": "user", "content": user_text})
 
-    def turn(self, text: str) -> Iterator[Any]:
-        """Stream one reply's events; the turn enters history when it ends (or is interrupted)."""
-        self._fit_context(text)
+    def turn(self, text: str, seed_offset: int = 0) -> Iterator[RunEvent]:
+        """Stream one reply's events; the turn enters history when it ends (or is interrupted).
+
+        The plan comes first; the scheduler then fits the conversation to *that* plan's budget,
+        dropping the oldest exchanges if it must. A message that cannot fit at all is refused
+        and the history stays as it was."""
+        overrides = self.overrides
+        if seed_offset:
+            overrides = replace(overrides, seed=(overrides.seed or 0) + seed_offset)
+        runtime = self.runtime
+        plan = make_plan(text, runtime.registry, overrides, self.overrides.model or runtime.default_model)
+        scheduler = Scheduler(runtime, max_samples=plan.samples)
+        task = Task("chat", text, plan, self.conversation(text), keep_cache=True, drop_history=True)
         started: Started | None = None
         outcome: Outcome | None = None
         answer_parts: list[str] = []
-        from .engine.events import Answer
-
+        self.last = None
         try:
-            for event in ask_events(self.runtime, text, self.overrides, messages=self.conversation(text), keep_cache=True):
-                if isinstance(event, Started) and started is None:
-                    started = event
-                elif isinstance(event, Answer):
-                    answer_parts.append(event.text)
-                elif isinstance(event, Outcome):
-                    outcome = event
+            for event in scheduler.run([task]):
+                match event:
+                    case Failed():
+                        raise ThinkError(event.error)
+                    case Planned() if event.dropped_messages:
+                        del self.messages[:event.dropped_messages]
+                        self.notices.append("context full: dropped the oldest exchange"
+                                            + ("s" if event.dropped_messages > 2 else ""))
+                    case Started() if started is None:
+                        started = event
+                    case Answer():
+                        answer_parts.append(event.text)
+                    case Outcome():
+                        outcome = event
                 yield event
         except KeyboardInterrupt:
             partial = "".join(answer_parts).strip()
             self.messages += [{"role": "user", "content": text},
                               {"role": "assistant", "content": (partial + " [interrupted]").strip()}]
-            if self.last is not None:
-                self.last = replace(self.last, interrupted=True)
+            self.last = TurnStats(tier=plan.difficulty.tier, reasons=plan.difficulty.reasons,
+                                  prompt_tokens=started.prompt_tokens if started else 0,
+                                  reused_tokens=started.reused_tokens if started else 0,
+                                  thinking_tokens=0, answer_tokens=0, tokens_per_second=None, interrupted=True)
             raise
         assert outcome is not None
         self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": outcome.done.answer}]
@@ -104,22 +126,6 @@ class ChatSession:
             answer_tokens=usage.answer_tokens,
             tokens_per_second=outcome.tokens_per_second,
         )
-
-    def _fit_context(self, text: str) -> None:
-        """Drop the oldest exchanges until prompt + budget fits the context."""
-        loaded = self.runtime.load(self.overrides.model or self.runtime.default_model)
-        room = min(self.runtime.engine.n_ctx, loaded.model.info.n_ctx_train)
-        reserve = (self.overrides.max_thinking or self.runtime.registry.tiers["deep"].max_thinking) + 512
-        reserve = min(reserve, room // 2)
-        while True:
-            rendered = self.runtime.engine.render(loaded, self.conversation(text), thinking=True)
-            size = len(loaded.model.prompt_tokens(rendered.text))
-            if size + reserve <= room or not self.messages:
-                break
-            del self.messages[:2]
-            self.notices.append("context full: dropped the oldest exchange")
-        if size >= room:
-            raise ThinkError(f"this message alone is {size} tokens; the context holds {room}")
 
     # -- slash commands ---------------------------------------------------------------------
     def command(self, line: str) -> str | None:
@@ -135,12 +141,17 @@ class ChatSession:
         return "\n".join(f"{c:<10} {d}" for c, d in COMMANDS.items()) + '\nmulti-line: start with """ and end with """, or Esc+Enter for a newline'
 
     def _cmd_tier(self, arg: str) -> str:
+        if not arg:
+            return f"tier: {self.overrides.tier} (usage: /tier auto|{'|'.join(TIER_NAMES)})"
         if arg not in ("auto", *TIER_NAMES):
             return f"usage: /tier auto|{'|'.join(TIER_NAMES)}"
         self.overrides = replace(self.overrides, tier=arg)
         return f"tier: {arg}"
 
     def _cmd_budget(self, arg: str) -> str:
+        if not arg:
+            current = self.overrides.max_thinking
+            return f"thinking budget: {'by tier' if current is None else f'{current} tokens'} (usage: /budget N|auto)"
         if arg == "auto":
             self.overrides = replace(self.overrides, max_thinking=None)
             return "thinking budget: by tier"
@@ -211,20 +222,48 @@ class ChatSession:
             return "usage: /load FILE.json"
         path = Path(arg).expanduser()
         try:
-            data = json.loads(path.read_text())
-            messages = data["messages"]
-            if not all(isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
-                       for m in messages):
-                raise ValueError
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"cannot load {path}: not a conversation saved with /save FILE.json"
-        self.messages = messages
+            data = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+        except FileNotFoundError:
+            return f"cannot load {path}: no such file"
+        except IsADirectoryError:
+            return f"cannot load {path}: a directory"
+        except OSError as exc:
+            return f"cannot load {path}: {exc.strerror}"
+        except ValueError:
+            return f"cannot load {path}: not JSON (save a conversation with /save FILE.json)"
+        problem = conversation_problem(data)
+        if problem:
+            return f"cannot load {path}: {problem}"
+        self.messages = [{"role": m["role"], "content": m["content"]} for m in data["messages"]]
         self.system = data.get("system") or self.system
-        return f"loaded {len(messages)} messages from {path}"
+        return f"loaded {len(self.messages)} messages from {path}"
 
     def _cmd_system(self, arg: str) -> str:
-        self.system = arg or None
-        return "system prompt set" if arg else "system prompt cleared"
+        if not arg:
+            current = f'"{self.system}"' if self.system else "none"
+            return f"system prompt: {current} (usage: /system TEXT, or /system clear)"
+        if arg == "clear":
+            self.system = None
+            return "system prompt cleared"
+        self.system = arg
+        return "system prompt set"
 
     def _cmd_bye(self, arg: str) -> str:
         raise EOFError
+
+
+def conversation_problem(data: object) -> str | None:
+    """Why a loaded JSON is not a conversation saved by /save, or None if it is one."""
+    if not isinstance(data, dict):
+        return "not a conversation (expected an object with 'messages')"
+    system = data.get("system")
+    if system is not None and not isinstance(system, str):
+        return "'system' must be a string or null"
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        return "'messages' must be a list"
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant") \
+                or not isinstance(message.get("content"), str):
+            return f"message {number} needs a role (user or assistant) and a string content"
+    return None

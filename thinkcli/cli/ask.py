@@ -3,28 +3,53 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import UsageError
-from .options import (GpuLayersOpt, JsonOpt, MaxAnswerOpt, MaxThinkingOpt, MinThinkingOpt, ModelOpt, NoThinkOpt,
-                      SamplesOpt, SeedOpt, StrategyOpt, TemperatureOpt, TierOpt)
+from .options import (GpuLayersOpt, JsonOpt, MaxAnswerOpt, MaxThinkingOpt, MinThinkingOpt, ModelOpt, NoStdinOpt,
+                      NoThinkOpt, SamplesOpt, SeedOpt, StrategyOpt, TemperatureOpt, TierOpt)
+
+if TYPE_CHECKING:
+    from ..plan import Overrides
 
 
-def read_prompt(argument: str | None) -> str:
-    """Piped stdin comes first, then the argument (like `llm`): `cat f | think ask 'summarise'`."""
+def read_prompt(argument: str | None, no_stdin: bool = False) -> str:
+    """Piped stdin comes first, then the argument (like `llm`): `cat f | think ask 'summarise'`.
+
+    `--no-stdin` leaves stdin alone (a `while read` loop's own input). Bytes that are not UTF-8
+    are replaced (U+FFFD), never passed on as surrogates."""
     parts: list[str] = []
-    if not sys.stdin.isatty():
+    if not no_stdin and not sys.stdin.isatty():
         try:
-            piped = sys.stdin.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read stdin: {exc}") from None
+            piped = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read stdin: {exc.strerror or exc}") from None
         if piped.strip():
             parts.append(piped.strip())
     if argument is not None and argument.strip():
-        parts.append(argument.strip())
-    return "\n\n".join(parts)
+        parts.append(clean_text(argument.strip()))
+    text = "\n\n".join(parts)
+    if not text:
+        raise UsageError("empty prompt: give a prompt as an argument or on stdin")
+    return text
+
+
+def clean_text(text: str) -> str:
+    """An argument with bytes that are not UTF-8 arrives with surrogate escapes: replace them."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+def overrides_from(tier: str, model: str | None, max_thinking: int | None, min_thinking: int | None,
+                   max_answer: int | None, no_think: bool, samples: int | None, strategy: str | None,
+                   temperature: float | None, seed: int | None) -> "Overrides":
+    """The command-line choices shared by ask and batch, validated once."""
+    from ..plan import Overrides
+
+    return Overrides(tier=tier, model=model, max_thinking=max_thinking, min_thinking=min_thinking,
+                     max_answer=max_answer, no_think=no_think, samples=samples, strategy=strategy,
+                     temperature=temperature, seed=seed).validate()
 
 
 def gpu_layers_value(value: str | None) -> int | None:
@@ -56,31 +81,32 @@ def ask(
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")] = None,
     gpu_layers: GpuLayersOpt = None,
     pull_missing: Annotated[bool, typer.Option("--pull", help="Download the -m model first if it is missing.")] = False,
+    no_stdin: NoStdinOpt = False,
 ) -> None:
     """Answer one prompt, spending thinking by its difficulty tier."""
-    from ..pipeline import Runtime, ask_events
-    from ..plan import Overrides
+    from ..errors import ThinkError
+    from ..plan import make_plan
     from ..render import JsonRenderer, StreamRenderer
+    from ..run import Failed, Scheduler, Task, messages_for
+    from ..runtime import Runtime
 
-    overrides = Overrides(
-        tier=tier, model=model, max_thinking=max_thinking, min_thinking=min_thinking, max_answer=max_answer,
-        no_think=no_think, samples=samples, strategy=strategy, temperature=temperature, seed=seed,
-    ).validate()
+    overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
+                               temperature, seed)
     layers = gpu_layers_value(gpu_layers)
-    text = read_prompt(prompt)
-    if not text:
-        raise UsageError("empty prompt: give a prompt as an argument or on stdin")
+    text = read_prompt(prompt, no_stdin)
     runtime = Runtime.create(gpu_layers=layers)
     if pull_missing and model:
-        from ..hub import cached_file, pull
+        from ..hub import ensure_pulled
 
-        entry = runtime.registry.models.get(model)
-        if entry is None or (entry.repo and cached_file(entry) is None):
-            pull(model, runtime.registry, offline=runtime.settings.offline)
+        ensure_pulled(model, runtime.registry, offline=runtime.settings.offline)
+    plan = make_plan(text, runtime.registry, overrides, runtime.default_model)
     renderer = JsonRenderer() if json_output else StreamRenderer(show_thinking=not hide_thinking, show_stats=stats)
+    task = Task("ask", text, plan, messages_for(text, system))
     try:
-        for item in ask_events(runtime, text, overrides, system=system):
-            renderer.handle(item)
+        for event in Scheduler(runtime, max_samples=plan.samples).run([task]):
+            if isinstance(event, Failed):
+                raise ThinkError(event.error)
+            renderer.handle(event)
     finally:
         renderer.close()
 

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
-from .ask import gpu_layers_value
+from ..errors import ThinkError, UsageError
+from .ask import gpu_layers_value, overrides_from
 from .options import (GpuLayersOpt, MaxAnswerOpt, MaxThinkingOpt, MinThinkingOpt, ModelOpt, NoThinkOpt, SamplesOpt,
                       SeedOpt, StrategyOpt, TemperatureOpt, TierOpt)
 
@@ -37,39 +37,46 @@ def batch(
     gpu_layers: GpuLayersOpt = None,
 ) -> None:
     """Answer every prompt of a file; each item's budget follows its own tier."""
-    from ..batch import OutputStore, count_items, detect_format, open_input, read_items, run_batch
-    from ..pipeline import Runtime
-    from ..plan import Overrides
+    from ..batch import (BatchDone, BatchProgress as Progressed, OutputStore, RecordWritten, check_writable_file,
+                         count_items, detect_format, open_input, read_items, run_batch)
+    from ..runtime import Runtime
 
     if parallel < 1 or parallel > 64:
         raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
-    overrides = Overrides(
-        tier=tier, model=model, max_thinking=max_thinking, min_thinking=min_thinking, max_answer=max_answer,
-        no_think=no_think, samples=samples, strategy=strategy, temperature=temperature, seed=seed,
-    ).validate()
+    overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
+                               temperature, seed)
     fmt = detect_format(input_path, input_format)
+    if summary_file is not None:
+        check_writable_file(summary_file, "--summary")
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))
     summary = None
     with open_input(input_path) as stream, OutputStore(output) as store:
         progress = BatchProgress(count_items(input_path, fmt))
         if store.repaired_bytes:
             sys.stderr.write(f"repaired {output}: cut a torn last line of {store.repaired_bytes} bytes\n")
-        already = len(store.done_ids)
-        progress.start(already)
+        if store.retried:
+            sys.stderr.write(f"retrying {store.retried} item(s) that failed in an earlier run\n")
+        progress.start(len(store.done_ids))
         try:
-            for kind, value in run_batch(runtime, read_items(stream, fmt, field_name), store, overrides,
-                                         parallel=parallel, keep_thinking=keep_thinking):
-                if kind == "summary":
-                    summary = value
-                else:
-                    progress.update(value if kind == "progress" else None, value if kind == "record" else None)
+            for event in run_batch(runtime, read_items(stream, fmt, field_name), store, overrides,
+                                   parallel=parallel, keep_thinking=keep_thinking):
+                match event:
+                    case RecordWritten():
+                        progress.update(event.record)
+                    case Progressed():
+                        progress.update(None)
+                    case BatchDone():
+                        summary = event.summary
         finally:
             progress.stop()
     assert summary is not None
     data = summary.as_dict()
     print_summary(data)
     if summary_file is not None:
-        summary_file.write_text(json.dumps(data, indent=2) + "\n")
+        try:
+            summary_file.write_text(json.dumps(data, indent=2) + "\n")
+        except OSError as exc:
+            raise ThinkError(f"cannot write --summary {summary_file}: {exc.strerror}") from None
     if summary.failed:
         raise typer.Exit(1)
 
@@ -78,10 +85,10 @@ class BatchProgress:
     """A Rich bar on a terminal; a plain line every few seconds when stderr is piped."""
 
     def __init__(self, total: int | None):
-        from ..render import color_allowed
+        from ..render import is_terminal
 
         self.total = total
-        self.tty = color_allowed(sys.stderr)
+        self.tty = is_terminal(sys.stderr)
         self.done = 0
         self.failed = 0
         self.tiers: dict[str, int] = {}
@@ -102,7 +109,7 @@ class BatchProgress:
             self._task = self._progress.add_task("batch", total=self.total, completed=already, info="")
             self._progress.start()
 
-    def update(self, summary: object | None, record: dict | None) -> None:
+    def update(self, record: dict | None) -> None:
         if record is not None:
             self.done += 1
             if record.get("error"):
@@ -132,7 +139,7 @@ def print_summary(data: dict) -> None:
              f"{data['elapsed_s']} s"]
     for name, t in data["tiers"].items():
         lines.append(f"  {name:<9} {t['count']:>5} items · thinking mean {t['mean_thinking_tokens']} max "
-                     f"{t['max_thinking_tokens']} · answer mean {t['mean_answer_tokens']} · {t['seconds']} s")
+                     f"{t['max_thinking_tokens']} · answer mean {t['mean_answer_tokens']} · {t['wall_s']} s wall")
     if data["deep_fixed_budget_tokens"]:
         lines.append(f"  thinking tokens {data['thinking_tokens']} vs {data['deep_fixed_budget_tokens']} at the deep "
                      f"tier's fixed budget ({data['fraction_of_deep_budget']:.1%})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Callable, Optional
 
@@ -17,12 +18,13 @@ def _line_reader(history_path) -> Callable[[str], str]:
     """prompt_toolkit on a terminal (history, completion, Esc+Enter); plain lines otherwise."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         def read_plain(prompt: str) -> str:
-            sys.stdout.write(prompt)
-            sys.stdout.flush()
-            line = sys.stdin.readline()
-            if not line:
+            if sys.stdin.isatty():  # piped input gets no prompts: stdout carries only answers
+                sys.stderr.write(prompt)
+                sys.stderr.flush()
+            raw = sys.stdin.buffer.readline()
+            if not raw:
                 raise EOFError
-            return line.rstrip("\n")
+            return raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
 
         return read_plain
 
@@ -76,8 +78,8 @@ def chat(
 ) -> None:
     """Chat interactively; each turn gets its own tier. /help lists the slash commands."""
     from ..errors import ThinkError
-    from ..pipeline import Runtime
     from ..plan import Overrides
+    from ..runtime import Runtime
     from ..render import StreamRenderer
     from ..repl import ChatSession
 
@@ -88,6 +90,7 @@ def chat(
     read = _line_reader(runtime.paths.history_file)
     err = sys.stderr
     err.write(f"think chat · {overrides.model or runtime.default_model} · /help for commands, Ctrl-D to leave\n")
+    regens = 0
     while True:
         try:
             text = read_message(read)
@@ -99,12 +102,15 @@ def chat(
             return
         if not text.strip():
             continue
+        seed_offset = 0
         if text.strip().startswith("/"):
             if text.strip().split()[0] == "/regen":
                 text = session.pop_last_prompt() or ""
                 if not text:
                     err.write("nothing to regenerate\n")
                     continue
+                regens += 1
+                seed_offset = regens  # a new seed each time: a regeneration is a new draw
             else:
                 try:
                     reply = session.command(text)
@@ -116,7 +122,7 @@ def chat(
                 continue
         renderer = StreamRenderer(show_thinking=session.show_thinking, stats_after=False)
         try:
-            for event in session.turn(text):
+            for event in session.turn(text, seed_offset):
                 renderer.handle(event)
         except KeyboardInterrupt:
             renderer.close()
@@ -124,7 +130,13 @@ def chat(
             continue
         except ThinkError as exc:
             renderer.close()
-            err.write(f"error: {exc}\n")
+            err.write(f"error: {exc} (the conversation is kept)\n")
+            continue
+        except Exception as exc:  # a bug must not end the session and lose the conversation
+            if os.environ.get("THINK_DEBUG"):
+                raise
+            renderer.close()
+            err.write(f"error: internal error ({exc}); the conversation is kept, THINK_DEBUG=1 shows details\n")
             continue
         finally:
             for notice in session.notices:

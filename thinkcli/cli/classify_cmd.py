@@ -8,20 +8,18 @@ from typing import Annotated, Optional
 import typer
 
 from .ask import read_prompt
-from .options import JsonOpt
-from ..errors import UsageError
+from .options import JsonOpt, NoStdinOpt
 
 
 def classify_command(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt (stdin, if piped, comes before it).", show_default=False)] = None,
     json_output: JsonOpt = False,
+    no_stdin: NoStdinOpt = False,
 ) -> None:
     """Print the difficulty tier, score (0 easy … 1 hard) and reasons for a prompt."""
     from ..classify import classify
 
-    text = read_prompt(prompt)
-    if not text:
-        raise UsageError("empty prompt: give a prompt as an argument or on stdin")
+    text = read_prompt(prompt, no_stdin)
     difficulty = classify(text)
     if json_output:
         typer.echo(json.dumps(difficulty.as_dict()))

@@ -13,7 +13,7 @@ from .options import JsonOpt
 
 
 def _runtime():
-    from ..pipeline import Runtime
+    from ..runtime import Runtime
 
     return Runtime.create()
 
@@ -34,7 +34,7 @@ def pull(
 
 def models(json_output: JsonOpt = False) -> None:
     """List model aliases: family, quantization, size, downloaded or not, tiers using them."""
-    from ..hub import cached_file, quant_of
+    from ..hub import cached_file, cached_repo_models, quant_of
 
     runtime = _runtime()
     reg = runtime.registry
@@ -59,6 +59,11 @@ def models(json_output: JsonOpt = False) -> None:
             "size": size, "downloaded": path is not None, "path": path, "repo": entry.repo, "tiers": tiers,
             "default": alias == runtime.default_model,
         })
+    for ref, found in cached_repo_models(reg):
+        rows.append({
+            "name": ref, "family": "auto", "quant": quant_of(found.name), "size": found.stat().st_size,
+            "downloaded": True, "path": str(found), "repo": ref.partition(":")[0], "tiers": [], "default": False,
+        })
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -77,17 +82,17 @@ def models(json_output: JsonOpt = False) -> None:
 
 
 def rm(
-    name: Annotated[str, typer.Argument(help="Alias to delete from the cache.")],
+    name: Annotated[str, typer.Argument(help="Alias or org/repo[:QUANT] to delete from the cache.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete a downloaded model from the Hugging Face cache."""
     from ..errors import ThinkError
-    from ..hub import cached_file, remove_model
+    from ..hub import cached_file, parse_repo_ref, remove_model
 
     runtime = _runtime()
-    entry = runtime.registry.models.get(name)
+    entry = runtime.registry.models.get(name) or parse_repo_ref(name)
     if entry is None:
-        raise ThinkError(f"unknown model '{name}'")
+        raise ThinkError(f"unknown model '{name}': an alias (think models) or org/repo[:QUANT]")
     if entry.embedded or entry.path:
         raise ThinkError(f"'{name}' is not in the Hugging Face cache: nothing to delete")
     found = cached_file(entry)
@@ -96,7 +101,9 @@ def rm(
     if not yes:
         if not sys.stdin.isatty():
             raise ThinkError("refusing to delete without confirmation: pass --yes")
-        typer.confirm(f"Delete {found.name} ({found.stat().st_size / 1e9:.2f} GB)?", abort=True)
+        if not typer.confirm(f"Delete {found.name} ({found.stat().st_size / 1e9:.2f} GB)?"):
+            typer.echo("nothing deleted", err=True)
+            return
     for path in remove_model(entry):
         typer.echo(f"deleted {path}")
 

@@ -18,3 +18,4 @@ TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", 
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0: reproducible).")]
 GpuLayersOpt = Annotated[Optional[str], typer.Option("--gpu-layers", help="Layers to offload to the GPU: a number or 'all'.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")]
+NoStdinOpt = Annotated[bool, typer.Option("--no-stdin", help="Do not read stdin (for `while read` loops).")]

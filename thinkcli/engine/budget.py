@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
+from .events import FinishReason, ForcedEvent, ForcedKind, ForcedReason
 from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
@@ -48,8 +49,8 @@ class Step:
     tokens: list[int] = field(default_factory=list)
     rollback: int = 0
     chunks: list[Chunk] = field(default_factory=list)
-    event: dict[str, Any] | None = None
-    finish: str | None = None
+    event: ForcedEvent | None = None
+    finish: FinishReason | None = None
 
 
 class SequencePolicy:
@@ -68,7 +69,7 @@ class SequencePolicy:
         self.answer_tokens = 0
         self.forced_tokens = 0
         self.wait_tokens = 0  # forced "Wait" tokens: part of the thinking, they count toward min and cap
-        self.events: list[dict[str, Any]] = []
+        self.events: list[ForcedEvent] = []
         self._window: deque[float] = deque(maxlen=spec.confidence_window)
         self._window_sum = 0.0
         self._logprob_sum = 0.0
@@ -165,16 +166,15 @@ class SequencePolicy:
         self._recent.append(piece)
         return Step(tokens=[token], chunks=self.parser.feed(piece))
 
-    def _force(self, forced: tuple[list[int], str], step: Step, reason: str | None, kind: str | None) -> Step:
+    def _force(self, forced: tuple[list[int], str], step: Step, reason: ForcedReason | None,
+               kind: ForcedKind | None) -> Step:
         tokens, text = forced
         step.tokens.extend(tokens)
         step.chunks.extend(self.parser.feed(text))
         self._recent.append(text)
         self.forced_tokens += len(tokens)
-        if kind is not None:
-            event: dict[str, Any] = {"type": kind, "at_thinking_tokens": self.thinking_tokens, "forced_tokens": len(tokens)}
-            if kind == "budget_forced":
-                event["reason"] = reason
+        if kind is not None and reason is not None:
+            event = ForcedEvent(kind, self.thinking_tokens, len(tokens), reason)
             step.event = event
             self.events.append(event)
         return step

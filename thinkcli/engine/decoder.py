@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import codecs
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError
 from .budget import SequencePolicy
-from .events import Answer, BudgetForced, Extended, Progress, SequenceDone, Started, Thinking, Usage
+from .events import (Answer, BudgetForced, EngineEvent, Extended, FinishReason, Progress, SequenceDone, Started, Thinking,
+                     Usage)
 from .model import Model
 from .thinking import THINKING
 
@@ -41,6 +43,7 @@ class Request:
     sampling: SamplingParams
     score_tokens: bool = False  # read token probabilities off the logits (confidence)
     keep_cache: bool = False  # keep generated tokens cached after the end (chat)
+    group: Hashable = None  # requests of one prompt (Best-of-N samples); None: the request alone
 
 
 @dataclass(eq=False)  # slots compare by identity: field-wise equality would walk token lists
@@ -65,10 +68,13 @@ class DecoderStats:
     tokens_generated: int = 0
     decode_calls: int = 0
     decode_seconds: float = 0.0
+    # steps whose batch held a multi-sequence group (Best-of-N) together with other prompts
+    shared_group_steps: int = 0
 
 
 class Decoder:
-    def __init__(self, model: Model, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512):
+    def __init__(self, model: Model, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512,
+                 seq_room: int | None = None):
         import llama_cpp
 
         self._lib = llama_cpp
@@ -88,6 +94,9 @@ class Decoder:
         self.ctx = ctx
         self.n_ctx = llama_cpp.llama_n_ctx(ctx)
         self.n_seq = n_seq
+        # Tokens one sequence may hold. The scheduler fits every plan to it, so that n_seq sequences
+        # of this size always fit the unified KV cache together.
+        self.seq_room = min(seq_room or self.n_ctx, self.n_ctx)
         self.n_batch = n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.batch_capacity = max(n_batch, 64 * n_seq)
@@ -95,11 +104,17 @@ class Decoder:
         self.slots = [_Slot(seq_id=i) for i in range(n_seq)]
         self.stats = DecoderStats()
         self._max_live = n_seq
+        self._admit: Callable[[], bool] | None = None
 
     # -- public ---------------------------------------------------------------------------
-    def run(self, requests: Iterable[Request], parallel: int | None = None) -> Iterator[Any]:
-        """Generate for every request, at most `parallel` (default n_seq) at a time; yields events."""
+    def run(self, requests: Iterable[Request], parallel: int | None = None,
+            admit: Callable[[], bool] | None = None) -> Iterator[EngineEvent]:
+        """Generate for every request, at most `parallel` (default n_seq) at a time; yields events.
+
+        `admit`, if given, is asked before each new request is taken: the scheduler uses it to
+        limit the number of prompts in flight while a prompt's Best-of-N samples fill several slots."""
         self._max_live = min(parallel or self.n_seq, self.n_seq)
+        self._admit = admit
         pending = iter(requests)
         exhausted = False
         completed = False
@@ -129,11 +144,6 @@ class Decoder:
             if slot.request is not None and slot.request.key == key:
                 slot.cancelled = True
 
-    def reset(self) -> None:
-        self._lib.llama_memory_clear(self.memory, True)
-        for slot in self.slots:
-            slot.cached = []
-
     def close(self) -> None:
         for slot in self.slots:
             self._release(slot)
@@ -143,14 +153,14 @@ class Decoder:
             self.ctx = None
 
     # -- filling slots ---------------------------------------------------------------------
-    def _fill(self, pending: Iterator[Request]) -> Iterator[Any]:
+    def _fill(self, pending: Iterator[Request]) -> Iterator[EngineEvent]:
         """Give free slots new requests; prompts with equal tokens share one evaluation."""
         groups: dict[tuple[int, ...], list[_Slot]] = {}
         live = sum(slot.request is not None for slot in self.slots)
         for slot in self.slots:
             if slot.request is not None:
                 continue
-            if live >= self._max_live:
+            if live >= self._max_live or (self._admit is not None and not self._admit()):
                 break
             live += 1
             request = next(pending, None)
@@ -168,9 +178,9 @@ class Decoder:
         lib = self._lib
         if not request.prompt:
             raise GenerationError("empty prompt")
-        if len(request.prompt) >= self.n_ctx:
+        if len(request.prompt) >= self.seq_room:
             raise ContextOverflowError(
-                f"the prompt is {len(request.prompt)} tokens; the context holds {self.n_ctx}"
+                f"the prompt is {len(request.prompt)} tokens; the context holds {self.seq_room}"
             )
         slot.request = request
         slot.cancelled = False
@@ -193,7 +203,7 @@ class Decoder:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
         slot.sampler = chain
 
-    def _prefill(self, group: list[_Slot]) -> Iterator[Any]:
+    def _prefill(self, group: list[_Slot]) -> Iterator[EngineEvent]:
         lib = self._lib
         prompt = group[0].request.prompt  # type: ignore[union-attr]
         source, reuse = self._best_prefix(prompt, group)
@@ -265,6 +275,7 @@ class Decoder:
             owners.append((members, self.batch.n_tokens - 1, slot.feed))
         if self.batch.n_tokens:
             self._decode()
+            self._count_groups(owners)
         ready: list[_Slot] = []
         for members, index, feed in owners:  # only now are these tokens in the KV cache
             for member in members:
@@ -275,7 +286,7 @@ class Decoder:
                 ready.append(member)
         return [slot for slot in live if slot in ready]
 
-    def _sample(self, slot: _Slot) -> Iterator[Any]:
+    def _sample(self, slot: _Slot) -> Iterator[EngineEvent]:
         lib = self._lib
         request = slot.request
         assert request is not None
@@ -300,16 +311,15 @@ class Decoder:
             else:
                 yield Answer(request.key, chunk.text, policy.answer_tokens)
         if step.event is not None:
-            forced = step.event["forced_tokens"]
-            at = step.event["at_thinking_tokens"]
-            if step.event["type"] == "extended":
-                yield Extended(request.key, at, forced)
+            event = step.event
+            if event.type == "extended":
+                yield Extended(request.key, event.at_thinking_tokens, event.forced_tokens)
             else:
-                yield BudgetForced(request.key, step.event["reason"], at, forced)
+                yield BudgetForced(request.key, event.reason, event.at_thinking_tokens, event.forced_tokens)
         if step.finish:
             yield from self._finish(slot, step.finish)
             return
-        if len(slot.cached) + len(step.tokens) >= self.n_ctx:
+        if len(slot.cached) + len(step.tokens) >= self.seq_room:
             yield from self._finish(slot, "context")
             return
         for forced in step.tokens[1:]:
@@ -320,7 +330,7 @@ class Decoder:
             phase = policy.parser.phase
             yield Progress(request.key, phase, policy.thinking_total, policy.answer_tokens, policy.window_confidence)
 
-    def _finish(self, slot: _Slot, reason: str) -> Iterator[Any]:
+    def _finish(self, slot: _Slot, reason: FinishReason) -> Iterator[EngineEvent]:
         request = slot.request
         assert request is not None
         policy = request.policy
@@ -362,6 +372,16 @@ class Decoder:
         slot.request = None
         slot.feed = []
         slot.shares_feed_with = []
+
+    def _count_groups(self, owners: list[tuple[list[_Slot], int, list[int]]]) -> None:
+        groups: Counter[Hashable] = Counter()
+        for members, _, _ in owners:
+            for member in members:
+                request = member.request
+                if request is not None:
+                    groups[request.key if request.group is None else request.group] += 1
+        if len(groups) > 1 and max(groups.values()) > 1:
+            self.stats.shared_group_steps += 1
 
     # -- llama.cpp plumbing -----------------------------------------------------------------
     def _token_prob(self, index: int, token: int) -> float:

@@ -7,7 +7,28 @@ a single answer, N Best-of-N samples, or many batch prompts. Renderers pattern-m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Hashable, Literal, Union
+
+FinishReason = Literal["stop", "length", "stopped_early", "dropped", "context", "cancelled"]
+ForcedKind = Literal["budget_forced", "extended"]
+ForcedReason = Literal["cap", "confidence", "eos", "wait"]
+
+
+@dataclass(frozen=True)
+class ForcedEvent:
+    """What a sequence's policy inserted: kept in the sequence's record (`events` in --json)."""
+
+    type: ForcedKind
+    at_thinking_tokens: int
+    forced_tokens: int
+    reason: ForcedReason
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"type": self.type, "at_thinking_tokens": self.at_thinking_tokens,
+                                   "forced_tokens": self.forced_tokens}
+        if self.type == "budget_forced":
+            data["reason"] = self.reason
+        return data
 
 
 @dataclass(frozen=True)
@@ -38,7 +59,7 @@ class BudgetForced:
     """Thinking was ended by us, gracefully: budget message + close tag were inserted."""
 
     seq: Hashable
-    reason: str  # "cap" | "confidence"
+    reason: ForcedReason
     at_tokens: int
     forced_tokens: int
 
@@ -84,12 +105,15 @@ class Usage:
 @dataclass(frozen=True)
 class SequenceDone:
     seq: Hashable
-    finish_reason: str  # "stop" | "length" | "stopped_early" | "dropped" | "context" | "cancelled"
+    finish_reason: FinishReason
     thinking: str
     answer: str
     usage: Usage
     confidence: float | None  # mean token probability over the whole trace, if measured
     first_token_s: float | None
     elapsed_s: float
-    events: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-    error: str | None = None
+    events: tuple[ForcedEvent, ...] = field(default_factory=tuple)
+    vote_answer: str | None = None  # under Best-of-N: the answer this sample votes for
+
+
+EngineEvent = Union[Started, Thinking, Answer, BudgetForced, Extended, Progress, SequenceDone]

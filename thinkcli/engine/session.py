@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator
+from typing import Hashable, Iterable, Iterator
 
 from ..registry import Family
 from .budget import BudgetSpec, ForcedText, SequencePolicy
 from .decoder import Decoder, Request, SamplingParams
+from .events import EngineEvent
 from .model import Model
 from .prompt import RenderedPrompt, render_prompt
 from .thinking import ThinkingParser
@@ -39,6 +40,7 @@ class Job:
     sampling: SamplingParams
     keep_cache: bool = False
     score_tokens: bool = False
+    group: Hashable = None  # jobs of one prompt (Best-of-N samples) share a group
 
 
 @dataclass
@@ -59,15 +61,17 @@ class Engine:
             self._loaded[key] = Loaded(name, model, chosen, time.perf_counter() - started)
         return self._loaded[key]
 
-    def decoder(self, loaded: Loaded, n_seq: int, n_ctx: int | None = None) -> Decoder:
-        """A context with room for n_seq sequences; rebuilt only when it is too small."""
+    def decoder(self, loaded: Loaded, n_seq: int, seq_room: int | None = None) -> Decoder:
+        """A context where n_seq sequences of `seq_room` tokens fit together (unified KV cache).
+
+        Kept per model (chat reuses its cache across turns); rebuilt only when too small."""
         key = str(loaded.model.path)
-        want_ctx = min(n_ctx or self.n_ctx, max(loaded.model.info.n_ctx_train, 512))
+        room = seq_room or min(self.n_ctx, max(loaded.model.info.n_ctx_train, 512))
         current = self._decoders.get(key)
-        if current is None or current.n_seq < n_seq or current.n_ctx < want_ctx:
+        if current is None or current.n_seq < n_seq or current.seq_room < room:
             if current is not None:
                 current.close()
-            current = Decoder(loaded.model, n_ctx=want_ctx, n_seq=n_seq)
+            current = Decoder(loaded.model, n_ctx=room * n_seq, n_seq=n_seq, seq_room=room)
             self._decoders[key] = current
         return current
 
@@ -86,11 +90,11 @@ class Engine:
         if key not in self._forced:
             self._forced[key] = forced_text(loaded)
         policy = make_policy(loaded, job.budget, self._forced[key])
-        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache)
+        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group)
 
-    def generate(self, loaded: Loaded, jobs: Iterable[Job], parallel: int = 1,
-                 n_ctx: int | None = None) -> Iterator[Any]:
-        decoder = self.decoder(loaded, parallel, n_ctx)
+    def generate(self, loaded: Loaded, jobs: Iterable[Job], parallel: int = 1) -> Iterator[EngineEvent]:
+        """Jobs straight to the decoder (tests, benchmarks); front ends go through run.Scheduler."""
+        decoder = self.decoder(loaded, parallel)
         requests = (self.request(loaded, job) for job in jobs)
         return decoder.run(requests, parallel)
 

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import replace
-from typing import Any, Generator, Iterator
+from typing import Any
 
-from ..errors import UsageError
-from .events import SequenceDone
-from .session import Engine, Job, Loaded
-from .decoder import SamplingParams
 
 BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 FINAL = re.compile(r"(?:final answer|the answer is|answer)\s*[:=]?\s*(?:is\s*)?(.+)", re.IGNORECASE)
@@ -86,52 +81,3 @@ def cannot_be_overtaken(counts: Counter[str], running: int) -> bool:
     ordered = counts.most_common(2)
     lead = ordered[0][1] - (ordered[1][1] if len(ordered) > 1 else 0)
     return lead > running
-
-
-def run_vote(engine: Engine, loaded: Loaded, messages: list[dict[str, str]], plan: Any,
-             sampling: SamplingParams) -> Generator[Any, None, tuple[SequenceDone, tuple[SequenceDone, ...], dict[str, Any]]]:
-    n = plan.samples
-    budget = plan.budget
-    jobs = [
-        Job(("sample", i), messages, budget, replace(sampling, seed=sampling.seed + i), score_tokens=True)
-        for i in range(n)
-    ]
-    first = engine.request(loaded, jobs[0])  # the prompt is rendered and tokenized once for all samples
-    prompt_len = len(first.prompt)
-    per_sample = budget.max_thinking + budget.max_answer + 64
-    need = prompt_len + n * per_sample
-    room = loaded.model.info.n_ctx_train
-    if need > room:
-        fit = max(0, (room - prompt_len) // per_sample)
-        raise UsageError(f"{n} samples of {per_sample} tokens do not fit the model's context of {room} tokens (at most {fit})")
-    decoder = engine.decoder(loaded, n, n_ctx=max(need, engine.n_ctx))
-    done: dict[int, SequenceDone] = {}
-    counts: Counter[str] = Counter()
-    requests = [first] + [engine.request(loaded, job, prompt=first.prompt) for job in jobs[1:]]
-    stream: Iterator[Any] = decoder.run(requests, n)
-    for event in stream:
-        yield event
-        if isinstance(event, SequenceDone):
-            index = event.seq[1]
-            done[index] = event
-            if event.finish_reason not in ("dropped", "stopped_early"):
-                answer = extract_answer(event.answer)
-                if answer is not None:
-                    counts[answer] += 1
-            running = n - len(done)
-            if running and cannot_be_overtaken(counts, running):
-                for other in range(n):
-                    if other not in done:
-                        decoder.cancel(("sample", other))
-    samples = tuple(done[i] for i in range(n))
-    answers = [
-        (extract_answer(s.answer) if s.finish_reason not in ("dropped", "stopped_early") else None, s.confidence)
-        for s in samples
-    ]
-    vote = tally(answers)
-    vote["answers"] = [a for a, _ in answers]
-    winner = vote["winner"]
-    chosen = [s for s, (a, _) in zip(samples, answers) if a == winner and winner is not None]
-    best = max(chosen or samples, key=lambda s: s.confidence or 0.0)
-    vote["winner_sample"] = samples.index(best)
-    return best, samples, vote

@@ -1,0 +1,111 @@
+"""Outcome: the one result of one prompt, and its one JSON schema.
+
+`think ask --json` prints `outcome_record(...)`; a `think batch` line is the same record with the
+item's `id`, `line` and `error` (a failed item has every other key, set to null). The run log and
+the server to come read the same record. The README documents these keys once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .engine.events import SequenceDone
+from .plan import Plan
+
+# Every key of a record, in order. A failed batch item carries them all (null where unknown).
+RECORD_KEYS = (
+    "id", "line", "prompt", "model", "tier", "score", "reasons", "strategy", "budget", "thinking", "answer",
+    "finish_reason", "confidence", "usage", "timings", "events", "samples", "vote", "error",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the scheduler hands back for one task: the chosen sequence and how it came about."""
+
+    key: str
+    prompt: str
+    model: str
+    plan: Plan  # as run: after fitting the context (the budget may have been lowered)
+    done: SequenceDone  # the answer (the vote's winner under Best-of-N)
+    load_s: float
+    total_s: float
+    started_at: float  # perf_counter() when the task got its first slot
+    samples: tuple[SequenceDone, ...] = ()
+    vote: dict[str, Any] | None = None
+    notes: tuple[dict[str, Any], ...] = ()  # scheduler events (budget lowered to fit the context)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        runs = self.samples or (self.done,)
+        generated = sum(s.usage.thinking_tokens + s.usage.answer_tokens + s.usage.forced_tokens for s in runs)
+        span = max(s.elapsed_s for s in runs) - min(s.first_token_s or 0.0 for s in runs)
+        return generated / span if span > 0 and generated > 1 else None
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, Any]:
+    """The JSON record of a finished prompt (ask --json, batch lines)."""
+    plan, done = outcome.plan, outcome.done
+    record: dict[str, Any] = {
+        "prompt": outcome.prompt,
+        "model": outcome.model,
+        "tier": plan.difficulty.tier,
+        "score": round(plan.difficulty.score, 3),
+        "reasons": list(plan.difficulty.reasons),
+        "strategy": plan.strategy,
+        "budget": {
+            "min_thinking": plan.budget.min_thinking,
+            "max_thinking": plan.budget.max_thinking,
+            "max_answer": plan.budget.max_answer,
+            "samples": plan.samples,
+        },
+        "thinking": done.thinking,
+        "answer": done.answer,
+        "finish_reason": done.finish_reason,
+        "confidence": _round(done.confidence),
+        "usage": done.usage.as_dict(),
+        "timings": {
+            "load_s": round(outcome.load_s, 4),
+            "first_token_s": _round(done.first_token_s),
+            "tokens_per_second": _round(outcome.tokens_per_second, 2),
+            "total_s": round(outcome.total_s, 4),
+        },
+        "events": [*outcome.notes, *(event.as_dict() for event in done.events)],
+        "samples": None,
+        "vote": outcome.vote,
+    }
+    if not keep_thinking:
+        del record["thinking"]
+    if outcome.samples:
+        record["samples"] = [
+            {
+                "answer": s.vote_answer,
+                "confidence": _round(s.confidence),
+                "tokens": s.usage.thinking_tokens + s.usage.answer_tokens,
+                "stopped_early": s.finish_reason in ("stopped_early", "dropped"),
+                "finish_reason": s.finish_reason,
+            }
+            for s in outcome.samples
+        ]
+    return record
+
+
+def batch_record(item_id: str, line: int, record: dict[str, Any]) -> dict[str, Any]:
+    """A batch line: the id and input line first, then the outcome record, then `error: null`."""
+    return {"id": item_id, "line": line, **record, "error": None}
+
+
+def error_record(item_id: str, line: int, prompt: str | None, error: str, plan: Plan | None = None,
+                 model: str | None = None) -> dict[str, Any]:
+    """A failed item: every key of a record, null where there is nothing to say."""
+    record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
+    record.update(id=item_id, line=line, prompt=prompt, model=model, error=error)
+    if plan is not None:
+        record.update(tier=plan.difficulty.tier, score=round(plan.difficulty.score, 3),
+                      reasons=list(plan.difficulty.reasons), strategy=plan.strategy)
+    return record

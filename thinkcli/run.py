@@ -1,0 +1,275 @@
+"""THE scheduler: tasks (a prompt and its plan) in, typed events and one Outcome per task out.
+
+Every front end comes through here: `ask` is one task, a `chat` turn is one task whose history
+may be shortened to fit, `batch` is a stream of tasks. What they share lives here, once:
+- **one context-fit rule** (`fit`): the prompt plus its budget must fit one sequence's room;
+  a budget that does not fit is lowered (thinking first) and says so; a prompt that leaves no
+  room for an answer is refused in one line;
+- **Best-of-N** as N decoder requests of one task (seq keys `(task, i)`), tallied here and
+  cancelled once the leader cannot be overtaken, sharing the decode steps of everything else;
+- **tier→model routing**: tasks run on their plan's model; each model's tasks are decoded
+  together, the first model's as they come, the others' after it (both models stay loaded).
+Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator, Union
+
+from .engine.decoder import Request
+from .engine.events import EngineEvent, SequenceDone, Usage
+from .engine.session import Job, Loaded, sampling_for
+from .engine.vote import cannot_be_overtaken, extract_answer, tally
+from .errors import ContextOverflowError, ThinkError
+from .plan import Plan
+from .records import Outcome
+from .runtime import Runtime
+
+FORCED_MARGIN = 64  # budget message + close tag + answer prefix, with room to spare
+MIN_ANSWER = 16  # a prompt that leaves less than this for an answer is refused
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str
+    prompt: str  # the user's text (what was classified)
+    plan: Plan
+    messages: tuple[dict[str, str], ...]  # the conversation to render (ends with the prompt)
+    keep_cache: bool = False  # chat: the reply stays in the KV cache for the next turn
+    drop_history: bool = False  # chat: drop the oldest exchanges to fit, instead of failing
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A task is about to run: its plan as fitted, the model it runs on."""
+
+    key: str
+    plan: Plan
+    model: str
+    load_s: float
+    dropped_messages: int = 0  # chat: oldest messages left out to fit the context
+    notes: tuple[dict[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A task that could not run (model missing, prompt too long); the others go on."""
+
+    key: str
+    plan: Plan | None
+    error: str
+
+
+RunEvent = Union[EngineEvent, Planned, Failed, Outcome]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    plan: Plan
+    prompt_tokens: list[int]
+    dropped_messages: int
+    notes: tuple[dict[str, object], ...]
+
+
+def seq_room(runtime: Runtime, loaded: Loaded) -> int:
+    """Tokens one sequence may hold: the configured context, within what the model was trained on."""
+    return max(256, min(runtime.settings.n_ctx, loaded.model.info.n_ctx_train or runtime.settings.n_ctx))
+
+
+def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
+    """The one context rule: prompt + thinking + answer + forced tokens ≤ one sequence's room."""
+    room = seq_room(runtime, loaded)
+    plan, budget = task.plan, task.plan.budget
+    messages = list(task.messages)
+    first = 1 if messages and messages[0]["role"] == "system" else 0
+    dropped = 0
+    hint = "raise n_ctx (THINK_N_CTX or n_ctx in config.yaml)"
+    if len(task.prompt) > room * 64:  # no tokenizer packs 64 characters a token: refuse before tokenizing
+        raise ContextOverflowError(f"the prompt ({len(task.prompt)} characters) cannot fit the context of {room} "
+                                   f"tokens; {hint}")
+    while True:
+        rendered = runtime.engine.render(loaded, messages, budget.thinking)
+        tokens = loaded.model.prompt_tokens(rendered.text)
+        full = len(tokens) + budget.max_thinking + budget.max_answer + FORCED_MARGIN
+        if full <= room or not task.drop_history or len(messages) - first <= 1:
+            break
+        del messages[first:first + 2]  # the oldest exchange: a user message and its reply
+        dropped += 2
+    left = room - len(tokens) - FORCED_MARGIN
+    if left < MIN_ANSWER:
+        raise ContextOverflowError(f"the prompt is {len(tokens)} tokens; the context holds {room} with room for "
+                                   f"an answer; {hint}")
+    notes: tuple[dict[str, object], ...] = ()
+    if len(tokens) + budget.max_thinking + budget.max_answer + FORCED_MARGIN > room:
+        max_answer = min(budget.max_answer, left)
+        max_thinking = max(0, min(budget.max_thinking, left - max_answer))
+        notes = ({"type": "budget_lowered", "reason": "context", "context": room, "prompt_tokens": len(tokens),
+                  "max_thinking": [budget.max_thinking, max_thinking], "max_answer": [budget.max_answer, max_answer]},)
+        budget = replace(budget, max_thinking=max_thinking, max_answer=max_answer,
+                         min_thinking=min(budget.min_thinking, max_thinking), grace=min(budget.grace, max_thinking))
+        plan = replace(plan, budget=budget)
+    return Fitted(plan, tokens, dropped, notes)
+
+
+@dataclass
+class _Group:
+    """The N samples of one task in flight; closes into an Outcome when all are accounted for."""
+
+    task: Task
+    fitted: Fitted
+    loaded: Loaded
+    started: float = field(default_factory=time.perf_counter)
+    done: dict[int, SequenceDone] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    stopping: bool = False
+
+    @property
+    def n(self) -> int:
+        return self.fitted.plan.samples
+
+    def outcome(self) -> Outcome:
+        plan = self.fitted.plan
+        total = time.perf_counter() - self.started
+        common = dict(key=self.task.key, prompt=self.task.prompt, model=self.loaded.name, plan=plan,
+                      load_s=self.loaded.load_s, total_s=total, started_at=self.started, notes=self.fitted.notes)
+        if self.n == 1:
+            return Outcome(done=self.done[0], **common)  # type: ignore[arg-type]
+        samples = tuple(self.done[i] for i in range(self.n))
+        answers = [(s.vote_answer, s.confidence) for s in samples]
+        vote = tally(answers)
+        vote["answers"] = [a for a, _ in answers]
+        winner = vote["winner"]
+        chosen = [s for s in samples if winner is not None and s.vote_answer == winner]
+        best = max(chosen or samples, key=lambda s: s.confidence or 0.0)
+        vote["winner_sample"] = samples.index(best)
+        return Outcome(done=best, samples=samples, vote=vote, **common)  # type: ignore[arg-type]
+
+
+def _never_started(key: tuple[str, int]) -> SequenceDone:
+    """A Best-of-N sample cancelled before it got a slot (the vote was already decided)."""
+    return SequenceDone(key, "stopped_early", "", "", Usage(0, 0, 0, 0, 0), None, None, 0.0)
+
+
+class Scheduler:
+    """Runs tasks on the runtime's engine: `parallel` prompts in flight, Best-of-N inside them."""
+
+    def __init__(self, runtime: Runtime, parallel: int = 1, max_samples: int = 1):
+        self.runtime = runtime
+        self.parallel = max(1, parallel)
+        # Slots: one per prompt in flight, plus room for one prompt's extra samples.
+        self.slots = self.parallel + max(1, max_samples) - 1
+        self.last_decoder_stats: dict[str, object] = {}
+
+    def run(self, tasks: Iterable[Task]) -> Iterator[RunEvent]:
+        deferred: dict[str, list[Task]] = {}
+        source = iter(tasks)
+        first = next(source, None)
+        if first is None:
+            return
+        primary = first.plan.model
+
+        def primary_tasks() -> Iterator[Task]:
+            for task in itertools.chain((first,), source):
+                if task.plan.model == primary:
+                    yield task
+                else:
+                    deferred.setdefault(task.plan.model, []).append(task)
+
+        yield from self._run_model(primary, primary_tasks())
+        for model, waiting in deferred.items():
+            yield from self._run_model(model, iter(waiting))
+
+    def _run_model(self, model: str, tasks: Iterator[Task]) -> Iterator[RunEvent]:
+        try:
+            loaded = self.runtime.load(model)
+        except ThinkError as exc:
+            for task in tasks:
+                yield Failed(task.key, task.plan, str(exc))
+            return
+        room = seq_room(self.runtime, loaded)
+        decoder = self.runtime.engine.decoder(loaded, self.slots, seq_room=room)
+        side: deque[RunEvent] = deque()
+        groups: dict[str, _Group] = {}
+        pending_samples = 0  # samples of an admitted task not yet handed to the decoder
+
+        def close(group: _Group) -> None:
+            del groups[group.task.key]
+            side.append(group.outcome())
+
+        def requests() -> Iterator[Request]:
+            nonlocal pending_samples
+            for task in tasks:
+                try:
+                    fitted = fit(self.runtime, loaded, task)
+                except ThinkError as exc:
+                    side.append(Failed(task.key, task.plan, str(exc)))
+                    continue
+                group = _Group(task, fitted, loaded)
+                groups[task.key] = group
+                plan = fitted.plan
+                side.append(Planned(task.key, plan, loaded.name, loaded.load_s, fitted.dropped_messages, fitted.notes))
+                sampling = sampling_for(loaded.family, plan.temperature, plan.seed)
+                pending_samples = group.n
+                for i in range(group.n):
+                    pending_samples -= 1
+                    if group.stopping:
+                        group.done[i] = _never_started((task.key, i))
+                        if len(group.done) == group.n:
+                            close(group)
+                        continue
+                    job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
+                              keep_cache=task.keep_cache and group.n == 1,
+                              score_tokens=plan.budget.needs_confidence or group.n > 1, group=task.key)
+                    yield self.runtime.engine.request(loaded, job, prompt=fitted.prompt_tokens)
+
+        def admit() -> bool:  # a task's remaining samples always join; a new task waits for a free place
+            return pending_samples > 0 or len(groups) < self.parallel
+
+        try:
+            for event in decoder.run(requests(), self.slots, admit):
+                while side:
+                    yield side.popleft()
+                if isinstance(event, SequenceDone):
+                    key, index = event.seq  # type: ignore[misc]
+                    group = groups[key]
+                    if group.n > 1:
+                        event = replace(event, vote_answer=_vote_answer(event))
+                        if event.vote_answer is not None:
+                            group.counts[event.vote_answer] += 1
+                    group.done[index] = event
+                    yield event
+                    running = group.n - len(group.done)
+                    if running and not group.stopping and cannot_be_overtaken(group.counts, running):
+                        group.stopping = True
+                        for other in range(group.n):
+                            if other not in group.done:
+                                decoder.cancel((key, other))
+                    if len(group.done) == group.n:
+                        close(group)
+                    while side:
+                        yield side.popleft()
+                    continue
+                yield event
+            while side:
+                yield side.popleft()
+        finally:
+            stats = decoder.stats
+            self.last_decoder_stats = {"decode_calls": stats.decode_calls, "tokens_generated": stats.tokens_generated,
+                                       "prompt_tokens_evaluated": stats.prompt_tokens_evaluated,
+                                       "shared_group_steps": stats.shared_group_steps}
+
+
+def _vote_answer(done: SequenceDone) -> str | None:
+    """The answer a finished sample votes for; dropped or stopped samples do not vote."""
+    if done.finish_reason in ("dropped", "stopped_early"):
+        return None
+    return extract_answer(done.answer)
+
+
+def messages_for(prompt: str, system: str | None = None) -> tuple[dict[str, str], ...]:
+    system_message = ({"role": "system", "content": system},) if system else ()
+    return (*system_message, {"role": "user", "content": prompt})

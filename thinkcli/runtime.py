@@ -1,0 +1,43 @@
+"""Per-process state every command shares: paths, settings, the model registry, the engine.
+
+Built once per command by the CLI (never at import time); `run.Scheduler` drives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Paths, Settings
+from .engine.session import Engine, Loaded
+from .hub import resolve
+from .registry import Registry, load_registry
+
+
+@dataclass
+class Runtime:
+    """Per-process state: paths, settings, the registry and the (lazy) engine."""
+
+    paths: Paths
+    settings: Settings
+    registry: Registry
+    engine: Engine
+
+    @classmethod
+    def create(cls, gpu_layers: int | None = None, threads: int | None = None) -> "Runtime":
+        paths = Paths.resolve()
+        settings = Settings.load(paths)
+        registry = load_registry(paths.models_file)
+        engine = Engine(
+            gpu_layers=settings.gpu_layers if gpu_layers is None else gpu_layers,
+            threads=settings.threads if threads is None else threads,
+            n_ctx=settings.n_ctx,
+        )
+        return cls(paths, settings, registry, engine)
+
+    @property
+    def default_model(self) -> str:
+        return self.settings.default_model or self.registry.default_model
+
+    def load(self, ref: str) -> Loaded:
+        resolved = resolve(ref, self.registry, self.paths)
+        return self.engine.load(resolved.name, resolved.path, resolved.family, self.registry.families)
