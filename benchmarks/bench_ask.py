@@ -17,9 +17,9 @@ from pathlib import Path
 
 from thinkcli.config import Paths
 from thinkcli.engine.budget import BudgetSpec
+from thinkcli.engine.decoder import SamplingParams
 from thinkcli.engine.events import SequenceDone
 from thinkcli.engine.session import Engine, Job
-from thinkcli.engine.decoder import SamplingParams
 from thinkcli.hub import embedded_path
 from thinkcli.registry import load_registry
 

@@ -111,7 +111,8 @@ def main() -> None:
 
     prompts = [f"Question {i}: name a colour and say why you like it." for i in range(32)]
     short = BudgetSpec(thinking=False, max_thinking=0, max_answer=32)
-    jobs = lambda: [Job(i, [{"role": "user", "content": p}], short, replace(sampling, seed=i)) for i, p in enumerate(prompts)]
+    def jobs():
+        return [Job(i, [{"role": "user", "content": p}], short, replace(sampling, seed=i)) for i, p in enumerate(prompts)]
     par8, n8 = timed(engine, loaded, jobs(), 8)
     seq32, ns = timed(engine, loaded, jobs(), 1)
     bare8 = sum(bare_batched(engine, loaded, engine.request(loaded, jobs()[k]).prompt, 8, 32) for k in range(4))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tinymodel import write_tiny_gguf  # noqa: E402
+from tinymodel import write_tiny_gguf
 
 REPO = Path(__file__).resolve().parent.parent
 

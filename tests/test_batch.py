@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from thinkcli.batch import OutputStore, count_items, read_items
 
 FAST = ["--max-thinking", "8", "--max-answer", "4"]
@@ -87,9 +87,8 @@ def test_lock_stops_a_second_writer(tmp_path):
     with OutputStore(out):
         from thinkcli.errors import ThinkError
 
-        with pytest.raises(ThinkError, match="being written by another"):
-            with OutputStore(out):
-                pass
+        with pytest.raises(ThinkError, match="being written by another"), OutputStore(out):
+            pass
 
 
 def test_bad_batch_arguments(think, tmp_path):

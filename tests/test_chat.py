@@ -11,7 +11,6 @@ import time
 
 import pexpect
 import pytest
-
 from conftest import REPO
 
 

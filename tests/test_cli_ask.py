@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
 
 ANSI = "\x1b["
@@ -130,7 +129,7 @@ def test_ctrl_c_exits_130_and_keeps_what_was_printed(tiny, tmp_path):
     assert first
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert b"interrupted" in err and b"Traceback" not in err
 

@@ -49,7 +49,7 @@ def test_cap_is_exact_on_a_model_that_never_closes_its_thinking(engine, tiny):
     forced = [e for e in events if isinstance(e, BudgetForced)]
     assert len(forced) == 1 and forced[0].reason == "cap" and forced[0].at_tokens == 37
     # event order: Started, thinking..., BudgetForced, answer..., SequenceDone
-    kinds = [type(e).__name__ for e in events if not type(e).__name__ == "Progress"]
+    kinds = [type(e).__name__ for e in events if type(e).__name__ != "Progress"]
     assert kinds[0] == "Started" and kinds[-1] == "SequenceDone"
     first_answer = kinds.index("Answer")
     assert kinds.index("BudgetForced") < first_answer
@@ -105,7 +105,7 @@ def test_same_seed_same_output_and_prefix_reuse(engine, tiny):
     second_events = run(engine, loaded, [job(seed=7)])
     second = done_events(second_events)[0]
     assert first.thinking == second.thinking
-    started = [e for e in second_events if isinstance(e, Started)][0]
+    started = next(e for e in second_events if isinstance(e, Started))
     assert started.reused_tokens == started.prompt_tokens - 1  # the cached prompt was reused
 
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from hubserver import Hub
+
 from thinkcli.errors import ModelError
 from thinkcli.hub import choose_files, quant_of, safe_filename
 
@@ -131,4 +131,4 @@ def test_doctor_reports(think, hub):
     r = think("doctor", "--json")
     data = json.loads(r.stdout)
     assert data["hf_endpoint"] == hub.url and data["backend"] in ("CPU", "CUDA", "Metal", "Vulkan")
-    assert "llama_cpp_python" in data and "gpu_install_hint" in data or data["gpu_offload"]
+    assert ("llama_cpp_python" in data and "gpu_install_hint" in data) or data["gpu_offload"]

@@ -16,9 +16,10 @@ import os
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO, Union
+from typing import Any, TextIO, Union
 
 from .errors import ThinkError, UsageError
 from .plan import Overrides, Plan, make_plan
@@ -105,7 +106,7 @@ class OutputStore:
         self.repaired_bytes = 0
         self.retried = 0  # error records of an earlier run, taken out to be tried again
 
-    def __enter__(self) -> "OutputStore":
+    def __enter__(self) -> OutputStore:
         from filelock import FileLock, Timeout
 
         check_writable_file(self.path, "--output")
@@ -180,7 +181,7 @@ def check_writable_file(path: Path, option: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: directory {parent} does not exist")
-    if path.exists() and not os.access(path, os.W_OK) or not path.exists() and not os.access(parent, os.W_OK):
+    if (path.exists() and not os.access(path, os.W_OK)) or (not path.exists() and not os.access(parent, os.W_OK)):
         raise UsageError(f"{option} {path}: permission denied")
 
 

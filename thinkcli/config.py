@@ -22,7 +22,7 @@ class Paths:
     cache_dir: Path
 
     @classmethod
-    def resolve(cls) -> "Paths":
+    def resolve(cls) -> Paths:
         home = os.environ.get("THINK_HOME")
         if home:
             base = Path(home).expanduser()
@@ -59,7 +59,7 @@ class Settings:
     offline: bool = False
 
     @classmethod
-    def load(cls, paths: Paths) -> "Settings":
+    def load(cls, paths: Paths) -> Settings:
         settings = cls()
         if paths.settings_file.exists():
             settings = settings._apply(_read_settings(paths.settings_file), str(paths.settings_file))
@@ -72,7 +72,7 @@ class Settings:
             env.setdefault("offline", "1")
         return settings._apply(env, "environment")
 
-    def _apply(self, values: dict[str, Any], source: str) -> "Settings":
+    def _apply(self, values: dict[str, Any], source: str) -> Settings:
         changes: dict[str, Any] = {}
         for key, value in values.items():
             if key not in self.__dataclass_fields__:

@@ -6,11 +6,13 @@ module finds them there and, for `think pull`, puts them there through huggingfa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .config import Paths
 from .errors import ModelError
@@ -30,7 +32,7 @@ class ResolvedModel:
 
 
 def looks_like_path(ref: str) -> bool:
-    return ref.endswith(".gguf") or os.sep in ref and Path(ref).exists() or Path(ref).is_file()
+    return ref.endswith(".gguf") or (os.sep in ref and Path(ref).exists()) or Path(ref).is_file()
 
 
 def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
@@ -114,10 +116,9 @@ def cached_files(repo: str) -> list[Path]:
 
 
 def quant_of(filename: str) -> str | None:
-    match = None
-    for match in QUANT_RE.finditer(Path(filename).name.replace(".gguf", "")):
-        pass
-    return match.group(1).upper() if match else None
+    """The quantization named in a file name (the last match: 'Model-Q4_K_M.gguf' → Q4_K_M)."""
+    found = QUANT_RE.findall(Path(filename).name.replace(".gguf", ""))
+    return found[-1].upper() if found else None
 
 
 def cached_file(entry: ModelEntry) -> Path | None:
@@ -229,13 +230,14 @@ def list_repo(repo: str, token: str | None = None) -> dict[str, tuple[int, str |
     entries: dict[str, tuple[int, str | None]] = {}
     with hub_errors(repo):
         for entry in api.list_repo_tree(repo, recursive=True, token=token):
-            if getattr(entry, "size", None) is None:
+            size = getattr(entry, "size", None)
+            if size is None:
                 continue  # a folder
             lfs = getattr(entry, "lfs", None)
             sha = getattr(lfs, "sha256", None) if lfs is not None else None
             if sha is None and isinstance(lfs, dict):
                 sha = lfs.get("sha256") or lfs.get("oid")
-            entries[entry.path] = (entry.size, sha)
+            entries[entry.path] = (size, sha)
     return entries
 
 
@@ -338,10 +340,8 @@ def _remove_cached(path: Path) -> None:
         snapshots = snapshots.parent
     others = [p for p in snapshots.parent.rglob("*") if p != path and p.is_symlink() and p.resolve() == blob]
     for p in (path, blob) if not others else (path,):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             p.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def cached_repo_models(registry: Registry) -> list[tuple[str, Path]]:
@@ -391,7 +391,7 @@ class hub_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, ModelError):
             return False
         from huggingface_hub import errors

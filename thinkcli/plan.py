@@ -9,7 +9,6 @@ from .engine.budget import BudgetSpec
 from .errors import UsageError
 from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
 
-
 DEFAULT_VOTE_SAMPLES = 4
 
 
@@ -28,7 +27,7 @@ class Overrides:
     temperature: float | None = None
     seed: int | None = None
 
-    def validate(self) -> "Overrides":
+    def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
             raise UsageError(f"unknown tier '{self.tier}' (choose auto, {', '.join(TIER_NAMES)})")
         for name in ("max_thinking", "min_thinking"):

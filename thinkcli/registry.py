@@ -150,7 +150,7 @@ class _Checker:
     def fail(self, key: str, why: str) -> ConfigError:
         return ConfigError(f"{self.where}.{key}: {why}")
 
-    def str(self, key: str, default: str | None = None, required: bool = False) -> Any:
+    def text(self, key: str, default: str | None = None, required: bool = False) -> Any:
         value = self.raw.get(key, default)
         if value is None:
             if required:
@@ -160,7 +160,7 @@ class _Checker:
             raise self.fail(key, "must be a string")
         return value
 
-    def int(self, key: str, default: int, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
         value = self.raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, "must be an integer")
@@ -168,7 +168,7 @@ class _Checker:
             raise self.fail(key, f"must be >= {minimum}")
         return value
 
-    def float(self, key: str, default: float, lo: float = 0.0, hi: float = float("inf")) -> float:
+    def number(self, key: str, default: float, lo: float = 0.0, hi: float = float("inf")) -> float:
         value = self.raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, "must be a number")
@@ -176,14 +176,14 @@ class _Checker:
             raise self.fail(key, f"must be between {lo} and {hi}")
         return float(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self.raw.get(key, default)
         if not isinstance(value, bool):
             raise self.fail(key, "must be true or false")
         return value
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.str(key, default)
+        value = self.text(key, default)
         if value not in options:
             raise self.fail(key, f"must be one of {', '.join(options)}")
         return value
@@ -194,26 +194,26 @@ def _family(source: str, name: str, raw: Any) -> Family:
     sampling_raw = raw.get("sampling") or {}
     s = _Checker(source, f"families.{name}", "sampling", sampling_raw, set(Sampling.__dataclass_fields__))
     sampling = Sampling(
-        temperature=s.float("temperature", 0.7, 0.0, 5.0),
-        top_p=s.float("top_p", 0.95, 0.0, 1.0),
-        top_k=s.int("top_k", 40),
-        min_p=s.float("min_p", 0.05, 0.0, 1.0),
-        repeat_penalty=s.float("repeat_penalty", 1.0, 0.0, 5.0),
+        temperature=s.number("temperature", 0.7, 0.0, 5.0),
+        top_p=s.number("top_p", 0.95, 0.0, 1.0),
+        top_k=s.integer("top_k", 40),
+        min_p=s.number("min_p", 0.05, 0.0, 1.0),
+        repeat_penalty=s.number("repeat_penalty", 1.0, 0.0, 5.0),
     )
     stop = raw.get("stop", [])
     if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
         raise c.fail("stop", "must be a list of non-empty strings")
     return Family(
         name=name,
-        think_open=c.str("think_open", required=True),
-        think_close=c.str("think_close", required=True),
+        think_open=c.text("think_open", required=True),
+        think_close=c.text("think_close", required=True),
         disable=c.choice("disable", "template", DISABLE_MODES),
-        budget_message=c.str("budget_message", Family.budget_message),
-        wait_word=c.str("wait_word", "Wait"),
-        thinking_instruction=c.str("thinking_instruction", ""),
-        prefill_open=c.bool("prefill_open", False),
-        plain_template=c.bool("plain_template", False),
-        answer_prefix=c.str("answer_prefix", ""),
+        budget_message=c.text("budget_message", Family.budget_message),
+        wait_word=c.text("wait_word", "Wait"),
+        thinking_instruction=c.text("thinking_instruction", ""),
+        prefill_open=c.flag("prefill_open", False),
+        plain_template=c.flag("plain_template", False),
+        answer_prefix=c.text("answer_prefix", ""),
         stop=tuple(stop),
         sampling=sampling,
     )
@@ -221,19 +221,19 @@ def _family(source: str, name: str, raw: Any) -> Family:
 
 def _model(source: str, alias: str, raw: Any, families: dict[str, Family]) -> ModelEntry:
     c = _Checker(source, "models", alias, raw, set(ModelEntry.__dataclass_fields__) - {"alias"})
-    family = c.str("family", required=True)
+    family = c.text("family", required=True)
     if family not in families:
         raise c.fail("family", f"unknown family '{family}' (known: {', '.join(sorted(families))})")
     entry = ModelEntry(
         alias=alias,
         family=family,
-        repo=c.str("repo"),
-        file=c.str("file"),
-        quant=c.str("quant"),
-        embedded=c.bool("embedded", False),
-        path=c.str("path"),
-        description=c.str("description", ""),
-        size=c.int("size", 0) or None,
+        repo=c.text("repo"),
+        file=c.text("file"),
+        quant=c.text("quant"),
+        embedded=c.flag("embedded", False),
+        path=c.text("path"),
+        description=c.text("description", ""),
+        size=c.integer("size", 0) or None,
     )
     if not (entry.embedded or entry.repo or entry.path):
         raise c.fail("repo", "is required (or path, for a local file)")
@@ -246,16 +246,16 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
     c = _Checker(source, "tiers", name, raw, set(Tier.__dataclass_fields__) - {"name"})
     tier = Tier(
         name=name,
-        min_thinking=c.int("min_thinking", 0),
-        max_thinking=c.int("max_thinking", 0),
-        max_answer=c.int("max_answer", 512, minimum=1),
+        min_thinking=c.integer("min_thinking", 0),
+        max_thinking=c.integer("max_thinking", 0),
+        max_answer=c.integer("max_answer", 512, minimum=1),
         strategy=c.choice("strategy", "single", STRATEGIES),
-        samples=c.int("samples", 1, minimum=1),
-        confidence=c.float("confidence", 0.0, 0.0, 1.0),
-        confidence_window=c.int("confidence_window", 64, minimum=1),
-        confidence_floor=c.float("confidence_floor", 0.0, 0.0, 1.0),
-        grace=c.int("grace", 0),
-        model=c.str("model"),
+        samples=c.integer("samples", 1, minimum=1),
+        confidence=c.number("confidence", 0.0, 0.0, 1.0),
+        confidence_window=c.integer("confidence_window", 64, minimum=1),
+        confidence_floor=c.number("confidence_floor", 0.0, 0.0, 1.0),
+        grace=c.integer("grace", 0),
+        model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:
         raise c.fail("min_thinking", "must not exceed max_thinking")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable, TextIO
+from typing import Any, TextIO
 
 from .engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Thinking
 from .records import Outcome, outcome_record

@@ -8,9 +8,9 @@ A conversation that outgrows the context drops its oldest turns (the system prom
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 from .engine.events import Answer, Started
 from .errors import ThinkError

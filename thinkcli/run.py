@@ -17,8 +17,9 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, Union
+from typing import Union, cast
 
 from .engine.decoder import Request
 from .engine.events import EngineEvent, SequenceDone, Usage
@@ -234,7 +235,7 @@ class Scheduler:
                 while side:
                     yield side.popleft()
                 if isinstance(event, SequenceDone):
-                    key, index = event.seq  # type: ignore[misc]
+                    key, index = cast(tuple[str, int], event.seq)
                     group = groups[key]
                     if group.n > 1:
                         event = replace(event, vote_answer=_vote_answer(event))

@@ -23,7 +23,7 @@ class Runtime:
     engine: Engine
 
     @classmethod
-    def create(cls, gpu_layers: int | None = None, threads: int | None = None) -> "Runtime":
+    def create(cls, gpu_layers: int | None = None, threads: int | None = None) -> Runtime:
         paths = Paths.resolve()
         settings = Settings.load(paths)
         registry = load_registry(paths.models_file)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -37,21 +38,55 @@ def error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("thinkcli")
+        except PackageNotFoundError:  # a checkout that was never installed
+            ours = "unknown"
+        typer.echo(f"think {ours}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                               callback=_version)] = False,
+) -> None:
+    """Local inference-time scaling: little compute for easy prompts, a lot for hard ones."""
+
+
+def describe(exc: BaseException) -> tuple[str, int] | None:
+    """The one table from exception to (one-line message, exit code); None for a bug."""
+    from ..errors import ThinkError
+
+    format_message = getattr(exc, "format_message", None)
+    match exc:
+        case ThinkError():
+            return str(exc), exc.exit_code
+        case _ if callable(format_message) and isinstance(getattr(exc, "exit_code", None), int):
+            # usage errors of Click (or the copy of it that Typer vendors) carry their own message
+            return f"{format_message()} (see --help)", exc.exit_code  # type: ignore[attr-defined]
+        case UnicodeError():
+            return "text that is not valid UTF-8 could not be used", 1
+        case MemoryError():
+            return "out of memory (try a smaller model, a smaller n_ctx or fewer --parallel)", 1
+        case OSError() if exc.strerror:
+            where = f": {exc.filename}" if exc.filename else ""
+            return f"{exc.strerror}{where}", 1
+    return None
+
+
 def main() -> None:
     import signal
-
-    from ..errors import ThinkError
 
     debug = bool(os.environ.get("THINK_DEBUG"))
     # Ctrl-C must interrupt even when started with SIGINT ignored (a background job, some CI runners).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        code = app(standalone_mode=False)  # Typer returns Exit codes (130 for Ctrl-C) in this mode
-    except ThinkError as exc:
-        if debug:
-            raise
-        error_line(str(exc))
-        sys.exit(exc.exit_code)
+        code = app(standalone_mode=False, prog_name="think")  # returns Exit codes (130 for Ctrl-C)
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     except BrokenPipeError:
@@ -62,17 +97,16 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        # Usage errors of Click (or the copy of it that Typer vendors) carry their own message.
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `think`: the help, not an error
             sys.stdout.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
             sys.exit(0)
-        if not debug and callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            error_line(f"{exc.format_message()} (see --help)")
-            sys.exit(exc.exit_code)
         if debug:
             raise
-        error_line(f"{type(exc).__name__}: {exc} (THINK_DEBUG=1 shows the traceback)")
-        sys.exit(1)
+        described = describe(exc)
+        if described is None:
+            described = (f"internal error: {exc or type(exc).__name__} (THINK_DEBUG=1 shows the traceback)", 1)
+        error_line(described[0])
+        sys.exit(described[1])
     if code == 130:
         sys.stderr.write("\ninterrupted\n")
     if isinstance(code, int) and code:

@@ -8,8 +8,21 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .options import (GpuLayersOpt, JsonOpt, MaxAnswerOpt, MaxThinkingOpt, MinThinkingOpt, ModelOpt, NoStdinOpt,
-                      NoThinkOpt, SamplesOpt, SeedOpt, StrategyOpt, TemperatureOpt, TierOpt)
+from .options import (
+    GpuLayersOpt,
+    JsonOpt,
+    MaxAnswerOpt,
+    MaxThinkingOpt,
+    MinThinkingOpt,
+    ModelOpt,
+    NoStdinOpt,
+    NoThinkOpt,
+    SamplesOpt,
+    SeedOpt,
+    StrategyOpt,
+    TemperatureOpt,
+    TierOpt,
+)
 
 if TYPE_CHECKING:
     from ..plan import Overrides
@@ -43,7 +56,7 @@ def clean_text(text: str) -> str:
 
 def overrides_from(tier: str, model: str | None, max_thinking: int | None, min_thinking: int | None,
                    max_answer: int | None, no_think: bool, samples: int | None, strategy: str | None,
-                   temperature: float | None, seed: int | None) -> "Overrides":
+                   temperature: float | None, seed: int | None) -> Overrides:
     """The command-line choices shared by ask and batch, validated once."""
     from ..plan import Overrides
 

@@ -6,14 +6,25 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..errors import ThinkError, UsageError
 from .ask import gpu_layers_value, overrides_from
-from .options import (GpuLayersOpt, MaxAnswerOpt, MaxThinkingOpt, MinThinkingOpt, ModelOpt, NoThinkOpt, SamplesOpt,
-                      SeedOpt, StrategyOpt, TemperatureOpt, TierOpt)
+from .options import (
+    GpuLayersOpt,
+    MaxAnswerOpt,
+    MaxThinkingOpt,
+    MinThinkingOpt,
+    ModelOpt,
+    NoThinkOpt,
+    SamplesOpt,
+    SeedOpt,
+    StrategyOpt,
+    TemperatureOpt,
+    TierOpt,
+)
 
 
 def batch(
@@ -37,8 +48,18 @@ def batch(
     gpu_layers: GpuLayersOpt = None,
 ) -> None:
     """Answer every prompt of a file; each item's budget follows its own tier."""
-    from ..batch import (BatchDone, BatchProgress as Progressed, OutputStore, RecordWritten, check_writable_file,
-                         count_items, detect_format, open_input, read_items, run_batch)
+    from ..batch import (
+        BatchDone,
+        OutputStore,
+        RecordWritten,
+        check_writable_file,
+        count_items,
+        detect_format,
+        open_input,
+        read_items,
+        run_batch,
+    )
+    from ..batch import BatchProgress as Progressed
     from ..runtime import Runtime
 
     if parallel < 1 or parallel > 64:
@@ -95,8 +116,8 @@ class BatchProgress:
         self.tokens = 0
         self.started = time.perf_counter()
         self.last_line = 0.0
-        self._progress = None
-        self._task = None
+        self._progress: Any = None
+        self._task: Any = None
 
     def start(self, already: int) -> None:
         self.done = already

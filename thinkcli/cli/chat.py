@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Optional
 
 import typer
 
@@ -79,9 +80,9 @@ def chat(
     """Chat interactively; each turn gets its own tier. /help lists the slash commands."""
     from ..errors import ThinkError
     from ..plan import Overrides
-    from ..runtime import Runtime
     from ..render import StreamRenderer
     from ..repl import ChatSession
+    from ..runtime import Runtime
 
     overrides = Overrides(tier=tier, model=model, max_thinking=max_thinking, no_think=no_think).validate()
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))

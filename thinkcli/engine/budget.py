@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .events import FinishReason, ForcedEvent, ForcedKind, ForcedReason
 from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser

@@ -12,15 +12,26 @@ from __future__ import annotations
 import codecs
 import time
 from collections import Counter
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError
 from .budget import SequencePolicy
-from .events import (Answer, BudgetForced, EngineEvent, Extended, FinishReason, Progress, SequenceDone, Started, Thinking,
-                     Usage)
+from .events import (
+    Answer,
+    BudgetForced,
+    EngineEvent,
+    Extended,
+    FinishReason,
+    Progress,
+    SequenceDone,
+    Started,
+    Thinking,
+    Usage,
+)
 from .model import Model
 from .thinking import THINKING
 
@@ -59,7 +70,7 @@ class _Slot:
     first_token_at: float | None = None
     reused: int = 0
     cancelled: bool = False
-    shares_feed_with: list["_Slot"] = field(default_factory=list)  # group sharing one prompt tail
+    shares_feed_with: list[_Slot] = field(default_factory=list)  # group sharing one prompt tail
 
 
 @dataclass
@@ -153,7 +164,7 @@ class Decoder:
             self.ctx = None
 
     # -- filling slots ---------------------------------------------------------------------
-    def _fill(self, pending: Iterator[Request]) -> Iterator[EngineEvent]:
+    def _fill(self, pending: Iterator[Request]) -> Generator[EngineEvent, None, bool]:
         """Give free slots new requests; prompts with equal tokens share one evaluation."""
         groups: dict[tuple[int, ...], list[_Slot]] = {}
         live = sum(slot.request is not None for slot in self.slots)

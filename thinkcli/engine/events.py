@@ -6,8 +6,9 @@ a single answer, N Best-of-N samples, or many batch prompts. Renderers pattern-m
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Hashable, Literal, Union
+from typing import Literal, Union
 
 FinishReason = Literal["stop", "length", "stopped_early", "dropped", "context", "cancelled"]
 ForcedKind = Literal["budget_forced", "extended"]

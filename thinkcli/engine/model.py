@@ -6,6 +6,7 @@ actually loaded: `think --help` must not pay for the shared library.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -168,10 +169,8 @@ class Model:
             self.ptr = None
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 def gpu_offload_supported() -> bool:

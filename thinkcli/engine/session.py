@@ -7,9 +7,9 @@ events. Models load lazily and stay cached per process (tier routing may use sev
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Hashable, Iterable, Iterator
 
 from ..registry import Family
 from .budget import BudgetSpec, ForcedText, SequencePolicy

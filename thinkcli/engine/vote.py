@@ -13,7 +13,6 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-
 BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 FINAL = re.compile(r"(?:final answer|the answer is|answer)\s*[:=]?\s*(?:is\s*)?(.+)", re.IGNORECASE)
 NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
