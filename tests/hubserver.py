@@ -1,8 +1,8 @@
 """A local HTTP server on 127.0.0.1 that speaks enough of the Hugging Face Hub's file protocol.
 
 Repos are dicts of {filename: bytes}. Knobs for failure tests: `cut_once` (drop the connection
-half-way through a file the first time it is fetched), `bad_sha` (advertise a wrong sha256),
-`private` (answer 401). Requests are logged so tests can check Range resumes.
+half-way through a file the first time it is fetched), `hold` (then freeze the resume until
+released), `bad_sha` (advertise a wrong sha256), `private` (answer 401). Requests are logged so tests can check Range resumes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ class Hub:
         self.cut_once: set[str] = set()
         self.bad_sha: set[str] = set()
         self.private: set[str] = set()
+        # `hold`: the first GET sends half the file and drops; the resuming GET (with Range) then
+        # waits until the event is set: a pull is frozen half-way, deterministically, to be killed.
+        self.hold: dict[str, threading.Event] = {}
         self.log: list[tuple[str, str, str | None]] = []
         self.auth_headers: list[str | None] = []
         handler = self._handler()
@@ -122,6 +125,12 @@ class Hub:
                         headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
                     headers["Content-Length"] = str(len(body))
                     key = f"{repo}/{name}"
+                    if self.command == "GET" and key in hub.hold:
+                        if start:
+                            hub.hold[key].wait(60)
+                            self.close_connection = True
+                            return
+                        hub.cut_once.add(key)
                     if self.command == "GET" and key in hub.cut_once and not start:
                         hub.cut_once.discard(key)
                         self.send_response(code)

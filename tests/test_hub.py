@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hubserver import Hub
 
 from thinkcli.errors import ModelError
@@ -124,7 +129,8 @@ def test_offline_with_and_without_cache(think, hub):
 
 def test_ask_pull_flag_downloads_then_answers(think, hub):
     r = think("ask", "-m", "qwen3-0.6b", "--pull", "--max-thinking", "3", "--max-answer", "2", "--json", "hi")
-    assert r.returncode == 0, r.stderr and json.loads(r.stdout)["model"] == "qwen3-0.6b"
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "qwen3-0.6b"
 
 
 def test_doctor_reports(think, hub):
@@ -132,3 +138,68 @@ def test_doctor_reports(think, hub):
     data = json.loads(r.stdout)
     assert data["hf_endpoint"] == hub.url and data["backend"] in ("CPU", "CUDA", "Metal", "Vulkan")
     assert ("llama_cpp_python" in data and "gpu_install_hint" in data) or data["gpu_offload"]
+
+
+def test_a_killed_pull_resumes_from_its_partial_file(think, hub, tmp_path):
+    # 24 MB: huggingface_hub writes in 10 MB chunks, so half the file leaves one chunk on disk.
+    data = os.urandom(24 * 1024 * 1024)
+    hub.repos["acme/big-GGUF"] = {"big-Q4_K_M.gguf": data}
+    key = "acme/big-GGUF/big-Q4_K_M.gguf"
+    hub.hold[key] = threading.Event()
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "thinkcli", "pull", "acme/big-GGUF"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    blobs = Path(os.environ["HF_HOME"]) / "hub" / "models--acme--big-GGUF" / "blobs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # frozen part-way: a chunk on disk, the resume request waiting
+        resumed = [r for m, p, r in hub.log if p.endswith("big-Q4_K_M.gguf") and m == "GET" and r]
+        if resumed:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the pull never got part-way")
+    proc.kill()
+    proc.wait()
+    hub.hold[key].set()
+    del hub.hold[key]
+    partial = list(blobs.glob("*.incomplete"))
+    assert len(partial) == 1 and 0 < (have := partial[0].stat().st_size) < len(data)
+    hub.log.clear()
+    r = think("pull", "acme/big-GGUF")
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).read_bytes() == data
+    gets = [rng for m, p, rng in hub.log if p.endswith("big-Q4_K_M.gguf") and m == "GET"]
+    assert gets == [f"bytes={have}-"], "the second pull asked only for what was missing"
+    assert not list(blobs.glob("*.incomplete"))
+
+
+def test_no_network_is_one_clear_line_at_once(think):
+    r = think("pull", "acme/tiny-GGUF", env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # nothing listens on port 9
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "cannot reach the Hub at http://127.0.0.1:9" in r.stderr
+    assert "Retry" not in r.stderr
+
+
+def test_a_model_pulled_by_repo_is_usable_by_repo(think, hub):
+    pulled = think("pull", "acme/tiny-GGUF")
+    assert pulled.returncode == 0, pulled.stderr
+    for ref in ("acme/tiny-GGUF", "acme/tiny-GGUF:Q5_K_M"):
+        r = think("ask", "-m", ref, "--max-thinking", "3", "--max-answer", "2", "--json", "hi")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["model"] == ref
+    offline = think("ask", "-m", "acme/tiny-GGUF", "--max-thinking", "3", "--max-answer", "2", "hi",
+                    env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert offline.returncode == 0, offline.stderr
+    listed = {m["name"]: m for m in json.loads(think("models", "--json").stdout)}
+    assert listed["acme/tiny-GGUF"]["downloaded"] and listed["acme/tiny-GGUF"]["quant"] == "Q5_K_M"
+    missing = think("ask", "-m", "acme/tiny-GGUF:Q8_0", "hi")
+    assert missing.returncode == 1 and "think pull acme/tiny-GGUF:Q8_0" in missing.stderr
+    hub.log.clear()
+    fetched = think("ask", "-m", "acme/tiny-GGUF:Q8_0", "--pull", "--max-thinking", "3", "--max-answer", "2", "hi")
+    assert fetched.returncode == 0, fetched.stderr
+    hub.log.clear()
+    again = think("ask", "-m", "acme/tiny-GGUF:Q8_0", "--pull", "--max-thinking", "3", "--max-answer", "2", "hi")
+    assert again.returncode == 0 and hub.log == []  # cached: --pull asks the Hub nothing
+    removed = think("rm", "acme/tiny-GGUF:Q8_0", "--yes")
+    assert removed.returncode == 0 and "tiny-Q8_0.gguf" in removed.stdout
+    assert think("ask", "-m", "acme/tiny-GGUF", "--max-thinking", "2", "--max-answer", "2", "hi").returncode == 0

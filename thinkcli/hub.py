@@ -266,12 +266,9 @@ def ensure_pulled(ref: str, registry: Registry, offline: bool = False) -> None:
     pull(ref, registry, offline=offline)
 
 
-def pull(name: str, registry: Registry, offline: bool = False, progress: bool = True, attempts: int = 3) -> list[Path]:
+def pull(name: str, registry: Registry, offline: bool = False, progress: bool = True) -> list[Path]:
     """Download a model's file(s) into the HF cache, resuming, checking disk space and sha256."""
-    import os as _os
     import shutil
-
-    from huggingface_hub import hf_hub_download
 
     repo, file, quant, alias = resolve_pull(name, registry)
     entry = registry.models[alias] if alias else parse_repo_ref(name)
@@ -280,7 +277,9 @@ def pull(name: str, registry: Registry, offline: bool = False, progress: bool = 
         return [cached.with_name(shard) for shard in shard_names(cached.name)]
     if offline:
         raise ModelError(f"offline (HF_HUB_OFFLINE or --offline): cannot download '{name}'")
-    token = _os.environ.get("HF_TOKEN") or None
+    token = os.environ.get("HF_TOKEN") or None
+    _quiet_hub_logs()
+    check_reachable(repo, token)
     listing = list_repo(repo, token)
     names = list(listing)
     if file:
@@ -303,14 +302,8 @@ def pull(name: str, registry: Registry, offline: bool = False, progress: bool = 
         disable_progress_bars()
     paths: list[Path] = []
     for f in files:
-        for attempt in range(attempts):  # a dropped connection resumes from the partial blob
-            try:
-                with hub_errors(repo):
-                    local = Path(hf_hub_download(repo, f, token=token))
-                break
-            except ModelError:
-                if attempt == attempts - 1:
-                    raise
+        with hub_errors(repo):
+            local = download(repo, f, token)
         expected = listing[f][1]
         if expected:
             actual = _sha256(local)
@@ -320,6 +313,83 @@ def pull(name: str, registry: Registry, offline: bool = False, progress: bool = 
                                  f"got {actual[:12]}…; the file was deleted")
         paths.append(local)
     return paths
+
+
+def _quiet_hub_logs() -> None:
+    """huggingface_hub logs every retry as a warning; our one-line errors say what matters."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+
+
+def check_reachable(repo: str, token: str | None) -> None:
+    """One request, no retries: with no network, say so at once instead of after 20 s of backoff."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    try:
+        get_session().head(f"{constants.ENDPOINT}/api/models/{repo}", headers=build_hf_headers(token=token),
+                           timeout=10)
+    except transport_errors() as exc:
+        raise ModelError(f"cannot reach the Hub at {constants.ENDPOINT} ({_reason(exc)}); check the network or "
+                         "HF_ENDPOINT, or work offline with models already pulled") from None
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's "no answer" errors (huggingface_hub 2.x uses httpx2), plus the OS's own."""
+    import importlib
+
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        kinds.append(module.TransportError)
+    return tuple(kinds)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+
+
+def download(repo: str, filename: str, token: str | None, revision: str = "main") -> Path:
+    """One file into the HF cache layout (blobs/<etag>, snapshots/<commit>/<file>, refs/<revision>).
+
+    Unlike `hf_hub_download` (a per-process temp file, deleted on failure), the partial file has a
+    stable name, `blobs/<etag>.incomplete`: a pull stopped by Ctrl-C, a lost connection or kill -9
+    resumes where it stopped (HTTP Range) the next time. A file lock keeps two pulls apart."""
+    from filelock import FileLock
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), token=token)
+    if not meta.etag or not meta.commit_hash or not meta.location:
+        raise ModelError(f"the Hub gave no etag or commit for {repo}/{filename}")
+    folder = repo_cache_dir(repo)
+    blob = folder / "blobs" / meta.etag.strip('"')
+    snapshot = folder / "snapshots" / meta.commit_hash / filename
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(blob) + ".lock"):
+        if not blob.exists():
+            partial = blob.with_name(blob.name + ".incomplete")
+            with open(partial, "ab") as handle:
+                http_get(meta.location, handle, resume_size=handle.tell(), headers=build_hf_headers(token=token),
+                         expected_size=meta.size, displayed_filename=Path(filename).name)
+            if meta.size is not None and partial.stat().st_size != meta.size:
+                raise ModelError(f"download of {repo}/{filename} ended early; run the pull again to resume")
+            os.replace(partial, blob)
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    if not snapshot.exists():
+        if snapshot.is_symlink():
+            snapshot.unlink()
+        snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    refs = folder / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / revision).write_text(meta.commit_hash)
+    return snapshot
 
 
 def _sha256(path: Path) -> str:
@@ -405,6 +475,11 @@ class hub_errors:
             raise ModelError(f"not found on the Hub: {self.repo} (HTTP 404)") from None
         if isinstance(exc, errors.LocalEntryNotFoundError):
             raise ModelError(f"cannot reach the Hub for {self.repo} and nothing is cached (offline?)") from None
-        if isinstance(exc, (OSError, errors.HfHubHTTPError)) or "Connection" in type(exc).__name__:
-            raise ModelError(f"download from the Hub failed for {self.repo}: {type(exc).__name__}") from None
+        if isinstance(exc, transport_errors()):
+            raise ModelError(f"the connection to the Hub was lost while pulling {self.repo} ({_reason(exc)}); "
+                             "run the pull again to resume") from None
+        if isinstance(exc, errors.HfHubHTTPError):
+            raise ModelError(f"the Hub refused {self.repo} (HTTP {status})") from None
+        if isinstance(exc, OSError):
+            raise ModelError(f"pulling {self.repo} failed: {exc.strerror or exc}") from None
         return False
