@@ -17,8 +17,8 @@ from pathlib import Path
 
 from thinkcli.config import Paths
 from thinkcli.engine.budget import BudgetSpec
-from thinkcli.engine.decoder import SamplingParams
 from thinkcli.engine.events import SequenceDone
+from thinkcli.engine.family import Sampling
 from thinkcli.engine.session import Engine, Job
 from thinkcli.hub import embedded_path
 from thinkcli.registry import load_registry
@@ -52,7 +52,7 @@ def think_engine(path: Path, tokens: int, threads: int) -> tuple[int, float]:
     loaded = engine.load("gemma", path, family, registry.families)
     # Feed the same text the raw run sees: a plain-template prompt without thinking.
     job = Job("b", [{"role": "user", "content": "Tell me a long story about a dragon who learns to fly."}],
-              BudgetSpec(thinking=False, max_thinking=0, max_answer=tokens), SamplingParams(temperature=0.0))
+              BudgetSpec(thinking=False, max_thinking=0, max_answer=tokens), Sampling(temperature=0.0))
     done = None
     for event in engine.generate(loaded, [job]):
         if isinstance(event, SequenceDone):

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 from thinkcli.config import Paths
 from thinkcli.engine.budget import BudgetSpec
-from thinkcli.engine.decoder import SamplingParams
 from thinkcli.engine.events import SequenceDone
+from thinkcli.engine.family import Sampling
 from thinkcli.engine.session import Engine, Job
 from thinkcli.hub import embedded_path
 from thinkcli.registry import load_registry
@@ -88,7 +88,7 @@ def main() -> None:
     engine = Engine(threads=os.cpu_count() or 1, n_ctx=4096)
     loaded = engine.load("gemma3-270m", embedded_path(Paths.resolve()), family, registry.families)
     budget = BudgetSpec(thinking=False, max_thinking=0, max_answer=args.tokens)
-    sampling = SamplingParams(temperature=0.8, top_k=40, top_p=1.0, min_p=0.0)
+    sampling = Sampling(temperature=0.8, top_k=40, top_p=1.0, min_p=0.0)
 
     def job(key, seed, text=QUESTION):
         return Job(key, [{"role": "user", "content": text}], budget, replace(sampling, seed=seed))
@@ -136,7 +136,7 @@ def confidence_savings(engine: Engine, loaded, registry) -> None:
     totals = {}
     for label, confidence in (("cap only", 0.0), (f"confidence {tier.confidence}", tier.confidence)):
         budget = BudgetSpec(max_thinking=256, max_answer=32, confidence=confidence, confidence_window=tier.confidence_window)
-        jobs = [Job(i, [{"role": "user", "content": p}], budget, SamplingParams(temperature=0.6, seed=i), score_tokens=True)
+        jobs = [Job(i, [{"role": "user", "content": p}], budget, Sampling(temperature=0.6, seed=i), score_tokens=True)
                 for i, p in enumerate(prompts)]
         spent = 0
         for event in engine.generate(with_stop, jobs, parallel=1):

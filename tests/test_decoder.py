@@ -8,7 +8,7 @@ import pytest
 
 from thinkcli.engine.budget import BudgetSpec
 from thinkcli.engine.events import BudgetForced, Extended, SequenceDone, Started, Thinking
-from thinkcli.engine.session import Engine, Job, sampling_for
+from thinkcli.engine.session import Engine, Job
 from thinkcli.errors import ContextOverflowError
 from thinkcli.registry import load_registry
 
@@ -28,7 +28,7 @@ def load(engine: Engine, path: Path):
 
 def job(key="a", budget=None, seed=0, prompt="hello", **kw) -> Job:
     budget = budget or BudgetSpec(max_thinking=40, max_answer=10)
-    return Job(key, [{"role": "user", "content": prompt}], budget, sampling_for(REG.families["qwen3"], 0.8, seed), **kw)
+    return Job(key, [{"role": "user", "content": prompt}], budget, REG.families["qwen3"].sampling_for(0.8, seed), **kw)
 
 
 def run(engine, loaded, jobs, parallel=1):

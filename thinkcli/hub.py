@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 from .config import Paths
+from .engine.family import Family
 from .errors import ModelError
-from .registry import Family, ModelEntry, Registry
+from .registry import ModelEntry, Registry
 
 EMBEDDED_FILE = "gemma-3-270m-q4_k_m.gguf"
 QUANT_RE = re.compile(r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|F16|BF16|F32|MXFP4)(?=[-_.]|$)", re.IGNORECASE)
@@ -177,13 +178,6 @@ DEFAULT_QUANT = "Q4_K_M"
 # Fallback order when the wanted quantization is absent: closest in size and quality first.
 QUANT_PREFERENCE = ["Q4_K_M", "Q4_K_S", "Q4_K_L", "Q4_0", "Q5_K_M", "Q4_1", "IQ4_XS", "IQ4_NL", "Q5_K_S", "Q5_0",
                     "Q3_K_L", "Q3_K_M", "Q6_K", "Q8_0", "MXFP4", "BF16", "F16", "F32"]
-
-
-@dataclass(frozen=True)
-class PullTarget:
-    repo: str
-    files: tuple[str, ...]  # one file, or every shard of a split GGUF
-    alias: str | None
 
 
 def safe_filename(name: str) -> str:

@@ -7,42 +7,15 @@ is reported as one line naming the file, the entry and the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .engine.family import Family, Sampling
 from .errors import ConfigError
 
 TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
-DISABLE_MODES = ("template", "prefill", "instruction")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-
-
-@dataclass(frozen=True)
-class Family:
-    """How a model thinks: its tags, how thinking is switched off, how a budget ends it."""
-
-    name: str
-    think_open: str
-    think_close: str
-    disable: str = "template"
-    budget_message: str = "\n\nI have to answer now.\n"
-    wait_word: str = "Wait"
-    thinking_instruction: str = ""
-    prefill_open: bool = False
-    plain_template: bool = False
-    answer_prefix: str = ""
-    stop: tuple[str, ...] = ()
-    sampling: Sampling = field(default_factory=Sampling)
 
 
 @dataclass(frozen=True)
@@ -207,11 +180,9 @@ def _family(source: str, name: str, raw: Any) -> Family:
         name=name,
         think_open=c.text("think_open", required=True),
         think_close=c.text("think_close", required=True),
-        disable=c.choice("disable", "template", DISABLE_MODES),
         budget_message=c.text("budget_message", Family.budget_message),
         wait_word=c.text("wait_word", "Wait"),
         thinking_instruction=c.text("thinking_instruction", ""),
-        prefill_open=c.flag("prefill_open", False),
         plain_template=c.flag("plain_template", False),
         answer_prefix=c.text("answer_prefix", ""),
         stop=tuple(stop),

@@ -23,7 +23,7 @@ from typing import Union, cast
 
 from .engine.decoder import Request
 from .engine.events import EngineEvent, SequenceDone, Usage
-from .engine.session import Job, Loaded, sampling_for
+from .engine.session import Job, Loaded
 from .engine.vote import cannot_be_overtaken, extract_answer, tally
 from .errors import ContextOverflowError, ThinkError
 from .plan import Plan
@@ -213,7 +213,7 @@ class Scheduler:
                 groups[task.key] = group
                 plan = fitted.plan
                 side.append(Planned(task.key, plan, loaded.name, loaded.load_s, fitted.dropped_messages, fitted.notes))
-                sampling = sampling_for(loaded.family, plan.temperature, plan.seed)
+                sampling = loaded.family.sampling_for(plan.temperature, plan.seed)
                 pending_samples = group.n
                 for i in range(group.n):
                     pending_samples -= 1

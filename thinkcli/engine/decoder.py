@@ -32,18 +32,9 @@ from .events import (
     Thinking,
     Usage,
 )
+from .family import Sampling
 from .model import Model
 from .thinking import THINKING
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    seed: int = 0
 
 
 @dataclass
@@ -51,7 +42,7 @@ class Request:
     key: Hashable
     prompt: list[int]
     policy: SequencePolicy
-    sampling: SamplingParams
+    sampling: Sampling
     score_tokens: bool = False  # read token probabilities off the logits (confidence)
     keep_cache: bool = False  # keep generated tokens cached after the end (chat)
     group: Hashable = None  # requests of one prompt (Best-of-N samples); None: the request alone

@@ -8,13 +8,16 @@ on) or after a closed one (thinking off), whatever the template did.
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from ..errors import ModelError
-from ..registry import Family
+from .family import Family
 
 
 @dataclass(frozen=True)
@@ -23,17 +26,111 @@ class RenderedPrompt:
     thinking: bool  # does generation start inside a thinking block?
 
 
+# A chat template comes from a downloaded file: render it as untrusted code. Beyond Jinja's
+# sandbox (no attribute access to internals), bound what a hostile template can spend: loop
+# iterations, the size of strings and lists it builds, the size of its output, and wall time.
+TEMPLATE_SECONDS = 2.0
+TEMPLATE_ITERATIONS = 1_000_000
+TEMPLATE_MAX_ITEMS = 4_000_000  # characters of a string (or items of a list) built by `*` or a method
+TEMPLATE_OUTPUT_SLACK = 1_000_000  # output allowed beyond 4x the messages' own size
+
+
+class _Budget(threading.local):
+    deadline = 0.0
+    iterations = 0
+
+    def check(self, iterations: int = 0) -> None:
+        from jinja2.sandbox import SecurityError
+
+        self.iterations += iterations
+        if self.iterations > TEMPLATE_ITERATIONS:
+            raise SecurityError(f"more than {TEMPLATE_ITERATIONS} loop iterations")
+        if time.monotonic() > self.deadline:
+            raise SecurityError(f"rendering took more than {TEMPLATE_SECONDS:g} s")
+
+
+_budget = _Budget()
+
+
+def _too_big(size: int) -> None:
+    from jinja2.sandbox import SecurityError
+
+    if size > TEMPLATE_MAX_ITEMS:
+        raise SecurityError(f"a value of more than {TEMPLATE_MAX_ITEMS} items")
+
+
+def _size_check(value: Any, times: Any = 1) -> None:
+    if isinstance(value, (str, bytes, list, tuple)) and isinstance(times, int) and not isinstance(times, bool):
+        _too_big(len(value) * times)
+
+
+def _checked(value: Any) -> Any:
+    """Every value a template reads passes here: a string doubled in a loop is stopped early."""
+    _budget.check()
+    _size_check(value)
+    return value
+
+
+def _limited(function: Any) -> Any:
+    """A filter or test that checks its arguments and its result (keeps Jinja's pass_* markers)."""
+
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        _budget.check()
+        for value in (*args, *kwargs.values()):
+            _size_check(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                _too_big(value)
+        return _checked(function(*args, **kwargs))
+
+    return limited
+
+
 @lru_cache(maxsize=16)
 def _compile(template: str) -> Any:
     from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    class LimitedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**", "+"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _budget.check()
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 256:
+                raise SecurityError("an exponent above 256")
+            if operator == "*":
+                _size_check(left, right)
+                _size_check(right, left)
+            return _checked(super().call_binop(context, operator, left, right))
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            _budget.check()
+            for value in (*args, *kwargs.values()):
+                _size_check(value)
+                if isinstance(value, int) and not isinstance(value, bool):  # 'x'.center(10**9), ljust, ...
+                    _too_big(value)
+            return _checked(super().call(__context, __obj, *args, **kwargs))
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            return _checked(super().getattr(obj, attribute))
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            return _checked(super().getitem(obj, argument))
+
+    env = LimitedSandbox(trim_blocks=True, lstrip_blocks=True)
+    env.filters = {name: _limited(f) for name, f in env.filters.items()}  # indent(10**9), center, ...
+    env.tests = {name: _limited(f) for name, f in env.tests.items()}
 
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
+    def limited_range(*args: int) -> range:
+        numbers = range(*args)
+        _budget.check(len(numbers))
+        return numbers
+
     env.globals["raise_exception"] = raise_exception
+    env.globals["range"] = limited_range
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env.from_string(template)
 
@@ -42,17 +139,32 @@ def render_chat_template(template: str, messages: list[dict[str, str]], enable_t
                          bos_token: str = "", eos_token: str = "") -> str:
     from jinja2.exceptions import TemplateError
 
+    limit = 4 * sum(len(m.get("content") or "") for m in messages) + TEMPLATE_OUTPUT_SLACK
+    _budget.deadline = time.monotonic() + TEMPLATE_SECONDS
+    _budget.iterations = 0
+    parts: list[str] = []
+    size = 0
     try:
-        return _compile(template).render(
+        compiled = _compile(template)
+        stream = compiled.generate(
             messages=messages,
             add_generation_prompt=True,
             enable_thinking=enable_thinking,
+            thinking=enable_thinking,  # IBM Granite's switch
             bos_token=bos_token,
             eos_token=eos_token,
             tools=None,
         )
-    except TemplateError as exc:
+        for piece in stream:
+            size += len(piece)
+            if size > limit:
+                raise ModelError(f"the model's chat template failed: its output passed {limit} characters")
+            parts.append(piece)
+    except TemplateError as exc:  # SecurityError is a TemplateError too
         raise ModelError(f"the model's chat template failed: {exc}") from None
+    except (RecursionError, MemoryError, OverflowError, TypeError, ValueError, ArithmeticError) as exc:
+        raise ModelError(f"the model's chat template failed: {type(exc).__name__.lower()}: {exc}") from None
+    return "".join(parts)
 
 
 def _ends_inside_thinking(text: str, family: Family) -> bool:
@@ -85,7 +197,13 @@ def render_prompt(messages: list[dict[str, str]], family: Family, thinking: bool
 
     if thinking and family.thinking_instruction:
         messages = _with_instruction(messages, family.thinking_instruction)
-    text = render_chat_template(chat_template, messages, thinking, bos_token, eos_token)
+    try:
+        text = render_chat_template(chat_template, messages, thinking, bos_token, eos_token)
+    except ModelError:
+        if not messages or messages[0]["role"] != "system":
+            raise
+        # Some templates refuse a system role (Gemma 2): say it at the start of the first user turn.
+        text = render_chat_template(chat_template, _system_into_user(messages), thinking, bos_token, eos_token)
     inside = _ends_inside_thinking(text, family)
     if thinking and not inside:
         # The model would open the block itself (Qwen3); opening it for it makes caps exact.
@@ -101,3 +219,12 @@ def _with_instruction(messages: list[dict[str, str]], instruction: str) -> list[
         first = {"role": "system", "content": messages[0]["content"].rstrip() + "\n\n" + instruction}
         return [first, *messages[1:]]
     return [{"role": "system", "content": instruction}, *messages]
+
+
+def _system_into_user(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    system, rest = messages[0]["content"], list(messages[1:])
+    for i, message in enumerate(rest):
+        if message["role"] == "user":
+            rest[i] = {"role": "user", "content": system.rstrip() + "\n\n" + message["content"]}
+            return rest
+    return [{"role": "user", "content": system}, *rest]

@@ -11,10 +11,10 @@ from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..registry import Family
 from .budget import BudgetSpec, ForcedText, SequencePolicy
-from .decoder import Decoder, Request, SamplingParams
+from .decoder import Decoder, Request
 from .events import EngineEvent
+from .family import Family, Sampling, detect_family
 from .model import Model
 from .prompt import RenderedPrompt, render_prompt
 from .thinking import ThinkingParser
@@ -37,7 +37,7 @@ class Job:
     key: Hashable
     messages: list[dict[str, str]]
     budget: BudgetSpec
-    sampling: SamplingParams
+    sampling: Sampling
     keep_cache: bool = False
     score_tokens: bool = False
     group: Hashable = None  # jobs of one prompt (Best-of-N samples) share a group
@@ -128,30 +128,3 @@ def make_policy(loaded: Loaded, budget: BudgetSpec, forced: ForcedText) -> Seque
     family = loaded.family
     parser = ThinkingParser(family.think_close, budget.thinking, family.stop, family.answer_prefix)
     return SequencePolicy(budget, parser, forced, loaded.model.is_end)
-
-
-def detect_family(template: str | None) -> str:
-    """Guess a family for a bare .gguf from its chat template."""
-    if not template:
-        return "plain"
-    if "<|channel|>" in template:
-        return "gpt-oss"
-    if "<think>" in template:
-        if "/no_think" in template:
-            return "smollm3"
-        if "<｜Assistant｜><think>" in template or template.rstrip().endswith("<think>\\n'}}"):
-            return "deepseek-r1"
-        return "qwen3"
-    return "prompted"
-
-
-def sampling_for(family: Family, temperature: float | None, seed: int) -> SamplingParams:
-    s = family.sampling
-    return SamplingParams(
-        temperature=s.temperature if temperature is None else temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        min_p=s.min_p,
-        repeat_penalty=s.repeat_penalty,
-        seed=seed,
-    )
