@@ -73,12 +73,14 @@ def test_deep_tier_votes_with_samples_and_vote_in_json(think, tiny):
     (["ask", ""], "empty prompt", 2),
     (["ask", "-m", "no-such-alias", "hi"], "unknown model 'no-such-alias'", 1),
     (["ask", "-m", "/nonexistent/model.gguf", "hi"], "model file not found", 1),
-    (["ask", "--tier", "extreme", "hi"], "unknown tier 'extreme'", 2),
+    (["ask", "--tier", "extreme", "hi"], "'extreme' is not one of 'auto', 'instant'", 2),
+    (["ask", "--max-answer", "-1", "hi"], "--max-answer must be >= 1, got -1", 2),
+    (["ask", "--max-answer", "0", "hi"], "--max-answer must be >= 1, got 0", 2),
     (["ask", "--max-thinking", "-3", "hi"], "--max-thinking must be >= 0", 2),
     (["ask", "--max-thinking", "lots", "hi"], "Invalid value for '--max-thinking'", 2),
     (["ask", "--no-such-flag", "hi"], "No such option", 2),
     (["ask", "--samples", "0", "hi"], "--samples must be between 1 and 64", 2),
-    (["ask", "--strategy", "magic", "hi"], "unknown strategy 'magic'", 2),
+    (["ask", "--strategy", "magic", "hi"], "'magic' is not one of 'single', 'vote'", 2),
     (["ask", "--gpu-layers", "some", "hi"], "--gpu-layers must be a number", 2),
 ])
 def test_bad_input_gives_one_line_and_exit_code(think, args, message, code):

@@ -19,8 +19,10 @@ from .options import (
     NoThinkOpt,
     SamplesOpt,
     SeedOpt,
+    StrategyChoice,
     StrategyOpt,
     TemperatureOpt,
+    TierChoice,
     TierOpt,
 )
 
@@ -54,15 +56,15 @@ def clean_text(text: str) -> str:
     return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
-def overrides_from(tier: str, model: str | None, max_thinking: int | None, min_thinking: int | None,
-                   max_answer: int | None, no_think: bool, samples: int | None, strategy: str | None,
+def overrides_from(tier: TierChoice, model: str | None, max_thinking: int | None, min_thinking: int | None,
+                   max_answer: int | None, no_think: bool, samples: int | None, strategy: StrategyChoice | None,
                    temperature: float | None, seed: int | None) -> Overrides:
     """The command-line choices shared by ask and batch, validated once."""
     from ..plan import Overrides
 
-    return Overrides(tier=tier, model=model, max_thinking=max_thinking, min_thinking=min_thinking,
-                     max_answer=max_answer, no_think=no_think, samples=samples, strategy=strategy,
-                     temperature=temperature, seed=seed).validate()
+    return Overrides(tier=tier.value, model=model, max_thinking=max_thinking, min_thinking=min_thinking,
+                     max_answer=max_answer, no_think=no_think, samples=samples,
+                     strategy=strategy.value if strategy else None, temperature=temperature, seed=seed).validate()
 
 
 def gpu_layers_value(value: str | None) -> int | None:
@@ -79,7 +81,7 @@ def gpu_layers_value(value: str | None) -> int | None:
 def ask(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt (stdin, if piped, comes before it).", show_default=False)] = None,
     model: ModelOpt = None,
-    tier: TierOpt = "auto",
+    tier: TierOpt = TierChoice.auto,
     max_thinking: MaxThinkingOpt = None,
     min_thinking: MinThinkingOpt = None,
     max_answer: MaxAnswerOpt = None,

@@ -13,6 +13,7 @@ import typer
 from ..errors import ThinkError, UsageError
 from .ask import gpu_layers_value, overrides_from
 from .options import (
+    FormatChoice,
     GpuLayersOpt,
     MaxAnswerOpt,
     MaxThinkingOpt,
@@ -23,6 +24,7 @@ from .options import (
     SeedOpt,
     StrategyOpt,
     TemperatureOpt,
+    TierChoice,
     TierOpt,
 )
 
@@ -31,12 +33,12 @@ def batch(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".txt (a prompt per line), .jsonl, .csv, or - for stdin.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL results; rerunning skips ids already in it.")],
     field_name: Annotated[str, typer.Option("--field", help="Prompt field (.jsonl) or column (.csv).")] = "prompt",
-    input_format: Annotated[Optional[str], typer.Option("--format", help="txt, jsonl or csv (default: from the extension).")] = None,
+    input_format: Annotated[Optional[FormatChoice], typer.Option("--format", help="Input format (default: from the extension).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", "-p", help="Prompts decoded together (continuous batching).")] = 1,
     keep_thinking: Annotated[bool, typer.Option("--keep-thinking", help="Store each item's thinking too.")] = False,
     summary_file: Annotated[Optional[Path], typer.Option("--summary", help="Write the summary as JSON here.")] = None,
     model: ModelOpt = None,
-    tier: TierOpt = "auto",
+    tier: TierOpt = TierChoice.auto,
     max_thinking: MaxThinkingOpt = None,
     min_thinking: MinThinkingOpt = None,
     max_answer: MaxAnswerOpt = None,
@@ -47,7 +49,9 @@ def batch(
     seed: SeedOpt = None,
     gpu_layers: GpuLayersOpt = None,
 ) -> None:
-    """Answer every prompt of a file; each item's budget follows its own tier."""
+    """Answer every prompt of a file (resumable JSONL).
+
+    Each item's budget follows its own tier; tiers that name other models run on them."""
     from ..batch import (
         BatchDone,
         OutputStore,
@@ -66,7 +70,7 @@ def batch(
         raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
     overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
                                temperature, seed)
-    fmt = detect_format(input_path, input_format)
+    fmt = detect_format(input_path, input_format.value if input_format else None)
     if summary_file is not None:
         check_writable_file(summary_file, "--summary")
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))

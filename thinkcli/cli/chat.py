@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .ask import gpu_layers_value
-from .options import GpuLayersOpt, MaxThinkingOpt, ModelOpt, NoThinkOpt, TierOpt
+from .options import GpuLayersOpt, MaxThinkingOpt, ModelOpt, NoThinkOpt, TierChoice, TierOpt
 
 PROMPT = ">>> "
 
@@ -71,20 +71,22 @@ def read_message(read: Callable[[str], str]) -> str:
 def chat(
     model: ModelOpt = None,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")] = None,
-    tier: TierOpt = "auto",
+    tier: TierOpt = TierChoice.auto,
     max_thinking: MaxThinkingOpt = None,
     no_think: NoThinkOpt = False,
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the thinking.")] = False,
     gpu_layers: GpuLayersOpt = None,
 ) -> None:
-    """Chat interactively; each turn gets its own tier. /help lists the slash commands."""
+    """Chat interactively; each turn gets its own tier.
+
+    /help lists the slash commands; Ctrl-C stops a reply, Ctrl-D leaves."""
     from ..errors import ThinkError
     from ..plan import Overrides
     from ..render import StreamRenderer
     from ..repl import ChatSession
     from ..runtime import Runtime
 
-    overrides = Overrides(tier=tier, model=model, max_thinking=max_thinking, no_think=no_think).validate()
+    overrides = Overrides(tier=tier.value, model=model, max_thinking=max_thinking, no_think=no_think).validate()
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))
     session = ChatSession(runtime, overrides, system=system, show_thinking=not hide_thinking)
     session.runtime.load(overrides.model or runtime.default_model)  # fail now, not at the first turn

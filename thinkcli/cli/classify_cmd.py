@@ -16,7 +16,9 @@ def classify_command(
     json_output: JsonOpt = False,
     no_stdin: NoStdinOpt = False,
 ) -> None:
-    """Print the difficulty tier, score (0 easy … 1 hard) and reasons for a prompt."""
+    """Show a prompt's difficulty tier and why (no model).
+
+    Prints the tier, the score (0 easy … 1 hard) and the reasons."""
     from ..classify import classify
 
     text = read_prompt(prompt, no_stdin)

@@ -23,7 +23,9 @@ def pull(
     offline: Annotated[bool, typer.Option("--offline", help="Do not touch the network.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Download a GGUF model into the Hugging Face cache (resumable, checksummed)."""
+    """Download a GGUF model (resumable, checksummed).
+
+    Files go to the Hugging Face cache, shared with other tools."""
     from ..hub import pull as do_pull
 
     runtime = _runtime()
@@ -33,7 +35,9 @@ def pull(
 
 
 def models(json_output: JsonOpt = False) -> None:
-    """List model aliases: family, quantization, size, downloaded or not, tiers using them."""
+    """List models: aliases and models pulled by repo.
+
+    Shows family, quantization, size, whether downloaded, and the tiers using each."""
     from ..hub import cached_file, cached_repo_models, quant_of
 
     runtime = _runtime()
@@ -109,7 +113,9 @@ def rm(
 
 
 def doctor(json_output: JsonOpt = False) -> None:
-    """Check the install: llama.cpp build, GPU offload, threads, memory, models, paths, Hub settings."""
+    """Check the install, the config and the paths.
+
+    Reports the llama.cpp build, GPU offload, threads, memory, models, paths and Hub settings."""
     import llama_cpp
     from huggingface_hub import constants
 
