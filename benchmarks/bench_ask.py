@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from thinkcli.config import Paths
 from thinkcli.engine.budget import BudgetSpec
 from thinkcli.engine.events import SequenceDone
 from thinkcli.engine.family import Sampling
@@ -77,7 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    path = embedded_path(Paths.resolve())
+    path = embedded_path()
     raw_rates, think_rates = [], []
     for _ in range(args.rounds):
         n_raw, rate_raw = raw_llama(path, args.tokens, args.threads)

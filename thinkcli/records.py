@@ -15,7 +15,7 @@ from .plan import Plan
 
 # Every key of a record, in order. A failed batch item carries them all (null where unknown).
 RECORD_KEYS = (
-    "id", "line", "prompt", "model", "tier", "score", "reasons", "strategy", "budget", "thinking", "answer",
+    "id", "line", "prompt", "model", "family", "tier", "score", "reasons", "strategy", "budget", "thinking", "answer",
     "finish_reason", "confidence", "usage", "timings", "events", "samples", "vote", "error",
 )
 
@@ -27,6 +27,7 @@ class Outcome:
     key: str
     prompt: str
     model: str
+    family: str  # the model family (detected from the chat template for a bare .gguf)
     plan: Plan  # as run: after fitting the context (the budget may have been lowered)
     done: SequenceDone  # the answer (the vote's winner under Best-of-N)
     load_s: float
@@ -54,6 +55,7 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, An
     record: dict[str, Any] = {
         "prompt": outcome.prompt,
         "model": outcome.model,
+        "family": outcome.family,
         "tier": plan.difficulty.tier,
         "score": round(plan.difficulty.score, 3),
         "reasons": list(plan.difficulty.reasons),

@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
+TOP_LEVEL_KEYS = ("default_model", "families", "models", "tiers")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    unknown = [key for key in data if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(TOP_LEVEL_KEYS)})")
     return data
 
 
@@ -259,6 +263,10 @@ def load_registry(user_file: Path | None = None) -> Registry:
     families = {n: _family(src("families", n), n, r) for n, r in (data.get("families") or {}).items()}
     models = {n: _model(src("models", n), n, r, families) for n, r in (data.get("models") or {}).items()}
     tiers = {n: _tier(src("tiers", n), n, r) for n, r in (data.get("tiers") or {}).items()}
+    strange = [t for t in tiers if t not in TIER_NAMES]
+    if strange:
+        raise ConfigError(f"{src('tiers', strange[0])}: tiers.{strange[0]}: unknown tier (the tiers are "
+                          f"{', '.join(TIER_NAMES)})")
     missing = [t for t in TIER_NAMES if t not in tiers]
     if missing:
         raise ConfigError(f"{sources[-1]}: tiers.{missing[0]} is missing")

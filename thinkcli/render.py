@@ -28,7 +28,7 @@ def stats_line(outcome: Outcome) -> str:
     usage = outcome.done.usage
     parts = [
         f"{outcome.plan.difficulty.tier}",
-        outcome.model,
+        f"{outcome.model} ({outcome.family})",
         f"{usage.thinking_tokens} thinking + {usage.answer_tokens} answer tokens",
     ]
     if usage.forced_tokens:
@@ -124,7 +124,8 @@ class StreamRenderer:
         if self.tty and self.show_thinking:
             budget = f"thinking ≤ {plan.budget.max_thinking}" if plan.budget.thinking else "no thinking"
             strategy = f" · best of {plan.samples}" if self._vote_mode else ""
-            self._console.print(f"[bold cyan]{plan.difficulty.tier}[/] · {planned.model} · {budget}{strategy}", style="dim")
+            self._console.print(f"[bold cyan]{plan.difficulty.tier}[/] · {planned.model} ({planned.family}) · "
+                                f"{budget}{strategy}", style="dim")
 
     def _thinking_text(self, item: Thinking) -> None:
         self._tokens = item.tokens

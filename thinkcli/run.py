@@ -51,6 +51,7 @@ class Planned:
     key: str
     plan: Plan
     model: str
+    family: str
     load_s: float
     dropped_messages: int = 0  # chat: oldest messages left out to fit the context
     notes: tuple[dict[str, object], ...] = ()
@@ -135,7 +136,8 @@ class _Group:
     def outcome(self) -> Outcome:
         plan = self.fitted.plan
         total = time.perf_counter() - self.started
-        common = dict(key=self.task.key, prompt=self.task.prompt, model=self.loaded.name, plan=plan,
+        common = dict(key=self.task.key, prompt=self.task.prompt, model=self.loaded.name,
+                      family=self.loaded.family.name, plan=plan,
                       load_s=self.loaded.load_s, total_s=total, started_at=self.started, notes=self.fitted.notes)
         if self.n == 1:
             return Outcome(done=self.done[0], **common)  # type: ignore[arg-type]
@@ -212,7 +214,8 @@ class Scheduler:
                 group = _Group(task, fitted, loaded)
                 groups[task.key] = group
                 plan = fitted.plan
-                side.append(Planned(task.key, plan, loaded.name, loaded.load_s, fitted.dropped_messages, fitted.notes))
+                side.append(Planned(task.key, plan, loaded.name, loaded.family.name, loaded.load_s,
+                                    fitted.dropped_messages, fitted.notes))
                 sampling = loaded.family.sampling_for(plan.temperature, plan.seed)
                 pending_samples = group.n
                 for i in range(group.n):

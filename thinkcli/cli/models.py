@@ -115,46 +115,59 @@ def rm(
 def doctor(json_output: JsonOpt = False) -> None:
     """Check the install, the config and the paths.
 
-    Reports the llama.cpp build, GPU offload, threads, memory, models, paths and Hub settings."""
-    import llama_cpp
+    Reports the llama.cpp build, GPU offload, threads, memory, models, paths and Hub settings.
+    A broken config is reported with everything else (and exit 1)."""
     from huggingface_hub import constants
 
+    from ..config import Paths, Settings
+    from ..engine.model import backend_info
+    from ..errors import ConfigError
     from ..hub import hub_cache_dir
+    from ..registry import load_registry
 
-    runtime = _runtime()
-    gpu = bool(llama_cpp.llama_supports_gpu_offload())
-    system = llama_cpp.llama_print_system_info().decode(errors="replace")
-    backend = "CUDA" if "CUDA" in system else "Metal" if "METAL" in system.upper() else "Vulkan" if "VULKAN" in system.upper() else "CPU"
-    if not gpu:
-        backend = "CPU"
+    paths = Paths.resolve()
+    problems: list[str] = []
+    try:
+        settings = Settings.load(paths)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        settings = Settings()
+    try:
+        default_model = settings.default_model or load_registry(paths.models_file).default_model
+    except ConfigError as exc:
+        problems.append(str(exc))
+        default_model = None
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = None
-    info = {
-        "llama_cpp_python": llama_cpp.__version__,
-        "backend": backend,
-        "gpu_offload": gpu,
-        "gpu_layers": runtime.settings.gpu_layers,
-        "threads": runtime.settings.threads or os.cpu_count(),
+    backend = backend_info()
+    info: dict[str, object] = {
+        **backend,
+        "gpu_layers": settings.gpu_layers,
+        "threads": settings.threads or os.cpu_count(),
+        "n_ctx": settings.n_ctx,
         "memory_gb": round(memory / 2**30, 1) if memory else None,
-        "config_dir": str(runtime.paths.config_dir),
-        "user_models_file": str(runtime.paths.models_file),
+        "config_dir": str(paths.config_dir),
+        "user_models_file": str(paths.models_file),
+        "data_dir": str(paths.data_dir),
         "hf_cache": str(hub_cache_dir()),
         "hf_endpoint": constants.ENDPOINT,
-        "offline": bool(runtime.settings.offline or constants.HF_HUB_OFFLINE),
+        "offline": bool(settings.offline or constants.HF_HUB_OFFLINE),
         "hf_token_set": bool(os.environ.get("HF_TOKEN")),
-        "default_model": runtime.default_model,
-        "system_info": system.strip(),
+        "default_model": default_model,
+        "config": "ok" if not problems else "; ".join(problems),
     }
-    if not gpu:
+    if not backend["gpu_offload"]:
         info["gpu_install_hint"] = ('CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
                                     'llama-cpp-python  (Metal: -DGGML_METAL=on, Vulkan: -DGGML_VULKAN=on)')
     if json_output:
         typer.echo(json.dumps(info, indent=2))
-        return
-    for key, value in info.items():
-        typer.echo(f"{key:<18} {value}")
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:<18} {value}")
+    if problems:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -171,3 +171,27 @@ class Model:
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         with contextlib.suppress(Exception):
             self.close()
+
+
+def backend_info() -> dict[str, object]:
+    """What this llama.cpp build is and can do (for `think doctor`)."""
+    import llama_cpp
+
+    _install_log_sink()
+    system = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    upper = system.upper()
+    backend = "CPU"
+    if gpu:
+        backend = next((name for name, tag in (("CUDA", "CUDA"), ("Metal", "METAL"), ("Vulkan", "VULKAN"))
+                        if tag in upper), "GPU")
+    library = Path(llama_cpp.__file__).parent / "lib"
+    ggml = sorted(p.name.rsplit(".so.", 1)[-1] for p in library.glob("libggml.so.*.*")) if library.is_dir() else []
+    return {
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp": llama_cpp.llama_version().decode(errors="replace") if hasattr(llama_cpp, "llama_version") else None,
+        "ggml": ggml[-1] if ggml else None,
+        "backend": backend,
+        "gpu_offload": gpu,
+        "system_info": system,
+    }
