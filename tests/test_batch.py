@@ -156,12 +156,139 @@ def test_ctrl_c_exits_130_and_keeps_finished_items(tiny, tmp_path):
          "--max-thinking", "400", "--max-answer", "20"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env=os.environ.copy(),
     )
-    deadline = time.time() + 60
-    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
-        time.sleep(0.05)
+    wait_for_lines(proc, out, 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     kept = records(out)
     assert 3 <= len(kept) < 200 and len({r["id"] for r in kept}) == len(kept)
     assert out.read_text().endswith("\n")
+
+
+def test_lock_file_is_removed_when_the_batch_ends(think, tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a\n")
+    out = tmp_path / "out.jsonl"
+    assert think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
+
+
+def test_duplicate_ids_are_error_records_not_silent_skips(think, tiny, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "prompt": "one"}\n{"id": "b", "prompt": "two"}\n{"id": "a", "prompt": "three"}\n')
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 1
+    recs = records(out)
+    dup = [rec for rec in recs if rec["error"]]
+    assert len(dup) == 1 and dup[0]["line"] == 3 and "duplicate id 'a' (first on line 1)" in dup[0]["error"]
+    assert dup[0]["prompt"] == "three" and "skipped 0" in r.stderr
+
+
+def test_failed_items_are_retried_by_a_rerun_and_every_error_record_has_every_key(think, tiny, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "ok", "prompt": "fine"}\n{"id": "long", "prompt": "' + "word " * 3000 + '"}\n')
+    out = tmp_path / "out.jsonl"
+    model = str(tiny("tame", n_ctx=32768))  # trained for 32k; the default n_ctx of 4096 is what fails
+    first = think("batch", str(src), "-o", str(out), "-m", model, *FAST, env={"THINK_N_CTX": "4096"})
+    assert first.returncode == 1
+    failed = next(rec for rec in records(out) if rec["id"] == "long")
+    assert "raise n_ctx" in failed["error"] and failed["line"] == 2
+    from thinkcli.records import RECORD_KEYS
+
+    assert set(RECORD_KEYS) - {"thinking"} <= set(failed) and failed["answer"] is None and failed["usage"] is None
+    ok = next(rec for rec in records(out) if rec["id"] == "ok")
+    assert set(RECORD_KEYS) - {"thinking"} == set(ok)  # one schema, success or failure
+    second = think("batch", str(src), "-o", str(out), "-m", model, *FAST, env={"THINK_N_CTX": "32768"})
+    assert "retrying 1 item(s) that failed in an earlier run" in second.stderr
+    assert second.returncode == 0, second.stderr
+    recs = records(out)
+    assert sorted(rec["id"] for rec in recs) == ["long", "ok"] and all(rec["error"] is None for rec in recs)
+
+
+@pytest.mark.parametrize("suffix, body", [
+    (".csv", "prompt,id\nhello,x1\n"),
+    (".jsonl", '{"prompt": "hello", "id": "x1"}\n'),
+    (".txt", "hello\n"),
+])
+def test_a_utf8_byte_order_mark_is_ignored(think, tiny, tmp_path, suffix, body):
+    src = tmp_path / f"in{suffix}"
+    src.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert [rec["prompt"] for rec in records(out)] == ["hello"]
+
+
+def test_output_and_summary_paths_are_checked_before_any_work(think, tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a\n")
+    model = ["-m", str(tiny("tame")), *FAST]
+    r = think("batch", str(src), "-o", str(tmp_path), *model)
+    assert r.returncode == 2 and "is a directory" in r.stderr
+    r = think("batch", str(src), "-o", str(tmp_path / "nope" / "out.jsonl"), *model)
+    assert r.returncode == 2 and "does not exist" in r.stderr and not (tmp_path / "nope").exists()
+    r = think("batch", str(src), "-o", str(tmp_path / "out.jsonl"), "--summary", str(tmp_path / "nope" / "s.json"), *model)
+    assert r.returncode == 2 and "--summary" in r.stderr and not (tmp_path / "out.jsonl").exists()
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "ro"
+        locked.mkdir()
+        locked.chmod(0o500)
+        r = think("batch", str(src), "-o", str(locked / "out.jsonl"), *model)
+        assert r.returncode == 2 and "permission denied" in r.stderr
+
+
+def test_a_deep_tier_routed_to_a_second_model_runs_there(think, tiny, think_home, tmp_path):
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"models:\n  small:\n    path: {tiny('tame')}\n    family: qwen3\n"
+        f"  big:\n    path: {tiny('closer')}\n    family: qwen3\n"
+        "default_model: small\n"
+        "tiers:\n  deep:\n    model: big\n    samples: 2\n    min_thinking: 0\n    max_thinking: 20\n    max_answer: 4\n"
+        "  light:\n    max_thinking: 8\n    max_answer: 4\n  instant:\n    max_answer: 4\n"
+    )
+    src = tmp_path / "in.txt"
+    src.write_text("hi\nProve that there are infinitely many primes.\nhello\nProve that sqrt 2 is irrational.\n")
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "--parallel", "4")
+    assert r.returncode == 0, r.stderr
+    got = {rec["id"]: rec for rec in records(out)}
+    assert {got[i]["model"] for i in ("2", "4")} == {"big"} and {got[i]["model"] for i in ("1", "3")} == {"small"}
+    assert all(len(got[i]["samples"]) == 2 for i in ("2", "4"))
+
+
+def test_deep_samples_share_decode_steps_with_other_items(tiny, tmp_path, think_home):
+    from thinkcli.batch import OutputStore, most_samples, run_batch
+    from thinkcli.plan import Overrides
+    from thinkcli.runtime import Runtime
+
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"models:\n  tiny:\n    path: {tiny('tame')}\n    family: qwen3\ndefault_model: tiny\n"
+        "tiers:\n  deep:\n    samples: 4\n    min_thinking: 0\n    max_thinking: 40\n    max_answer: 4\n"
+        "  light:\n    max_thinking: 30\n    max_answer: 4\n  instant:\n    max_answer: 30\n"
+    )
+    prompts = ["hi", "Prove that there are infinitely many primes.", "hello", "What is 2+2?",
+               "Prove that sqrt 2 is irrational.", "thanks", "Why is the sky blue?", "good morning"]
+    items = [__import__("thinkcli.batch", fromlist=["Item"]).Item(str(i), i, p) for i, p in enumerate(prompts, 1)]
+    runtime = Runtime.create()
+    with OutputStore(tmp_path / "out.jsonl") as store:
+        events = list(run_batch(runtime, items, store, Overrides(), parallel=8))
+    recs = records(tmp_path / "out.jsonl")
+    assert len(recs) == 8 and {r["tier"] for r in recs} >= {"instant", "deep"}
+    assert most_samples(runtime, Overrides()) == 4
+    decoder = next(iter(runtime.engine._decoders.values()))
+    # Steps in which a Best-of-N group decoded together with other prompts' sequences:
+    assert decoder.stats.shared_group_steps >= 20, decoder.stats
+    assert events[-1].summary.done == 8
+
+
+def test_wide_parallel_never_overflows_llama_decode(think, tiny, tmp_path):
+    # 16 slots: a step carries up to 64 tokens a slot (1024 > the 512 of a default n_batch), which
+    # once tripped GGML_ASSERT(n_tokens_all <= n_batch) and aborted the process.
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"question {i} " + "word " * (i % 7) * 9 for i in range(48)) + "\n")
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST, "--parallel", "16")
+    assert r.returncode == 0, r.stderr
+    assert len(records(out)) == 48

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pexpect
 import pytest
@@ -86,7 +85,7 @@ def test_ctrl_c_stops_the_reply_keeps_it_and_ctrl_d_leaves(tiny, tmp_path):
     child = spawn("-m", str(model), "--max-thinking", "15000", env={"THINK_N_CTX": "16384"})
     prompt(child)
     child.sendline("think for a long time")
-    time.sleep(2)  # the reply is streaming (15000 thinking tokens take far longer)
+    child.expect("\\S{20}")  # the reply is streaming (15000 thinking tokens take far longer)
     child.sendintr()
     child.expect("interrupted: the partial reply is kept in history")
     prompt(child)
@@ -104,9 +103,10 @@ def test_ctrl_c_stops_the_reply_keeps_it_and_ctrl_d_leaves(tiny, tmp_path):
     child.sendline(f"/save {saved}")
     child.expect("saved 4 messages")
     prompt(child)
-    time.sleep(0.5)  # let prompt_toolkit enter raw mode, or the tty line discipline eats the ^D
-    child.sendeof()
-    child.expect(pexpect.EOF)
+    for _ in range(20):  # until prompt_toolkit is in raw mode, the tty line discipline may eat a ^D
+        child.sendeof()
+        if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=1) == 0:
+            break
     child.close()
     assert child.exitstatus == 0
     assert json.loads(saved.read_text())["messages"][1]["content"].endswith("[interrupted]")
@@ -129,3 +129,98 @@ def test_piped_chat_on_the_embedded_model(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
     assert re.search(r"prompt \d+ tokens", r.stderr)
+
+
+def test_a_message_beyond_the_context_is_refused_and_the_history_kept(tiny, tmp_path):
+    child = spawn("-m", str(tiny("tame")), "--max-thinking", "8", env={"THINK_N_CTX": "2048"})
+    prompt(child)
+    child.sendline("a first short question")
+    child.expect(r"prompt \d+ tokens")
+    prompt(child)
+    child.sendline("word " * 3000)
+    child.expect("error: the prompt is \\d+ tokens; the context holds 2048")
+    child.expect("the conversation is kept")
+    prompt(child)
+    saved = tmp_path / "c.json"
+    child.sendline(f"/save {saved}")
+    child.expect("saved 2 messages")
+    prompt(child)
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    assert json.loads(saved.read_text())["messages"][0]["content"] == "a first short question"
+
+
+def test_load_validates_types_and_missing_files_and_chat_goes_on(tiny, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"system": 5, "messages": []}))
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps({"messages": [{"role": "user", "content": 7}]}))
+    child = spawn("-m", str(tiny("tame")), "--max-thinking", "4")
+    prompt(child)
+    child.sendline(f"/load {bad}")
+    child.expect("'system' must be a string or null")
+    prompt(child)
+    child.sendline(f"/load {worse}")
+    child.expect("message 1 needs a role")
+    prompt(child)
+    child.sendline(f"/load {tmp_path / 'missing.json'}")
+    child.expect("no such file")
+    prompt(child)
+    child.sendline("still here?")
+    child.expect(r"prompt \d+ tokens")  # the next turn runs: no crash
+    prompt(child)
+    child.sendline("/tier")
+    child.expect("tier: auto")
+    prompt(child)
+    child.sendline("/system")
+    child.expect("system prompt: none")
+    prompt(child)
+    child.sendline("/system be terse")
+    child.expect("system prompt set")
+    prompt(child)
+    child.sendline("/system")
+    child.expect('system prompt: "be terse"')
+    prompt(child)
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+
+
+def test_regen_draws_a_new_answer_each_time(tiny, tmp_path):
+    child = spawn("-m", str(tiny("tame")), "--no-think")
+    answers = []
+    for i, line in enumerate(["say something", "/regen", "/regen"]):
+        prompt(child)
+        child.sendline(line)
+        child.expect(r"prompt \d+ tokens")
+        prompt(child)
+        saved = tmp_path / f"{i}.json"
+        child.sendline(f"/save {saved}")
+        child.expect("saved 2 messages")
+        answers.append(json.loads(saved.read_text())["messages"][1]["content"])
+    prompt(child)
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    assert len(set(answers)) == 3, answers
+
+
+def test_stats_after_an_interrupted_reply_says_so(tiny):
+    model = tiny("tame", n_ctx=16384)
+    child = spawn("-m", str(model), "--max-thinking", "15000", env={"THINK_N_CTX": "16384"})
+    prompt(child)
+    child.sendline("think for a long time")
+    child.expect("<think>|thinking|\\S{20}")  # thinking is streaming: a condition, not a clock
+    child.sendintr()
+    child.expect("interrupted: the partial reply is kept in history")
+    prompt(child)
+    child.sendline("/stats")
+    child.expect("interrupted \\(partial reply kept\\)")
+    prompt(child)
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+
+
+def test_piped_chat_prints_no_prompts_on_stdout(tiny):
+    r = subprocess.run([sys.executable, "-m", "thinkcli", "chat", "-m", str(tiny("tame")), "--no-think"],
+                       input="hello\n/bye\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ">>>" not in r.stdout and ">>>" not in r.stderr and r.stdout.strip()

@@ -53,3 +53,12 @@ def test_cli_classify_json(think):
     assert set(data) == {"tier", "score", "reasons"} and data["tier"] == "deep"
     plain = think("classify", "hello")
     assert "tier:   instant" in plain.stdout
+
+
+def test_two_megabytes_classify_in_well_under_a_second():
+    # Once quadratic (`\w+\(\)` backtracked): 80 kB took 15 s. Every pattern is linear now and the
+    # text inspected is bounded, so ask, chat, batch and a server stay safe from huge prompts.
+    for text in ("a" * 2_000_000, "a() " * 500_000, " " * 2_000_000 + "x", "1 + " * 500_000, "def " * 500_000):
+        started = time.perf_counter()
+        classify(text)
+        assert time.perf_counter() - started < 1.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import REPO
@@ -127,9 +127,8 @@ def test_ctrl_c_exits_130_and_keeps_what_was_printed(tiny, tmp_path):
         [sys.executable, "-m", "thinkcli", "ask", "-m", str(model), "--max-thinking", "15000", "x"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
     )
-    first = proc.stderr.read(64)  # thinking is streaming
+    first = proc.stderr.read(64)  # thinking is streaming (15000 tokens take far longer)
     assert first
-    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -181,3 +180,78 @@ def test_bare_think_prints_help(think):
     assert r.returncode == 0 and "Commands:" in r.stdout and "error" not in r.stderr
     bogus = think("bogus")
     assert bogus.returncode == 2 and "No such command 'bogus'" in bogus.stderr
+
+
+def test_thinking_that_would_fill_the_context_is_lowered_and_still_answers(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--max-thinking", "1000000000", "--max-answer", "20", "--json", "hi")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    lowered = next(e for e in data["events"] if e["type"] == "budget_lowered")
+    assert lowered["context"] == 2048 and lowered["max_thinking"][0] == 1000000000
+    assert data["budget"]["max_thinking"] == lowered["max_thinking"][1] < 2048
+    assert data["finish_reason"] != "context" and data["answer"].strip()
+    assert data["usage"]["thinking_tokens"] == data["budget"]["max_thinking"]
+    plain = think("ask", "-m", str(tiny("tame")), "--max-thinking", "1000000000", "--max-answer", "5", "hi")
+    assert "budget lowered to fit the context of 2048 tokens" in plain.stderr
+
+
+def test_a_prompt_beyond_the_context_says_how_to_raise_it(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "x" * 5000)
+    assert r.returncode == 1 and "raise n_ctx (THINK_N_CTX or n_ctx in config.yaml)" in r.stderr
+    huge = think("ask", "-m", str(tiny("tame")), input="y " * 1_000_000)  # refused before tokenizing
+    assert huge.returncode == 1 and "cannot fit the context" in huge.stderr
+
+
+def test_stdin_is_left_alone_with_no_stdin(tiny, tmp_path):
+    # `while read p; do think ask "$p"; done < f`: each call must leave the rest of f to the loop.
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first\nsecond\nthird\n")
+    script = (f'while read p; do {sys.executable} -m thinkcli ask --no-stdin --json -m {tiny("tame")} '
+              f'--no-think --max-answer 2 "$p"; done < {prompts}')
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert [json.loads(line)["prompt"] for line in r.stdout.splitlines()] == ["first", "second", "third"]
+    # `sleep 30 | think classify hi`: a pipe that stays open; with --no-stdin nothing waits on it
+    proc = subprocess.Popen([sys.executable, "-m", "thinkcli", "classify", "--no-stdin", "hi"], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.wait(timeout=60) == 0  # stdin is still open here: a read would never return
+    assert "tier:   instant" in proc.stdout.read()
+    proc.stdin.close()
+
+
+def test_bytes_that_are_not_utf8_are_replaced_not_a_crash(tiny):
+    model = str(tiny("tame"))
+    argv = [sys.executable.encode(), b"-m", b"thinkcli", b"ask", b"--json", b"--no-think", b"--max-answer", b"2",
+            b"-m", model.encode()]
+    r = subprocess.run([*argv, b"caf\xe9 \xff?"], capture_output=True, cwd=REPO, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["prompt"] == "caf\ufffd \ufffd?"
+    piped = subprocess.run([*argv, b"summarise"], input=b"bad \xc3\x28 bytes", capture_output=True, cwd=REPO, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["prompt"] == "bad \ufffd( bytes\n\nsummarise"
+
+
+def test_no_color_on_a_terminal_keeps_header_stats_and_counter(tiny):
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "thinkcli", "ask", "-m", str(tiny("tame")), "--max-thinking", "30",
+                                           "--max-answer", "3", "hi"], cwd=str(REPO), encoding="utf-8", timeout=60,
+                          env={**os.environ, "NO_COLOR": "1", "TERM": "xterm-256color"}, dimensions=(40, 200))
+    child.expect(pexpect.EOF)
+    output = child.before
+    child.close()
+    assert child.exitstatus == 0
+    assert "instant · " in output or "light · " in output  # the header
+    assert "thought for 30/30 tokens" in output and " tok/s" in output  # the counter and the stats line
+    assert not re.search(r"\x1b\[[0-9;]*3\dm|\x1b\[[0-9;]*38;", output), "NO_COLOR: no colour codes"
+
+
+def test_vote_strategy_without_samples_really_votes(think, tiny):
+    r = think("ask", "-m", str(tiny("tame")), "--strategy", "vote", "--max-thinking", "5", "--max-answer", "3",
+              "--json", "hi")
+    data = json.loads(r.stdout)
+    assert data["strategy"] == "vote" and len(data["samples"]) == data["budget"]["samples"] == 4
+
+
+def test_classify_reads_2mb_from_stdin(think):
+    r = think("classify", "--json", input="a() " * 500_000, timeout=30)  # quadratic before: minutes
+    assert r.returncode == 0 and json.loads(r.stdout)["tier"] in ("instant", "light", "standard", "deep")

@@ -161,6 +161,9 @@ class OutputStore:
         if self._handle:
             self._handle.close()
         if self._lock:
+            # Unlinked while still held, so no empty .lock stays behind. Safe: filelock re-checks
+            # after flock that the inode it locked still has a name (st_nlink) and retries if not.
+            Path(self._lock.lock_file).unlink(missing_ok=True)
             self._lock.release()
 
 

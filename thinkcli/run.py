@@ -30,7 +30,6 @@ from .plan import Plan
 from .records import Outcome
 from .runtime import Runtime
 
-FORCED_MARGIN = 64  # budget message + close tag + answer prefix, with room to spare
 MIN_ANSWER = 16  # a prompt that leaves less than this for an answer is refused
 
 
@@ -85,6 +84,8 @@ def seq_room(runtime: Runtime, loaded: Loaded) -> int:
 def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
     """The one context rule: prompt + thinking + answer + forced tokens ≤ one sequence's room."""
     room = seq_room(runtime, loaded)
+    forced = runtime.engine.forced(loaded)  # what a graceful end inserts must fit too
+    margin = len(forced.budget[0]) + len(forced.wait[0]) + 8
     plan, budget = task.plan, task.plan.budget
     messages = list(task.messages)
     first = 1 if messages and messages[0]["role"] == "system" else 0
@@ -96,17 +97,17 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
     while True:
         rendered = runtime.engine.render(loaded, messages, budget.thinking)
         tokens = loaded.model.prompt_tokens(rendered.text)
-        full = len(tokens) + budget.max_thinking + budget.max_answer + FORCED_MARGIN
+        full = len(tokens) + budget.max_thinking + budget.max_answer + margin
         if full <= room or not task.drop_history or len(messages) - first <= 1:
             break
         del messages[first:first + 2]  # the oldest exchange: a user message and its reply
         dropped += 2
-    left = room - len(tokens) - FORCED_MARGIN
+    left = room - len(tokens) - margin
     if left < MIN_ANSWER:
         raise ContextOverflowError(f"the prompt is {len(tokens)} tokens; the context holds {room} with room for "
                                    f"an answer; {hint}")
     notes: tuple[dict[str, object], ...] = ()
-    if len(tokens) + budget.max_thinking + budget.max_answer + FORCED_MARGIN > room:
+    if len(tokens) + budget.max_thinking + budget.max_answer + margin > room:
         max_answer = min(budget.max_answer, left)
         max_thinking = max(0, min(budget.max_thinking, left - max_answer))
         notes = ({"type": "budget_lowered", "reason": "context", "context": room, "prompt_tokens": len(tokens),

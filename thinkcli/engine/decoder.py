@@ -83,7 +83,10 @@ class Decoder:
         self.model = model
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = n_batch
+        # One step's batch holds a token per live sequence plus forced tokens and short prompts:
+        # llama_decode asserts n_tokens <= n_batch, so the context's n_batch is that capacity.
+        capacity = max(n_batch, 64 * n_seq)
+        params.n_batch = capacity
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq
         params.kv_unified = True
@@ -101,7 +104,7 @@ class Decoder:
         self.seq_room = min(seq_room or self.n_ctx, self.n_ctx)
         self.n_batch = n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
-        self.batch_capacity = max(n_batch, 64 * n_seq)
+        self.batch_capacity = capacity
         self.batch = llama_cpp.llama_batch_init(self.batch_capacity, 0, n_seq)
         self.slots = [_Slot(seq_id=i) for i in range(n_seq)]
         self.stats = DecoderStats()

@@ -86,11 +86,15 @@ class Engine:
         if prompt is None:
             rendered = self.render(loaded, job.messages, job.budget.thinking)
             prompt = loaded.model.prompt_tokens(rendered.text)
+        policy = make_policy(loaded, job.budget, self.forced(loaded))
+        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group)
+
+    def forced(self, loaded: Loaded) -> ForcedText:
+        """The texts a policy may insert for this model, tokenized once per model."""
         key = str(loaded.model.path)
         if key not in self._forced:
             self._forced[key] = forced_text(loaded)
-        policy = make_policy(loaded, job.budget, self._forced[key])
-        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group)
+        return self._forced[key]
 
     def generate(self, loaded: Loaded, jobs: Iterable[Job], parallel: int = 1) -> Iterator[EngineEvent]:
         """Jobs straight to the decoder (tests, benchmarks); front ends go through run.Scheduler."""
