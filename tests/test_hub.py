@@ -203,3 +203,17 @@ def test_a_model_pulled_by_repo_is_usable_by_repo(think, hub):
     removed = think("rm", "acme/tiny-GGUF:Q8_0", "--yes")
     assert removed.returncode == 0 and "tiny-Q8_0.gguf" in removed.stdout
     assert think("ask", "-m", "acme/tiny-GGUF", "--max-thinking", "2", "--max-answer", "2", "hi").returncode == 0
+
+
+def test_rm_answered_no_deletes_nothing_and_is_not_an_interruption(think, hub):
+    import pexpect
+
+    path = Path(think("pull", "acme/tiny-GGUF").stdout.strip())
+    child = pexpect.spawn(sys.executable, ["-m", "thinkcli", "rm", "acme/tiny-GGUF"], cwd=str(REPO),
+                          env=dict(os.environ), encoding="utf-8", timeout=60)
+    child.expect(r"Delete tiny-Q5_K_M.gguf")
+    child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "nothing deleted" in child.before and "interrupted" not in child.before
+    assert path.exists()

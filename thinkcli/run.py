@@ -164,8 +164,9 @@ class Scheduler:
     def __init__(self, runtime: Runtime, parallel: int = 1, max_samples: int = 1):
         self.runtime = runtime
         self.parallel = max(1, parallel)
-        # Slots: one per prompt in flight, plus room for one prompt's extra samples.
-        self.slots = self.parallel + max(1, max_samples) - 1
+        # Sequences decoded together (KV slots): `parallel`, or one prompt's samples if more. A
+        # deep prompt's samples take several of them; memory is slots x n_ctx tokens of KV cache.
+        self.slots = max(self.parallel, max_samples)
         self.last_decoder_stats: dict[str, object] = {}
 
     def run(self, tasks: Iterable[Task]) -> Iterator[RunEvent]:
