@@ -64,3 +64,15 @@ def run_think(*args: str, input: str | None = None, env: dict[str, str] | None =
 @pytest.fixture
 def think():
     return run_think
+
+
+def two_model_config(think_home: Path, small: Path, big: Path, extra_tiers: str = "") -> None:
+    """A user models.yaml: `small` by default, the deep tier (Best-of-2) routed to `big`."""
+    (think_home / "config").mkdir(parents=True, exist_ok=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"models:\n  small:\n    path: {small}\n    family: qwen3\n"
+        f"  big:\n    path: {big}\n    family: qwen3\n"
+        "default_model: small\n"
+        "tiers:\n  deep:\n    model: big\n    samples: 2\n    min_thinking: 0\n    max_thinking: 20\n    max_answer: 4\n"
+        + extra_tiers
+    )

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, two_model_config
 
 from thinkcli.batch import OutputStore, count_items, read_items
 
@@ -239,14 +239,8 @@ def test_output_and_summary_paths_are_checked_before_any_work(think, tiny, tmp_p
 
 
 def test_a_deep_tier_routed_to_a_second_model_runs_there(think, tiny, think_home, tmp_path):
-    (think_home / "config").mkdir(parents=True)
-    (think_home / "config" / "models.yaml").write_text(
-        f"models:\n  small:\n    path: {tiny('tame')}\n    family: qwen3\n"
-        f"  big:\n    path: {tiny('closer')}\n    family: qwen3\n"
-        "default_model: small\n"
-        "tiers:\n  deep:\n    model: big\n    samples: 2\n    min_thinking: 0\n    max_thinking: 20\n    max_answer: 4\n"
-        "  light:\n    max_thinking: 8\n    max_answer: 4\n  instant:\n    max_answer: 4\n"
-    )
+    two_model_config(think_home, tiny("tame"), tiny("closer"),
+                     "  light:\n    max_thinking: 8\n    max_answer: 4\n  instant:\n    max_answer: 4\n")
     src = tmp_path / "in.txt"
     src.write_text("hi\nProve that there are infinitely many primes.\nhello\nProve that sqrt 2 is irrational.\n")
     out = tmp_path / "out.jsonl"

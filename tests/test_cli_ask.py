@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, two_model_config
 
 ANSI = "\x1b["
 
@@ -141,13 +141,7 @@ def test_help_is_fast_and_lists_commands(think):
 
 
 def test_a_tier_routed_to_a_second_model_uses_it(think, tiny, think_home):
-    (think_home / "config").mkdir(parents=True)
-    (think_home / "config" / "models.yaml").write_text(
-        f"models:\n  small:\n    path: {tiny('tame')}\n    family: qwen3\n"
-        f"  big:\n    path: {tiny('closer')}\n    family: qwen3\n"
-        "default_model: small\n"
-        "tiers:\n  deep:\n    model: big\n    samples: 2\n    min_thinking: 0\n    max_thinking: 20\n    max_answer: 4\n"
-    )
+    two_model_config(think_home, tiny("tame"), tiny("closer"))
     easy = json.loads(think("ask", "--max-thinking", "5", "--max-answer", "2", "--json", "hi").stdout)
     hard = think("ask", "--json", "Prove that there are infinitely many primes.")
     assert hard.returncode == 0, hard.stderr
