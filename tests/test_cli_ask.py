@@ -249,3 +249,26 @@ def test_vote_strategy_without_samples_really_votes(think, tiny):
 def test_classify_reads_2mb_from_stdin(think):
     r = think("classify", "--json", input="a() " * 500_000, timeout=30)  # quadratic before: minutes
     assert r.returncode == 0 and json.loads(r.stdout)["tier"] in ("instant", "light", "standard", "deep")
+
+
+def test_version_and_help_that_is_not_cut_mid_sentence(think):
+    from importlib.metadata import version
+
+    assert think("--version").stdout.strip() == f"think {version('thinkcli')}"
+    commands = think("--help").stdout.split("Commands:")[1]
+    assert "..." not in commands and len(commands.strip().splitlines()) >= 8
+
+
+def test_ctrl_c_during_a_vote_prints_no_stray_counter(tiny):
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "thinkcli", "ask", "-m", str(tiny("tame")), "--tier", "deep",
+                                           "--max-thinking", "1800", "x"], cwd=str(REPO), encoding="utf-8",
+                          env={**os.environ, "TERM": "xterm"}, timeout=60, dimensions=(40, 120))
+    child.expect("sample 4")  # the live sample table is up
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before)
+    assert child.exitstatus == 130 and "interrupted" in plain
+    assert "thought for" not in plain and "/1800 tokens" not in plain  # the single-answer counter of old

@@ -217,3 +217,12 @@ def test_rm_answered_no_deletes_nothing_and_is_not_an_interruption(think, hub):
     child.close()
     assert child.exitstatus == 0 and "nothing deleted" in child.before and "interrupted" not in child.before
     assert path.exists()
+
+
+def test_doctor_with_a_broken_config_reports_everything_else_too(think, think_home):
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text("tiers: [\n")
+    r = think("doctor")
+    assert r.returncode == 1
+    assert "llama_cpp_python" in r.stdout and "backend" in r.stdout and "hf_cache" in r.stdout
+    assert "is not valid YAML" in r.stdout
