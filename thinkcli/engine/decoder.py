@@ -37,6 +37,13 @@ from .model import Model
 from .thinking import THINKING
 
 
+class _Wait:
+    """Yielded by a request source instead of a Request: nothing to start now, ask again next step."""
+
+
+WAIT: Any = _Wait()
+
+
 @dataclass
 class Request:
     key: Hashable
@@ -60,7 +67,7 @@ class _Slot:
     started_at: float = 0.0
     first_token_at: float | None = None
     reused: int = 0
-    cancelled: bool = False
+    cancelled: FinishReason | None = None
     shares_feed_with: list[_Slot] = field(default_factory=list)  # group sharing one prompt tail
 
 
@@ -72,6 +79,7 @@ class DecoderStats:
     decode_seconds: float = 0.0
     # steps whose batch held a multi-sequence group (Best-of-N) together with other prompts
     shared_group_steps: int = 0
+    max_step_sequences: int = 0  # the most sequences one llama_decode carried
 
 
 class Decoder:
@@ -116,6 +124,9 @@ class Decoder:
             admit: Callable[[], bool] | None = None) -> Iterator[EngineEvent]:
         """Generate for every request, at most `parallel` (default n_seq) at a time; yields events.
 
+        The source may yield WAIT for "nothing now": running sequences go on, and the source is
+        asked again at the next step (when nothing runs, run() returns).
+
         `admit`, if given, is asked before each new request is taken: the scheduler uses it to
         limit the number of prompts in flight while a prompt's Best-of-N samples fill several slots."""
         self._max_live = min(parallel or self.n_seq, self.n_seq)
@@ -143,11 +154,11 @@ class Decoder:
                     self._lib.llama_memory_seq_rm(self.memory, slot.seq_id, len(slot.cached), -1)
                     self._release(slot)
 
-    def cancel(self, key: Hashable) -> None:
-        """Stop a live sequence at the next step (adaptive vote, Ctrl-C of one item)."""
+    def cancel(self, key: Hashable, reason: FinishReason = "stopped_early") -> None:
+        """Stop a live sequence at the next step (adaptive vote; a client that went away)."""
         for slot in self.slots:
             if slot.request is not None and slot.request.key == key:
-                slot.cancelled = True
+                slot.cancelled = reason
 
     def close(self) -> None:
         for slot in self.slots:
@@ -173,6 +184,8 @@ class Decoder:
                 for group in groups.values():
                     yield from self._prefill(group)
                 return True
+            if request is WAIT:  # the source has nothing right now (a server between requests)
+                break
             self._assign(slot, request)
             groups.setdefault(tuple(request.prompt), []).append(slot)
         for group in groups.values():
@@ -188,7 +201,7 @@ class Decoder:
                 f"the prompt is {len(request.prompt)} tokens; the context holds {self.seq_room}"
             )
         slot.request = request
-        slot.cancelled = False
+        slot.cancelled = None
         slot.started_at = time.perf_counter()
         slot.first_token_at = None
         slot.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -297,7 +310,7 @@ class Decoder:
         assert request is not None
         policy = request.policy
         if slot.cancelled:
-            yield from self._finish(slot, "stopped_early")
+            yield from self._finish(slot, slot.cancelled)
             return
         token = lib.llama_sampler_sample(slot.sampler, self.ctx, slot.logits_index)
         prob = self._token_prob(slot.logits_index, token) if request.score_tokens else None
@@ -379,6 +392,7 @@ class Decoder:
         slot.shares_feed_with = []
 
     def _count_groups(self, owners: list[tuple[list[_Slot], int, list[int]]]) -> None:
+        self.stats.max_step_sequences = max(self.stats.max_step_sequences, sum(len(m) for m, _, _ in owners))
         groups: Counter[Hashable] = Counter()
         for members, _, _ in owners:
             for member in members:

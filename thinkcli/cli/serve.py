@@ -1,0 +1,86 @@
+"""`think serve`: an OpenAI-compatible HTTP server with the adaptive policy (see server.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import UsageError
+from .ask import gpu_layers_value
+from .options import GpuLayersOpt, ModelOpt
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free port, printed at start).")] = 8000,
+    model: ModelOpt = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Sequences decoded together per model.")] = 4,
+    queue: Annotated[int, typer.Option("--queue", help="Requests that may wait; more get 429.")] = 32,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="THINK_API_KEY", show_envvar=True,
+                                                   help="Require Authorization: Bearer KEY.")] = None,
+    max_request_bytes: Annotated[int, typer.Option("--max-request-bytes", help="Largest request body.")] = 1_000_000,
+    gpu_layers: GpuLayersOpt = None,
+) -> None:
+    """Serve an OpenAI-compatible API with adaptive thinking.
+
+    POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models, GET /health.
+    reasoning_effort picks a tier; absent, the classifier decides."""
+    import uvicorn
+
+    from ..runtime import Runtime
+    from ..server import Limits, create_app
+    from ..service import Service
+
+    if not 1 <= parallel <= 64:
+        raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    if queue < 1:
+        raise UsageError(f"--queue must be >= 1, got {queue}")
+    runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))
+    if model:
+        from dataclasses import replace
+
+        runtime.settings = replace(runtime.settings, default_model=model)
+    loaded = runtime.load(runtime.default_model)  # fail now, in one line, not at the first request
+    samples = max([t.samples for t in runtime.registry.tiers.values()] + [1])
+    service = Service(runtime, parallel=parallel, queue_size=queue, max_samples=samples)
+    app = create_app(runtime, service, api_key=api_key or None, limits=Limits(max_request_bytes=max_request_bytes))
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=10,
+                            access_log=bool(os.environ.get("THINK_DEBUG")))
+    server = _Server(config)
+    sys.stderr.write(f"think serve · {loaded.name} ({loaded.family.name}) · http://{host}:{bound}/v1 · "
+                     f"parallel {parallel}{' · API key required' if api_key else ''} · Ctrl-C stops\n")
+    sys.stderr.flush()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        service.close()
+    sys.stderr.write("think serve: stopped\n")
+
+
+class _Server:
+    """uvicorn's server, minus re-raising the signal that stopped it: Ctrl-C/SIGTERM end in exit 0."""
+
+    def __new__(cls, config: Any) -> Any:
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                super().handle_exit(sig, frame)
+                self._captured_signals.clear()
+
+        return Quiet(config)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,514 @@
+"""`think serve`: the adaptive-compute policy behind an OpenAI-compatible HTTP API (Starlette).
+
+Every request becomes tasks for the one scheduler (through service.py), so concurrent clients
+are decoded together. The answer travels in `content`, the thinking in `reasoning_content` (the
+convention of llama-server and DeepSeek); `reasoning_effort` picks a tier; a `think` object in
+each response says what the policy did. Errors are OpenAI-style objects with 4xx codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .engine.events import Answer, SequenceDone, Thinking
+from .errors import ThinkError
+from .plan import Overrides, Plan, make_plan
+from .records import Outcome, outcome_record
+from .registry import TIER_NAMES
+from .run import Failed, RunEvent, Task
+from .runtime import Runtime
+from .service import Busy, Service
+
+# reasoning_effort → (tier, thinking switched off)
+EFFORTS: dict[str, tuple[str, bool]] = {
+    "none": ("instant", True), "minimal": ("instant", False), "low": ("light", False),
+    "medium": ("standard", False), "high": ("deep", False), "xhigh": ("deep", False), "max": ("deep", False),
+}
+FINISH = {"stop": "stop", "length": "length", "context": "length", "stopped_early": "stop", "dropped": "stop",
+          "cancelled": "stop"}
+
+
+class ApiError(Exception):
+    """An OpenAI-style error: HTTP status, message, type, param, code."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int = 1_000_000
+    max_tokens: int = 32_768
+    max_n: int = 8
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A validated request: what to run, n times, and how to answer."""
+
+    prompt: str
+    messages: tuple[dict[str, str], ...]
+    plan: Plan
+    n: int
+    stream: bool
+    include_usage: bool
+    stop: tuple[str, ...]
+
+
+# -- request parsing (pure: tested without a server) -------------------------------------------
+def _text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ApiError(400, f"{where}: only text content parts are supported", param=where)
+            parts.append(part["text"])
+        return "".join(parts)
+    raise ApiError(400, f"{where}: content must be a string or a list of text parts", param=where)
+
+
+def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ApiError(400, f"'{name}' must be {'an integer' if kind is int else 'a number'}", param=name)
+    if not low <= value <= high:
+        raise ApiError(400, f"'{name}' must be between {low:g} and {high:g}", param=name)
+    return value
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
+        raise ApiError(400, "'stop' must be a string or a list of up to 4 non-empty strings", param="stop")
+    return tuple(stops)
+
+
+def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Parsed:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    if chat:
+        raw = body.get("messages")
+        if not isinstance(raw, list) or not raw:
+            raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+        messages = []
+        for i, message in enumerate(raw):
+            if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
+                raise ApiError(400, f"messages[{i}]: role must be system, user or assistant", param=f"messages[{i}]")
+            role = "system" if message["role"] == "developer" else message["role"]
+            messages.append({"role": role, "content": _text(message.get("content"), f"messages[{i}].content")})
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        if not users:
+            raise ApiError(400, "'messages' needs a user message", param="messages")
+        prompt = users[-1]
+    else:
+        raw_prompt = body.get("prompt")
+        if isinstance(raw_prompt, list) and len(raw_prompt) == 1:
+            raw_prompt = raw_prompt[0]
+        if not isinstance(raw_prompt, str):
+            raise ApiError(400, "'prompt' must be a string", param="prompt")
+        prompt = raw_prompt
+        messages = [{"role": "user", "content": prompt}]
+    if not prompt.strip():
+        raise ApiError(400, "the prompt is empty", param="messages" if chat else "prompt")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, "'model' must be a string", param="model")
+    model = model_for(model, runtime)
+    effort = body.get("reasoning_effort")
+    tier = body.get("tier", "auto")
+    no_think = False
+    if effort is not None:
+        if effort not in EFFORTS:
+            raise ApiError(400, f"'reasoning_effort' must be one of {', '.join(EFFORTS)}", param="reasoning_effort")
+        tier, no_think = EFFORTS[effort]
+    if tier not in ("auto", *TIER_NAMES):
+        raise ApiError(400, f"'tier' must be auto or one of {', '.join(TIER_NAMES)}", param="tier")
+    max_tokens = _number(body, "max_completion_tokens", int, 1, limits.max_tokens)
+    if max_tokens is None:
+        max_tokens = _number(body, "max_tokens", int, 1, limits.max_tokens)
+    overrides = Overrides(
+        tier=tier, model=model, no_think=no_think,
+        max_thinking=_number(body, "max_thinking", int, 0, limits.max_tokens),
+        min_thinking=_number(body, "min_thinking", int, 0, limits.max_tokens),
+        samples=_number(body, "samples", int, 1, 64),
+        temperature=_number(body, "temperature", float, 0, 2),
+        seed=_number(body, "seed", int, -(2**63), 2**63 - 1),
+    )
+    try:
+        plan = make_plan(prompt, runtime.registry, overrides, model)
+    except ThinkError as exc:
+        raise ApiError(400, str(exc)) from None
+    if max_tokens is not None:
+        plan = _cap_completion(plan, max_tokens)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be true or false", param="stream")
+    options = body.get("stream_options") or {}
+    n = _number(body, "n", int, 1, limits.max_n) or 1
+    return Parsed(prompt, tuple(messages), plan, n, stream, bool(isinstance(options, dict) and options.get("include_usage")),
+                  _stop(body))
+
+
+def _cap_completion(plan: Plan, max_tokens: int) -> Plan:
+    """max_tokens caps thinking + answer together; a quarter of it (at least 16) stays for the answer."""
+    budget = plan.budget
+    if budget.max_thinking + budget.max_answer <= max_tokens:
+        return plan
+    if not budget.thinking or budget.max_thinking == 0:
+        return replace(plan, budget=replace(budget, max_answer=max_tokens))
+    answer = min(budget.max_answer, max(max_tokens // 4, min(16, max_tokens)))
+    thinking = min(budget.max_thinking, max_tokens - answer)
+    budget = replace(budget, max_thinking=thinking, max_answer=answer, min_thinking=min(budget.min_thinking, thinking),
+                     thinking=budget.thinking and thinking > 0, grace=min(budget.grace, thinking))
+    return replace(plan, budget=budget)
+
+
+def display_name(ref: str) -> str:
+    """How a model is named to clients: its alias or repo, or the file name of a .gguf path."""
+    from .hub import looks_like_path
+
+    return Path(ref).name if looks_like_path(ref) else ref
+
+
+def model_for(name: str | None, runtime: Runtime) -> str:
+    """The `model` field: an alias, a pulled org/repo, the served default, or `think` (= default)."""
+    default = runtime.default_model
+    if name in (None, "", "think", default, display_name(default)):
+        return default
+    from .hub import parse_repo_ref
+
+    if name in runtime.registry.models or parse_repo_ref(name) is not None:
+        try:
+            runtime.load(name)
+        except ThinkError as exc:
+            raise ApiError(404, f"model '{name}': {exc}", code="model_not_found", param="model") from None
+        return name
+    raise ApiError(404, f"the model '{name}' does not exist (GET /v1/models lists them)", code="model_not_found",
+                   param="model")
+
+
+# -- stop strings ----------------------------------------------------------------------------
+class StopFilter:
+    """Cuts streamed answer text at the first stop string, holding back what might start one."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self.buffer += text
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.buffer = self.buffer[:cut], ""
+            return out
+        if not self.stops or len(self.buffer) <= self.hold:
+            out = self.buffer if not self.stops else ""
+            self.buffer = "" if not self.stops else self.buffer
+            return out
+        out, self.buffer = self.buffer[: len(self.buffer) - self.hold], self.buffer[len(self.buffer) - self.hold:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out
+
+    def apply(self, text: str) -> tuple[str, bool]:
+        """A whole text at once: (cut text, whether a stop string was found)."""
+        return self.feed(text) + self.flush(), self.stopped
+
+
+# -- responses -------------------------------------------------------------------------------
+def think_extension(outcome: Outcome) -> dict[str, Any]:
+    record = outcome_record(outcome, keep_thinking=False)
+    keep = ("model", "family", "tier", "score", "reasons", "strategy", "budget", "confidence", "events", "samples",
+            "vote", "timings")
+    return {key: record[key] for key in keep}
+
+
+def usage_of(outcomes: list[Outcome]) -> dict[str, Any]:
+    prompt = outcomes[0].done.usage.prompt_tokens if outcomes else 0
+    cached = outcomes[0].done.usage.reused_tokens if outcomes else 0
+    runs = [s for o in outcomes for s in (o.samples or (o.done,))]
+    thinking = sum(s.usage.thinking_tokens + s.usage.forced_tokens for s in runs)
+    answer = sum(s.usage.answer_tokens for s in runs)
+    return {"prompt_tokens": prompt, "completion_tokens": thinking + answer, "total_tokens": prompt + thinking + answer,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": thinking}}
+
+
+class Exchange:
+    """One HTTP request's n tasks and the queue their events come back on."""
+
+    def __init__(self, service: Service, parsed: Parsed, loop: asyncio.AbstractEventLoop):
+        self.id = uuid.uuid4().hex[:24]
+        self.service = service
+        self.parsed = parsed
+        self.events: asyncio.Queue[tuple[int, RunEvent]] = asyncio.Queue()
+        self.keys = [f"{self.id}-{i}" for i in range(parsed.n)]
+        self.loop = loop
+        self.open = set(range(parsed.n))
+
+    def start(self) -> None:
+        plan = self.parsed.plan
+        for index, key in enumerate(self.keys):
+            seeded = replace(plan, seed=plan.seed + 1000 * index) if index else plan  # n different draws
+            task = Task(key, self.parsed.prompt, seeded, self.parsed.messages)
+            try:
+                self.service.submit(task, self._listener(index))
+            except Busy as exc:
+                self.cancel()
+                raise ApiError(429, f"server busy: {exc}; retry shortly", kind="rate_limit_error",
+                               code="server_busy", headers={"Retry-After": "1"}) from None
+
+    def _listener(self, index: int) -> Any:
+        def put(event: RunEvent) -> None:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+
+        return put
+
+    def cancel(self) -> None:
+        for key in self.keys:
+            self.service.cancel(key)
+
+    async def next(self) -> tuple[int, RunEvent]:
+        index, event = await self.events.get()
+        if isinstance(event, (Outcome, Failed)):
+            self.open.discard(index)
+        return index, event
+
+
+def _failed(event: Failed) -> ApiError:
+    return ApiError(400 if "context" in event.error or "prompt" in event.error else 500, event.error,
+                    kind="invalid_request_error" if "context" in event.error else "server_error")
+
+
+def create_app(runtime: Runtime, service: Service, api_key: str | None = None, limits: Limits | None = None) -> Starlette:
+    limits = limits or Limits()
+
+    async def authorised(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if given != f"Bearer {api_key}":
+            raise ApiError(401, "invalid or missing API key (Authorization: Bearer …)", kind="authentication_error",
+                           code="invalid_api_key")
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
+            raise ApiError(413, f"the request is larger than {limits.max_request_bytes} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_request_bytes:
+                raise ApiError(413, f"the request is larger than {limits.max_request_bytes} bytes")
+        try:
+            return json.loads(body.decode("utf-8", errors="replace"))
+        except ValueError:
+            raise ApiError(400, "the request body is not valid JSON") from None
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                await authorised(request)
+                response: Response = await handler(request)
+                return response
+            except ApiError as exc:
+                return exc.response()
+
+        return endpoint
+
+    async def completions(request: Request, chat: bool) -> Response:
+        parsed = parse_request(await read_json(request), runtime, limits, chat)
+        exchange = Exchange(service, parsed, asyncio.get_running_loop())
+        exchange.start()
+        if parsed.stream:
+            return StreamingResponse(stream_chunks(exchange, request, chat), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await collect(exchange, request, chat)
+
+    async def collect(exchange: Exchange, request: Request, chat: bool) -> Response:
+        outcomes: dict[int, Outcome] = {}
+        try:
+            while exchange.open:
+                getter = asyncio.ensure_future(exchange.next())
+                while not getter.done():
+                    done, _ = await asyncio.wait({getter}, timeout=0.5)
+                    if not done and await request.is_disconnected():
+                        getter.cancel()
+                        exchange.cancel()
+                        return Response(status_code=499)
+                index, event = getter.result()
+                if isinstance(event, Failed):
+                    exchange.cancel()
+                    raise _failed(event)
+                if isinstance(event, Outcome):
+                    outcomes[index] = event
+        except asyncio.CancelledError:
+            exchange.cancel()
+            raise
+        ordered = [outcomes[i] for i in range(exchange.parsed.n)]
+        choices = []
+        for index, outcome in enumerate(ordered):
+            text, stopped = StopFilter(exchange.parsed.stop).apply(outcome.done.answer)
+            finish = "stop" if stopped else FINISH.get(outcome.done.finish_reason, "stop")
+            if chat:
+                message = {"role": "assistant", "content": text, "reasoning_content": outcome.done.thinking or None}
+                choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
+            else:
+                choices.append({"index": index, "text": text, "reasoning_content": outcome.done.thinking or None,
+                                "finish_reason": finish, "logprobs": None})
+        body = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + exchange.id,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": display_name(exchange.parsed.plan.model),
+            "choices": choices,
+            "usage": usage_of(ordered),
+            "think": [think_extension(o) for o in ordered] if len(ordered) > 1 else think_extension(ordered[0]),
+        }
+        return JSONResponse(body)
+
+    async def stream_chunks(exchange: Exchange, request: Request, chat: bool) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        ident = ("chatcmpl-" if chat else "cmpl-") + exchange.id
+        model = display_name(exchange.parsed.plan.model)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        filters = [StopFilter(exchange.parsed.stop) for _ in range(exchange.parsed.n)]
+        voting = exchange.parsed.plan.samples > 1
+        outcomes: dict[int, Outcome] = {}
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None) -> bytes:
+            if chat:
+                choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": index, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": None}
+                if "reasoning_content" in delta:
+                    choice["reasoning_content"] = delta["reasoning_content"]
+            data = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice], **(extra or {})}
+            return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+        try:
+            if chat:
+                for index in range(exchange.parsed.n):
+                    yield chunk(index, {"role": "assistant", "content": ""})
+            while exchange.open:
+                index, event = await exchange.next()
+                match event:
+                    case Thinking() if not voting and event.text:
+                        yield chunk(index, {"reasoning_content": event.text})
+                    case Answer() if not voting and not filters[index].stopped:
+                        text = filters[index].feed(event.text)
+                        if text:
+                            yield chunk(index, {"content": text})
+                        if filters[index].stopped:
+                            exchange.service.cancel(exchange.keys[index])  # a stop string: no more tokens
+                            exchange.open.discard(index)
+                            yield chunk(index, {}, "stop")
+                    case SequenceDone():
+                        pass
+                    case Failed():
+                        exchange.cancel()
+                        error = _failed(event)
+                        yield b"data: " + json.dumps({"error": {"message": error.message, "type": error.kind}}).encode() + b"\n\n"
+                        return
+                    case Outcome():
+                        outcomes[index] = event
+                        if voting:  # the vote decides what is shown: the winner's thinking and answer at the end
+                            if event.done.thinking:
+                                yield chunk(index, {"reasoning_content": event.done.thinking})
+                            text = filters[index].feed(event.done.answer)
+                            if text:
+                                yield chunk(index, {"content": text})
+                        rest = filters[index].flush()
+                        if rest:
+                            yield chunk(index, {"content": rest})
+                        if not filters[index].stopped or voting:
+                            finish = "stop" if filters[index].stopped else FINISH.get(event.done.finish_reason, "stop")
+                            yield chunk(index, {}, finish, {"think": think_extension(event)})
+            if exchange.parsed.include_usage and outcomes:
+                ordered = [outcomes[i] for i in sorted(outcomes)]
+                usage = {"id": ident, "object": kind, "created": created, "model": model, "choices": [],
+                         "usage": usage_of(ordered)}
+                yield b"data: " + json.dumps(usage).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        finally:
+            exchange.cancel()  # a client that went away (or any early end) frees its slots at once
+
+    async def chat_completions(request: Request) -> Response:
+        return await completions(request, chat=True)
+
+    async def text_completions(request: Request) -> Response:
+        return await completions(request, chat=False)
+
+    async def models(request: Request) -> Response:
+        names = [display_name(runtime.default_model), *sorted(alias for alias in runtime.registry.models if alias != runtime.default_model and _available(runtime, alias))]
+        tiers = {name: {"max_thinking": t.max_thinking, "max_answer": t.max_answer, "strategy": t.strategy,
+                        "samples": t.samples, "model": display_name(t.model or runtime.default_model)}
+                 for name, t in runtime.registry.tiers.items()}
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "thinkcli",
+                 "default": index == 0} for index, name in enumerate(names)]
+        return JSONResponse({"object": "list", "data": data, "tiers": tiers,
+                             "reasoning_effort": {k: v[0] + (" (no thinking)" if v[1] else "") for k, v in EFFORTS.items()}})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": display_name(runtime.default_model), "parallel": service.parallel,
+                             **service.stats()})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found").response()
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return ApiError(500, "internal error", kind="server_error").response()
+
+    routes = [
+        Route("/v1/chat/completions", guarded(chat_completions), methods=["POST"]),
+        Route("/v1/completions", guarded(text_completions), methods=["POST"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error})
+
+
+def _available(runtime: Runtime, alias: str) -> bool:
+    from .hub import resolve
+
+    try:
+        resolve(alias, runtime.registry, runtime.paths)
+        return True
+    except ThinkError:
+        return False
