@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .engine.events import Answer, SequenceDone, Thinking
+from .engine.events import Answer, Thinking
 from .errors import ThinkError
 from .plan import Overrides, Plan, make_plan
 from .records import Outcome, outcome_record
@@ -278,6 +279,9 @@ class Exchange:
         self.keys = [f"{self.id}-{i}" for i in range(parsed.n)]
         self.loop = loop
         self.open = set(range(parsed.n))
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, RunEvent]] = []
+        self._scheduled = False
 
     def start(self) -> None:
         plan = self.parsed.plan
@@ -292,20 +296,44 @@ class Exchange:
                                code="server_busy", headers={"Retry-After": "1"}) from None
 
     def _listener(self, index: int) -> Any:
+        """Events arrive on the decoding thread; they are handed to the event loop in bunches (one
+        wake-up per bunch, not per token: a wake-up is a syscall and a GIL hand-over)."""
+
         def put(event: RunEvent) -> None:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+            with self._lock:
+                self._pending.append((index, event))
+                if self._scheduled:
+                    return
+                self._scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
 
         return put
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._scheduled = False
+        for item in pending:
+            self.events.put_nowait(item)
 
     def cancel(self) -> None:
         for key in self.keys:
             self.service.cancel(key)
 
     async def next(self) -> tuple[int, RunEvent]:
-        index, event = await self.events.get()
-        if isinstance(event, (Outcome, Failed)):
-            self.open.discard(index)
-        return index, event
+        return self._seen(await self.events.get())
+
+    def ready(self) -> list[tuple[int, RunEvent]]:
+        """Events already waiting (taken without waiting), to be sent together."""
+        items = []
+        while not self.events.empty():
+            items.append(self._seen(self.events.get_nowait()))
+        return items
+
+    def _seen(self, item: tuple[int, RunEvent]) -> tuple[int, RunEvent]:
+        if isinstance(item[1], (Outcome, Failed)):
+            self.open.discard(item[0])
+        return item
 
 
 def _failed(event: Failed) -> ApiError:
@@ -419,44 +447,69 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
             data = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice], **(extra or {})}
             return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
 
+        pending: dict[int, list[list[str]]] = {}  # per choice: runs of [delta key, text] not yet sent
+
+        def add(index: int, key: str, text: str) -> None:
+            runs = pending.setdefault(index, [])
+            if runs and runs[-1][0] == key:
+                runs[-1][1] += text  # tokens that arrived together go out in one chunk
+            else:
+                runs.append([key, text])
+
+        def flush(out: list[bytes], index: int) -> None:
+            for key, text in pending.pop(index, []):
+                out.append(chunk(index, {key: text}))
+
+        def handle(out: list[bytes], index: int, event: RunEvent) -> bool:
+            """Turn one event into chunks; False ends the stream (an error)."""
+            match event:
+                case Thinking() if not voting and event.text:
+                    add(index, "reasoning_content", event.text)
+                case Answer() if not voting and not filters[index].stopped:
+                    text = filters[index].feed(event.text)
+                    if text:
+                        add(index, "content", text)
+                    if filters[index].stopped:
+                        exchange.service.cancel(exchange.keys[index])  # a stop string: no more tokens
+                        exchange.open.discard(index)
+                        flush(out, index)
+                        out.append(chunk(index, {}, "stop"))
+                case Failed():
+                    exchange.cancel()
+                    error = _failed(event)
+                    out.append(b"data: " + json.dumps({"error": {"message": error.message, "type": error.kind}}).encode()
+                               + b"\n\n")
+                    return False
+                case Outcome():
+                    outcomes[index] = event
+                    if voting:  # the vote decides what is shown: the winner's thinking and answer at the end
+                        if event.done.thinking:
+                            add(index, "reasoning_content", event.done.thinking)
+                        text = filters[index].feed(event.done.answer)
+                        if text:
+                            add(index, "content", text)
+                    rest = filters[index].flush()
+                    if rest:
+                        add(index, "content", rest)
+                    flush(out, index)
+                    if not filters[index].stopped or voting:
+                        finish = "stop" if filters[index].stopped else FINISH.get(event.done.finish_reason, "stop")
+                        out.append(chunk(index, {}, finish, {"think": think_extension(event)}))
+            return True
+
         try:
             if chat:
-                for index in range(exchange.parsed.n):
-                    yield chunk(index, {"role": "assistant", "content": ""})
+                yield b"".join(chunk(index, {"role": "assistant", "content": ""}) for index in range(exchange.parsed.n))
             while exchange.open:
-                index, event = await exchange.next()
-                match event:
-                    case Thinking() if not voting and event.text:
-                        yield chunk(index, {"reasoning_content": event.text})
-                    case Answer() if not voting and not filters[index].stopped:
-                        text = filters[index].feed(event.text)
-                        if text:
-                            yield chunk(index, {"content": text})
-                        if filters[index].stopped:
-                            exchange.service.cancel(exchange.keys[index])  # a stop string: no more tokens
-                            exchange.open.discard(index)
-                            yield chunk(index, {}, "stop")
-                    case SequenceDone():
-                        pass
-                    case Failed():
-                        exchange.cancel()
-                        error = _failed(event)
-                        yield b"data: " + json.dumps({"error": {"message": error.message, "type": error.kind}}).encode() + b"\n\n"
-                        return
-                    case Outcome():
-                        outcomes[index] = event
-                        if voting:  # the vote decides what is shown: the winner's thinking and answer at the end
-                            if event.done.thinking:
-                                yield chunk(index, {"reasoning_content": event.done.thinking})
-                            text = filters[index].feed(event.done.answer)
-                            if text:
-                                yield chunk(index, {"content": text})
-                        rest = filters[index].flush()
-                        if rest:
-                            yield chunk(index, {"content": rest})
-                        if not filters[index].stopped or voting:
-                            finish = "stop" if filters[index].stopped else FINISH.get(event.done.finish_reason, "stop")
-                            yield chunk(index, {}, finish, {"think": think_extension(event)})
+                out: list[bytes] = []
+                batch = [await exchange.next(), *exchange.ready()]
+                going = all(handle(out, index, event) for index, event in batch)
+                for index in list(pending):
+                    flush(out, index)
+                if out:
+                    yield b"".join(out)
+                if not going:
+                    return
             if exchange.parsed.include_usage and outcomes:
                 ordered = [outcomes[i] for i in sorted(outcomes)]
                 usage = {"id": ident, "object": kind, "created": created, "model": model, "choices": [],
