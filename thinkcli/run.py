@@ -108,7 +108,7 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
         raise ContextOverflowError(f"the prompt is {len(tokens)} tokens; the context holds {room} with room for "
                                    f"an answer; {hint}")
     notes: tuple[dict[str, object], ...] = ()
-    if len(tokens) + budget.max_thinking + budget.max_answer + margin > room:
+    if full > room:
         max_answer = min(budget.max_answer, left)
         max_thinking = max(0, min(budget.max_thinking, left - max_answer))
         notes = ({"type": "budget_lowered", "reason": "context", "context": room, "prompt_tokens": len(tokens),
@@ -315,7 +315,7 @@ class Scheduler:
 
 def _vote_answer(done: SequenceDone) -> str | None:
     """The answer a finished sample votes for; dropped or stopped samples do not vote."""
-    if done.finish_reason in ("dropped", "stopped_early"):
+    if done.finish_reason in ("dropped", "stopped_early", "cancelled"):
         return None
     return extract_answer(done.answer)
 
