@@ -286,3 +286,21 @@ def test_the_embedded_model_answers_over_http():
             "temperature": 0}, timeout=60)
         chunks = [json.loads(line[6:]) for line in raw.text.splitlines() if line.startswith("data: {")]
         assert "Paris" in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def test_sigterm_ends_running_streams_cleanly_and_exits_0(tmp_path):
+    from tinymodel import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
+    with serve("-m", str(model), "--parallel", "1", env={"THINK_N_CTX": "16384"}) as served:
+        body = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000,
+                "tier": "light"}
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=body, timeout=60) as response:
+            lines = response.iter_lines()
+            while "reasoning_content" not in next(lines):
+                pass  # streaming
+            served.proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]  # it ends by itself: a last chunk, then [DONE]
+        assert rest[-1] == "data: [DONE]" and any('"finish_reason": "stop"' in line for line in rest)
+        assert served.proc.wait(timeout=30) == 0
+        assert "Traceback" not in served.proc.stderr.read()

@@ -284,6 +284,9 @@ class Exchange:
         self._scheduled = False
 
     def start(self) -> None:
+        if self.service.closing:
+            raise ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down",
+                           headers={"Retry-After": "5"})
         plan = self.parsed.plan
         for index, key in enumerate(self.keys):
             seeded = replace(plan, seed=plan.seed + 1000 * index) if index else plan  # n different draws

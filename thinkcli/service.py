@@ -52,11 +52,14 @@ class Service:
         self._workers: dict[str, _Worker] = {}
         self._listeners: dict[str, Listener] = {}
         self._lock = threading.Lock()
+        self.closing = False
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "rejected": 0}
 
     # -- from the server's threads ----------------------------------------------------------
     def submit(self, task: Task, listener: Listener) -> None:
         """Queue a task; its events go to `listener`. Raises Busy when the queue is full."""
+        if self.closing:
+            raise Busy("the server is shutting down")
         worker = self._worker(task.plan.model)
         with self._lock:
             self._listeners[task.key] = listener
@@ -83,6 +86,17 @@ class Service:
             workers = {name: {"queued": w.inbox.qsize(), "running": len(w.live),
                               "decoder": dict(w.scheduler.last_decoder_stats)} for name, w in self._workers.items()}
             return {"models": workers, **self.counts}
+
+    def shutdown(self) -> None:
+        """Stop taking work and end every task now: each ends as `cancelled` and its listener still
+        hears it, so a streaming client gets a last chunk and [DONE] instead of a cut connection."""
+        with self._lock:
+            self.closing = True
+            keys = list(self._listeners)
+            workers = list(self._workers.values())
+        for worker in workers:
+            for key in keys:
+                worker.scheduler.cancel(key)
 
     def close(self) -> None:
         """Stop taking work; running tasks are cancelled, the decoding threads end."""

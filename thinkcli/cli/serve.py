@@ -55,9 +55,10 @@ def serve(
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=10,
-                            access_log=bool(os.environ.get("THINK_DEBUG")))
-    server = _Server(config)
+    debug = bool(os.environ.get("THINK_DEBUG"))
+    config = uvicorn.Config(app, log_level="info" if debug else "critical", lifespan="off",
+                            timeout_graceful_shutdown=10, access_log=debug)
+    server = _Server(config, service.shutdown)
     sys.stderr.write(f"think serve · {loaded.name} ({loaded.family.name}) · http://{host}:{bound}/v1 · "
                      f"parallel {parallel}{' · API key required' if api_key else ''} · Ctrl-C stops\n")
     sys.stderr.flush()
@@ -69,17 +70,19 @@ def serve(
 
 
 class _Server:
-    """uvicorn's server, minus re-raising the signal that stopped it: Ctrl-C/SIGTERM end in exit 0."""
+    """uvicorn's server that ends running tasks on Ctrl-C/SIGTERM (their clients get a last chunk)
+    and does not re-raise the signal afterwards: the exit code is 0."""
 
-    def __new__(cls, config: Any) -> Any:
+    def __new__(cls, config: Any, on_exit: Any) -> Any:
         import uvicorn
 
-        class Quiet(uvicorn.Server):
+        class Graceful(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
                 super().handle_exit(sig, frame)
                 self._captured_signals.clear()
+                on_exit()
 
-        return Quiet(config)
+        return Graceful(config)
 
 
 def register(app: typer.Typer) -> None:
