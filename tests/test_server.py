@@ -54,6 +54,25 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
                 proc.kill()
 
 
+LONG = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000, "tier": "light"}
+
+
+@contextmanager
+def long_server(tmp_path, *args: str) -> Iterator[Served]:
+    """A server on a tiny model with a 16k context: a LONG request streams for seconds."""
+    from tinymodel import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
+    with serve("-m", str(model), "--parallel", "1", *args, env={"THINK_N_CTX": "16384"}) as served:
+        yield served
+
+
+def until_thinking(lines: Iterator[str]) -> None:
+    """Read a stream until its thinking flows: the request is decoding, not merely queued."""
+    while "reasoning_content" not in next(lines):
+        pass
+
+
 @pytest.fixture(scope="module")
 def server(tiny_module) -> Iterator[Served]:
     with serve("-m", str(tiny_module), "--parallel", "8", env={"THINK_N_CTX": "2048"}) as served:
@@ -212,16 +231,9 @@ def test_eight_concurrent_streams_complete_in_shared_steps(server):
 
 
 def test_a_client_that_disconnects_frees_its_slot(tmp_path):
-    from tinymodel import write_tiny_gguf
-
-    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
-    with serve("-m", str(model), "--parallel", "1", env={"THINK_N_CTX": "16384"}) as served:
-        body = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000,
-                "tier": "light"}
-        with httpx.stream("POST", f"{served.url}/chat/completions", json=body, timeout=60) as response:
-            for n, _ in enumerate(response.iter_lines()):
-                if n > 10:
-                    break  # a few chunks in: the client goes away
+    with long_server(tmp_path) as served:
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=LONG, timeout=60) as response:
+            until_thinking(response.iter_lines())  # then the client goes away
         quick = served.client().chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}],
                                                          max_tokens=5, extra_body={"tier": "instant"})
         assert quick.choices[0].message.content is not None
@@ -231,16 +243,10 @@ def test_a_client_that_disconnects_frees_its_slot(tmp_path):
 
 
 def test_a_full_queue_answers_429_with_retry_after(tmp_path):
-    from tinymodel import write_tiny_gguf
-
-    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
-    with serve("-m", str(model), "--parallel", "1", "--queue", "1", env={"THINK_N_CTX": "16384"}) as served:
-        long = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000,
-                "tier": "light"}
-        with httpx.stream("POST", f"{served.url}/chat/completions", json=long, timeout=60) as first:
-            lines = first.iter_lines()
-            while "reasoning_content" not in next(lines):
-                pass  # until the long request is decoding (not merely queued)
+    with long_server(tmp_path, "--queue", "1") as served:
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=LONG, timeout=60) as first:
+            lines = first.iter_lines()  # held: a dropped iterator closes the stream, and the server cancels it
+            until_thinking(lines)
             queued = threading.Thread(target=lambda: httpx.post(f"{served.url}/chat/completions", timeout=120, json={
                 "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
             queued.start()
@@ -289,16 +295,10 @@ def test_the_embedded_model_answers_over_http():
 
 
 def test_sigterm_ends_running_streams_cleanly_and_exits_0(tmp_path):
-    from tinymodel import write_tiny_gguf
-
-    model = write_tiny_gguf(tmp_path / "long.gguf", "tame", n_ctx=16384)
-    with serve("-m", str(model), "--parallel", "1", env={"THINK_N_CTX": "16384"}) as served:
-        body = {"messages": [{"role": "user", "content": "think long"}], "stream": True, "max_thinking": 15000,
-                "tier": "light"}
-        with httpx.stream("POST", f"{served.url}/chat/completions", json=body, timeout=60) as response:
+    with long_server(tmp_path) as served:
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=LONG, timeout=60) as response:
             lines = response.iter_lines()
-            while "reasoning_content" not in next(lines):
-                pass  # streaming
+            until_thinking(lines)
             served.proc.send_signal(signal.SIGTERM)
             rest = [line for line in lines if line]  # it ends by itself: a last chunk, then [DONE]
         assert rest[-1] == "data: [DONE]" and any('"finish_reason": "stop"' in line for line in rest)
