@@ -181,6 +181,7 @@ def test_models_and_health(server):
     (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "'temperature' must be a number"),
     (b'{"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "huge"}', 400, "'reasoning_effort' must be"),
     (b'{"messages": [{"role": "user", "content": "x"}], "model": "nope"}', 404, "does not exist"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "model": "qwen3-0.6b"}', 404, "not downloaded here"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 99}', 400, "'n' must be between"),
 ])
 def test_malformed_requests_get_openai_style_errors(server, body, status, text):

@@ -205,10 +205,9 @@ def model_for(name: str | None, runtime: Runtime) -> str:
     from .hub import parse_repo_ref
 
     if name in runtime.registry.models or parse_repo_ref(name) is not None:
-        try:
-            runtime.load(name)
-        except ThinkError as exc:
-            raise ApiError(404, f"model '{name}': {exc}", code="model_not_found", param="model") from None
+        if not _available(runtime, name):  # a file check: loading happens on the model's decoding thread
+            raise ApiError(404, f"the model '{name}' is not downloaded here (think pull {name})",
+                           code="model_not_found", param="model")
         return name
     raise ApiError(404, f"the model '{name}' does not exist (GET /v1/models lists them)", code="model_not_found",
                    param="model")
