@@ -147,9 +147,6 @@ class Model:
             self._pieces[token] = cached
         return cached
 
-    def detokenize(self, tokens: list[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
-
     def is_end(self, token: int) -> bool:
         cached = self._eog.get(token)
         if cached is None:
