@@ -286,10 +286,7 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
     early: deque[dict[str, Any]] = deque()  # records of items that fail before they are planned
 
     def fail(item: Item, error: str, plan: Plan | None = None, model: str | None = None) -> None:
-        record = error_record(item.id, item.line, item.prompt, error, plan, model)
-        if not keep_thinking:
-            del record["thinking"]
-        early.append(record)
+        early.append(error_record(item.id, item.line, item.prompt, error, plan, model, keep_thinking))
 
     def tasks() -> Iterator[Task]:
         for item in items:

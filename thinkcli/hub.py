@@ -279,10 +279,10 @@ def ensure_pulled(ref: str, registry: Registry, offline: bool = False) -> None:
     """`ask --pull`: download an alias or org/repo model unless the cache already has it."""
     if looks_like_path(ref):
         return
-    entry = registry.models.get(ref) or parse_repo_ref(ref)
-    if entry is not None and (entry.embedded or entry.path or cached_file(entry) is not None):
+    entry = registry.models.get(ref)
+    if entry is not None and (entry.embedded or entry.path):
         return
-    pull(ref, registry, offline=offline)
+    pull(ref, registry, offline=offline)  # returns at once, without the Hub, when the cache has it
 
 
 def pull(name: str, registry: Registry, offline: bool = False, progress: bool = True) -> list[Path]:

@@ -103,9 +103,11 @@ def batch_record(item_id: str, line: int, record: dict[str, Any]) -> dict[str, A
 
 
 def error_record(item_id: str, line: int, prompt: str | None, error: str, plan: Plan | None = None,
-                 model: str | None = None) -> dict[str, Any]:
-    """A failed item: every key of a record, null where there is nothing to say."""
+                 model: str | None = None, keep_thinking: bool = True) -> dict[str, Any]:
+    """A failed item: every key of a record (as `outcome_record` keeps them), null where unknown."""
     record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
+    if not keep_thinking:
+        del record["thinking"]
     record.update(id=item_id, line=line, prompt=prompt, model=model, error=error)
     if plan is not None:
         record.update(tier=plan.difficulty.tier, score=round(plan.difficulty.score, 3),
