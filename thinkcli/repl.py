@@ -82,7 +82,7 @@ class ChatSession:
         if seed_offset:
             overrides = replace(overrides, seed=(overrides.seed or 0) + seed_offset)
         runtime = self.runtime
-        plan = make_plan(text, runtime.registry, overrides, self.overrides.model or runtime.default_model)
+        plan = make_plan(text, runtime.registry, overrides, runtime.default_model)  # overrides.model first
         scheduler = Scheduler(runtime, max_samples=plan.samples)
         task = Task("chat", text, plan, self.conversation(text), keep_cache=True, drop_history=True)
         started: Started | None = None
