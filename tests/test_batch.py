@@ -170,7 +170,7 @@ def test_lock_file_is_removed_when_the_batch_ends(think, tiny, tmp_path):
     src.write_text("a\n")
     out = tmp_path / "out.jsonl"
     assert think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST).returncode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "think_home") == ["in.txt", "out.jsonl"]
 
 
 def test_duplicate_ids_are_error_records_not_silent_skips(think, tiny, tmp_path):

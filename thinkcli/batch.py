@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO, Union
 
 from .errors import ThinkError, UsageError
+from .logs import spent_thinking_tokens
 from .plan import Overrides, Plan, make_plan
 from .records import Outcome, batch_record, error_record, outcome_record
 from .run import Failed, Scheduler, Task, messages_for
@@ -210,17 +211,18 @@ class BatchSummary:
     skipped: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
-    deep_budget: int = 0
+    fixed_budget: int = 0  # thinking tokens these items would cost at the deep tier's fixed budget
 
-    def add(self, record: dict[str, Any], outcome: Outcome | None = None) -> None:
+    def add(self, record: dict[str, Any], outcome: Outcome | None = None, deep_budget: int = 0) -> None:
         if record.get("error"):
             self.failed += 1
             return
         self.done += 1
+        self.fixed_budget += deep_budget
         usage = record["usage"]
         stats = self.tiers[record["tier"]]
         stats.count += 1
-        stats.thinking.append(usage["thinking_tokens"])
+        stats.thinking.append(spent_thinking_tokens(record))
         stats.answer.append(usage["answer_tokens"])
         if outcome is not None:
             start = outcome.started_at
@@ -240,7 +242,7 @@ class BatchSummary:
             for name, s in sorted(self.tiers.items()) if s.count
         }
         spent = sum(sum(s.thinking) for s in self.tiers.values())
-        fixed = self.deep_budget * self.done
+        fixed = self.fixed_budget
         return {
             "done": self.done,
             "failed": self.failed,
@@ -278,9 +280,9 @@ def most_samples(runtime: Runtime, overrides: Overrides) -> int:
 
 
 def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overrides: Overrides,
-              parallel: int = 1, keep_thinking: bool = False) -> Iterator[BatchEvent]:
+              parallel: int = 1, keep_thinking: bool = False, source: str = "batch") -> Iterator[BatchEvent]:
     """Process items not yet in the store through the one scheduler; every item gets one record."""
-    summary = BatchSummary(deep_budget=runtime.registry.tiers["deep"].max_thinking)
+    summary = BatchSummary()
     lines: dict[str, Item] = {}
     first_line: dict[str, int] = {}
     early: deque[dict[str, Any]] = deque()  # records of items that fail before they are planned
@@ -310,10 +312,10 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
 
     def write(record: dict[str, Any], outcome: Outcome | None = None) -> RecordWritten:
         store.write(record)
-        summary.add(record, outcome)
+        summary.add(record, outcome, runtime.registry.deep_budget(outcome.plan.model) if outcome else 0)
         return RecordWritten(record)
 
-    scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides))
+    scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides), source=source)
     last_progress = 0.0
     for event in scheduler.run(tasks()):
         while early:

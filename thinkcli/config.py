@@ -44,6 +44,10 @@ class Paths:
         return self.config_dir / "config.yaml"
 
     @property
+    def log_file(self) -> Path:
+        return self.data_dir / "logs.db"
+
+    @property
     def history_file(self) -> Path:
         return self.data_dir / "chat_history"
 
@@ -57,6 +61,7 @@ class Settings:
     threads: int = 0  # 0 = llama.cpp's choice (physical cores)
     n_ctx: int = 4096
     offline: bool = False
+    log: bool = True  # every run to the SQLite run log (`think logs`)
 
     @classmethod
     def load(cls, paths: Paths) -> Settings:
@@ -72,6 +77,8 @@ class Settings:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not any(
                 name == "offline" for name, _ in env):
             env[("offline", "HF_HUB_OFFLINE")] = "1"
+        if os.environ.get("THINK_NO_LOG", "").strip().lower() in ("1", "true", "yes", "on"):
+            env[("log", "THINK_NO_LOG")] = "false"
         return settings._apply(env)
 
     def _apply(self, values: dict[tuple[str, str], Any]) -> Settings:
@@ -95,7 +102,7 @@ def _parse_setting(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a model name")
         return value
-    if key == "offline":
+    if key in ("offline", "log"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

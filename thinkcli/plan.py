@@ -26,6 +26,7 @@ class Overrides:
     strategy: str | None = None
     temperature: float | None = None
     seed: int | None = None
+    confidence: float | None = None  # 0 turns the confidence stop off (eval's fixed-budget policies)
 
     def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
@@ -66,7 +67,9 @@ def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_mod
     tier_name = difficulty.tier if overrides.tier == "auto" else overrides.tier
     if overrides.tier != "auto":
         difficulty = replace(difficulty, tier=tier_name, reasons=(*difficulty.reasons, f"tier forced to {tier_name}"))
-    tier = registry.tiers[tier_name]
+    routed = registry.tiers[tier_name]
+    model = overrides.model or routed.model or default_model
+    tier = registry.tiers_for(model)[tier_name]  # the model's own budgets, where it has them
     max_thinking = tier.max_thinking if overrides.max_thinking is None else overrides.max_thinking
     min_thinking = tier.min_thinking if overrides.min_thinking is None else overrides.min_thinking
     if overrides.no_think:
@@ -81,7 +84,7 @@ def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_mod
         max_thinking=max_thinking,
         max_answer=overrides.max_answer or tier.max_answer,
         grace=tier.grace if overrides.max_thinking is None else 0,
-        confidence=tier.confidence,
+        confidence=tier.confidence if overrides.confidence is None else overrides.confidence,
         confidence_window=tier.confidence_window,
         confidence_floor=tier.confidence_floor,
     )
@@ -89,7 +92,7 @@ def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_mod
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:
         strategy = "vote"
     if strategy == "vote":  # a vote needs voters: the tier's samples, else the deep tier's
-        samples = overrides.samples or (tier.samples if tier.samples > 1 else registry.tiers["deep"].samples)
+        samples = overrides.samples or (tier.samples if tier.samples > 1 else registry.tiers_for(model)["deep"].samples)
         if samples < 2:
             samples = DEFAULT_VOTE_SAMPLES
     else:
@@ -97,7 +100,7 @@ def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_mod
     return Plan(
         difficulty=difficulty,
         tier=tier,
-        model=overrides.model or tier.model or default_model,
+        model=model,
         budget=budget,
         strategy=strategy,
         samples=samples,

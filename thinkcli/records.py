@@ -89,6 +89,7 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, An
                 "answer": s.vote_answer,
                 "confidence": _round(s.confidence),
                 "tokens": s.usage.thinking_tokens + s.usage.answer_tokens,
+                "thinking_tokens": s.usage.thinking_tokens,
                 "stopped_early": s.finish_reason in ("stopped_early", "dropped"),
                 "finish_reason": s.finish_reason,
             }

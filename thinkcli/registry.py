@@ -7,7 +7,7 @@ is reported as one line naming the file, the entry and the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,6 @@ from .errors import ConfigError
 TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
 TOP_LEVEL_KEYS = ("default_model", "families", "models", "tiers")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    alias: str
-    family: str
-    repo: str | None = None
-    file: str | None = None
-    quant: str | None = None
-    embedded: bool = False
-    path: str | None = None
-    description: str = ""
-    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +32,22 @@ class Tier:
     confidence_floor: float = 0.0
     grace: int = 0  # close at a sentence end within the last `grace` tokens of the cap
     model: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    alias: str
+    family: str
+    repo: str | None = None
+    file: str | None = None
+    quant: str | None = None
+    embedded: bool = False
+    path: str | None = None
+    description: str = ""
+    size: int | None = None
+    # Tier budgets for this model only (e.g. from `think eval --calibrate --write`): every tier, the
+    # global ones with this model's fields over them. Empty: the global tiers.
+    tiers: dict[str, Tier] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ class Registry:
 
     def family(self, name: str) -> Family:
         return self.families[name]
+
+    def tiers_for(self, model: str | None) -> dict[str, Tier]:
+        """The tiers in force on a model: its own budgets where models.yaml gives them."""
+        entry = self.models.get(model) if model else None
+        return entry.tiers if entry is not None and entry.tiers else self.tiers
+
+    def deep_budget(self, model: str | None) -> int:
+        """Thinking tokens one prompt costs at the deep tier's fixed budget (every sample counted)."""
+        deep = self.tiers_for(model)["deep"]
+        return deep.max_thinking * (deep.samples if deep.strategy == "vote" else 1)
 
 
 def shipped_path() -> Path:
@@ -194,7 +207,8 @@ def _family(source: str, name: str, raw: Any) -> Family:
     )
 
 
-def _model(source: str, alias: str, raw: Any, families: dict[str, Family]) -> ModelEntry:
+def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
+           global_tiers: dict[str, Any]) -> ModelEntry:
     c = _Checker(source, "models", alias, raw, set(ModelEntry.__dataclass_fields__) - {"alias"})
     family = c.text("family", required=True)
     if family not in families:
@@ -209,12 +223,35 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family]) -> Mo
         path=c.text("path"),
         description=c.text("description", ""),
         size=c.integer("size", 0) or None,
+        tiers=_model_tiers(source, alias, raw.get("tiers"), global_tiers),
     )
     if not (entry.embedded or entry.repo or entry.path):
         raise c.fail("repo", "is required (or path, for a local file)")
     if entry.repo and entry.repo.count("/") != 1:
         raise c.fail("repo", "must look like org/name")
     return entry
+
+
+def _model_tiers(source: str, alias: str, raw: Any, global_tiers: dict[str, Any]) -> dict[str, Tier]:
+    """A model's own tier fields, each over the global tier of that name (routing stays global)."""
+    if raw is None:
+        return {}
+    where = f"{source}: models.{alias}.tiers"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping of tier names")
+    for name, fields in raw.items():
+        if name not in TIER_NAMES:
+            raise ConfigError(f"{where}.{name}: unknown tier (the tiers are {', '.join(TIER_NAMES)})")
+        if isinstance(fields, dict) and "model" in fields:
+            raise ConfigError(f"{where}.{name}.model: a model's own tiers cannot route to another model")
+    merged = {}
+    for name in TIER_NAMES:
+        base = global_tiers.get(name)
+        over = raw.get(name) or {}
+        if not isinstance(over, dict):
+            raise ConfigError(f"{where}.{name}: must be a mapping")
+        merged[name] = _tier(f"{source}: models.{alias}", name, {**(base if isinstance(base, dict) else {}), **over})
+    return merged
 
 
 def _tier(source: str, name: str, raw: Any) -> Tier:
@@ -261,7 +298,8 @@ def load_registry(user_file: Path | None = None) -> Registry:
         return source_of.get((section, name), str(shipped))
 
     families = {n: _family(src("families", n), n, r) for n, r in (data.get("families") or {}).items()}
-    models = {n: _model(src("models", n), n, r, families) for n, r in (data.get("models") or {}).items()}
+    raw_tiers = data.get("tiers") or {}
+    models = {n: _model(src("models", n), n, r, families, raw_tiers) for n, r in (data.get("models") or {}).items()}
     tiers = {n: _tier(src("tiers", n), n, r) for n, r in (data.get("tiers") or {}).items()}
     strange = [t for t in tiers if t not in TIER_NAMES]
     if strange:

@@ -83,7 +83,7 @@ class ChatSession:
             overrides = replace(overrides, seed=(overrides.seed or 0) + seed_offset)
         runtime = self.runtime
         plan = make_plan(text, runtime.registry, overrides, runtime.default_model)  # overrides.model first
-        scheduler = Scheduler(runtime, max_samples=plan.samples)
+        scheduler = Scheduler(runtime, max_samples=plan.samples, source="chat")
         task = Task("chat", text, plan, self.conversation(text), keep_cache=True, drop_history=True)
         started: Started | None = None
         outcome: Outcome | None = None

@@ -28,7 +28,7 @@ from .engine.session import Job, Loaded
 from .engine.vote import cannot_be_overtaken, extract_answer, tally
 from .errors import ContextOverflowError, ThinkError
 from .plan import Plan
-from .records import Outcome
+from .records import Outcome, error_record, outcome_record
 from .runtime import Runtime
 
 MIN_ANSWER = 16  # a prompt that leaves less than this for an answer is refused
@@ -64,6 +64,7 @@ class Failed:
     key: str
     plan: Plan | None
     error: str
+    prompt: str | None = None
 
 
 RunEvent = Union[EngineEvent, Planned, Failed, Outcome]
@@ -162,8 +163,9 @@ def _never_started(key: tuple[str, int]) -> SequenceDone:
 class Scheduler:
     """Runs tasks on the runtime's engine: `parallel` prompts in flight, Best-of-N inside them."""
 
-    def __init__(self, runtime: Runtime, parallel: int = 1, max_samples: int = 1):
+    def __init__(self, runtime: Runtime, parallel: int = 1, max_samples: int = 1, source: str = "ask"):
         self.runtime = runtime
+        self.source = source  # the front end, as the run log names it: ask, chat, batch, serve, eval …
         self.parallel = max(1, parallel)
         # Sequences decoded together (KV slots): `parallel`, or one prompt's samples if more. A
         # deep prompt's samples take several of them; memory is slots x n_ctx tokens of KV cache.
@@ -201,16 +203,31 @@ class Scheduler:
                 else:
                     deferred.setdefault(task.plan.model, []).append(task)
 
-        yield from self._run_model(primary, primary_tasks())
+        yield from self._logged(self._run_model(primary, primary_tasks()))
         for model, waiting in deferred.items():
-            yield from self._run_model(model, iter(waiting))
+            yield from self._logged(self._run_model(model, iter(waiting)))
+
+    def _logged(self, events: Iterator[RunEvent]) -> Iterator[RunEvent]:
+        """Every task's end goes to the run log here, once, whichever front end runs it."""
+        run_log = self.runtime.log
+        for event in events:
+            if run_log is not None:
+                match event:
+                    case Outcome():
+                        run_log.write(outcome_record(event), self.source, event.key,
+                                      self.runtime.registry.deep_budget(event.plan.model))
+                    case Failed():
+                        plan = event.plan
+                        run_log.write(error_record(event.key, 0, event.prompt, event.error,
+                                                   plan, plan.model if plan else None), self.source, event.key)
+            yield event
 
     def _run_model(self, model: str, tasks: Iterator[Task]) -> Iterator[RunEvent]:
         try:
             loaded = self.runtime.load(model)
         except ThinkError as exc:
             for task in tasks:
-                yield Failed(task.key, task.plan, str(exc))
+                yield Failed(task.key, task.plan, str(exc), task.prompt)
             return
         room = seq_room(self.runtime, loaded)
         decoder = self.runtime.engine.decoder(loaded, self.slots, seq_room=room)
@@ -234,12 +251,12 @@ class Scheduler:
                 if task is None:
                     return
                 if self._take_cancel(task.key):
-                    side.append(Failed(task.key, task.plan, "cancelled"))
+                    side.append(Failed(task.key, task.plan, "cancelled", task.prompt))
                     continue
                 try:
                     fitted = fit(self.runtime, loaded, task)
                 except ThinkError as exc:
-                    side.append(Failed(task.key, task.plan, str(exc)))
+                    side.append(Failed(task.key, task.plan, str(exc), task.prompt))
                     continue
                 group = _Group(task, fitted, loaded)
                 groups[task.key] = group

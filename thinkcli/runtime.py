@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .config import Paths, Settings
 from .engine.session import Engine, Loaded
 from .hub import resolve
+from .logs import RunLog
 from .registry import Registry, load_registry
 
 
@@ -22,9 +23,10 @@ class Runtime:
     settings: Settings
     registry: Registry
     engine: Engine
+    log: RunLog | None = None  # None: runs are not logged (--no-log, log: false, THINK_NO_LOG)
 
     @classmethod
-    def create(cls, gpu_layers: int | None = None, threads: int | None = None) -> Runtime:
+    def create(cls, gpu_layers: int | None = None, threads: int | None = None, log: bool = True) -> Runtime:
         paths = Paths.resolve()
         settings = Settings.load(paths)
         registry = load_registry(paths.models_file)
@@ -33,7 +35,8 @@ class Runtime:
             threads=settings.threads if threads is None else threads,
             n_ctx=settings.n_ctx,
         )
-        return cls(paths, settings, registry, engine)
+        run_log = RunLog(paths.log_file) if log and settings.log else None
+        return cls(paths, settings, registry, engine, run_log)
 
     @property
     def default_model(self) -> str:

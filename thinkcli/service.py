@@ -116,7 +116,8 @@ class Service:
         with self._lock:
             worker = self._workers.get(model)
             if worker is None:
-                scheduler = Scheduler(self.runtime, parallel=self.parallel, max_samples=self.max_samples)
+                scheduler = Scheduler(self.runtime, parallel=self.parallel, max_samples=self.max_samples,
+                                      source="serve")
                 worker = _Worker(model, scheduler, queue.Queue(maxsize=self.queue_size))
                 worker.thread = threading.Thread(target=self._loop, args=(worker,), name=f"decode:{model}",
                                                  daemon=True)

@@ -24,9 +24,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import ask, batch, chat, classify_cmd, models, serve
+    from . import ask, batch, chat, classify_cmd, eval_cmd, logs_cmd, models, serve
 
-    for module in (ask, chat, classify_cmd, batch, serve, models):
+    for module in (ask, chat, classify_cmd, batch, eval_cmd, serve, models, logs_cmd):
         module.register(app)
 
 
@@ -79,9 +79,22 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def _warnings_as_lines() -> None:
+    """The core reports what it survived (a run log it could not write) through `logging`."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("thinkcli")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 def main() -> None:
     import signal
 
+    _warnings_as_lines()
     debug = bool(os.environ.get("THINK_DEBUG"))
     # Ctrl-C must interrupt even when started with SIGINT ignored (a background job, some CI runners).
     signal.signal(signal.SIGINT, signal.default_int_handler)

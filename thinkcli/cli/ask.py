@@ -15,6 +15,7 @@ from .options import (
     MaxThinkingOpt,
     MinThinkingOpt,
     ModelOpt,
+    NoLogOpt,
     NoStdinOpt,
     NoThinkOpt,
     SamplesOpt,
@@ -97,6 +98,7 @@ def ask(
     gpu_layers: GpuLayersOpt = None,
     pull_missing: Annotated[bool, typer.Option("--pull", help="Download the -m model first if it is missing.")] = False,
     no_stdin: NoStdinOpt = False,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Answer one prompt, spending thinking by its difficulty tier."""
     from ..errors import ThinkError
@@ -109,7 +111,7 @@ def ask(
                                temperature, seed)
     layers = gpu_layers_value(gpu_layers)
     text = read_prompt(prompt, no_stdin)
-    runtime = Runtime.create(gpu_layers=layers)
+    runtime = Runtime.create(gpu_layers=layers, log=not no_log)
     if pull_missing and model:
         from ..hub import ensure_pulled
 

@@ -19,6 +19,7 @@ from .options import (
     MaxThinkingOpt,
     MinThinkingOpt,
     ModelOpt,
+    NoLogOpt,
     NoThinkOpt,
     SamplesOpt,
     SeedOpt,
@@ -48,6 +49,7 @@ def batch(
     temperature: TemperatureOpt = None,
     seed: SeedOpt = None,
     gpu_layers: GpuLayersOpt = None,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Answer every prompt of a file (resumable JSONL).
 
@@ -73,7 +75,7 @@ def batch(
     fmt = detect_format(input_path, input_format.value if input_format else None)
     if summary_file is not None:
         check_writable_file(summary_file, "--summary")
-    runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))
+    runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
     summary = None
     with open_input(input_path) as stream, OutputStore(output) as store:
         progress = BatchProgress(count_items(input_path, fmt))

@@ -42,3 +42,4 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (def
 GpuLayersOpt = Annotated[Optional[str], typer.Option("--gpu-layers", help="Layers to offload to the GPU: a number or 'all'.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")]
 NoStdinOpt = Annotated[bool, typer.Option("--no-stdin", help="Do not read stdin (for `while read` loops).")]
+NoLogOpt = Annotated[bool, typer.Option("--no-log", help="Do not write these runs to the run log (think logs).")]

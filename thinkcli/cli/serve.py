@@ -11,7 +11,7 @@ import typer
 
 from ..errors import UsageError
 from .ask import gpu_layers_value
-from .options import GpuLayersOpt, ModelOpt
+from .options import GpuLayersOpt, ModelOpt, NoLogOpt
 
 
 def serve(
@@ -24,6 +24,7 @@ def serve(
                                                    help="Require Authorization: Bearer KEY.")] = None,
     max_request_bytes: Annotated[int, typer.Option("--max-request-bytes", help="Largest request body.")] = 1_000_000,
     gpu_layers: GpuLayersOpt = None,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Serve an OpenAI-compatible API with adaptive thinking.
 
@@ -41,7 +42,7 @@ def serve(
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     if queue < 1:
         raise UsageError(f"--queue must be >= 1, got {queue}")
-    runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers))
+    runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
     if model:
         from dataclasses import replace
 

