@@ -333,6 +333,8 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
         if now - last_progress > 0.2:
             last_progress = now
             yield BatchProgress(summary)
+    for item in list(lines.values()):  # never lose an item silently, whatever went wrong
+        fail(item, f"line {item.line}: no result (internal error; rerun to retry it)")
     while early:
         yield write(early.popleft())
     yield BatchDone(summary)

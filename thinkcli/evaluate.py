@@ -3,7 +3,8 @@
 Each policy is a batch (batch.run_batch, through the one scheduler) into its own resumable JSONL
 in the output directory; the answers are then checked against the set. A policy is `auto` (the
 tiers, as `think ask` runs them), a fixed thinking cap (`0`, `256`, …: one sample, no early stop),
-`voteN` or `voteN@CAP` (Best-of-N), or a tier name (every prompt at that tier). What comes out:
+`voteN` or `voteN@CAP` (Best-of-N), a tier name (every prompt at that tier), or `auto-noprobe`
+(the tiers without the escalation probe). What comes out:
 accuracy, mean and p95 thinking tokens, time, accuracy per tier, the scaling curve (accuracy
 against mean thinking tokens), and — with fixed caps — a calibration: for each tier the smallest
 cap whose accuracy is within a tolerance of that tier's best.
@@ -49,7 +50,8 @@ class Policy:
         return self.cap is not None and self.overrides.strategy == "single"
 
 
-POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep))$")
+POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
+                            r"|(?P<noprobe>auto-noprobe))$")
 
 
 def parse_policies(text: str, base: Overrides, default_model: str) -> list[Policy]:
@@ -78,6 +80,8 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             overrides = replace(own, tier="deep", strategy="vote", samples=samples, max_thinking=vote_cap,
                                 min_thinking=0 if vote_cap is not None else None)
             policy = Policy(raw, overrides, vote_cap)
+        elif match["noprobe"] is not None:  # the tiers without the escalation probe
+            policy = Policy(raw, replace(base, tier="auto", probe=False))
         else:
             policy = Policy(raw, replace(base, tier=match["tier"]))
         if any(p.name == policy.name for p in policies):

@@ -62,11 +62,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_at ON runs (at);
     CREATE INDEX runs_tier_model ON runs (tier, model);
     """,
+    # 2: the escalation probe (what it measured, kept or escalated)
+    """
+    ALTER TABLE runs ADD COLUMN probe TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns `think logs --json` returns, in order (the JSON columns decoded).
-JSON_COLUMNS = ("reasons", "events", "vote", "sample_runs")
+JSON_COLUMNS = ("reasons", "events", "vote", "sample_runs", "probe")
 
 
 def spent_thinking_tokens(record: dict[str, Any]) -> int:
@@ -146,7 +150,7 @@ COLUMNS = (
     "max_thinking", "max_answer", "deep_budget", "prompt_tokens", "cached_tokens", "thinking_tokens",
     "answer_tokens", "forced_tokens", "spent_thinking_tokens", "load_s", "first_token_s", "tokens_per_second",
     "total_s", "finish_reason", "confidence", "events", "vote", "sample_runs", "prompt", "answer", "thinking",
-    "error",
+    "error", "probe",
 )
 INSERT = f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -195,6 +199,7 @@ def row_of(record: dict[str, Any], source: str, key: str | None, deep_budget: in
         "answer": record.get("answer"),
         "thinking": record.get("thinking"),
         "error": record.get("error"),
+        "probe": _json(record.get("probe")),
     }
     return tuple(values[name] for name in COLUMNS)
 
@@ -272,6 +277,8 @@ class LedgerRow:
     fixed_budget_tokens: int  # the same runs, each at the deep tier's fixed budget
     tokens_per_second: float | None  # mean over runs that measured it
     first_token_s: float | None  # mean time to first token
+    probed: int = 0  # runs that began with the escalation probe
+    probe_kept: int = 0  # of those, answered without thinking
 
     @property
     def saved(self) -> float | None:
@@ -288,6 +295,7 @@ class LedgerRow:
             "saved": None if self.saved is None else round(self.saved, 4),
             "tokens_per_second": None if self.tokens_per_second is None else round(self.tokens_per_second, 2),
             "first_token_s": None if self.first_token_s is None else round(self.first_token_s, 4),
+            "probed": self.probed, "probe_kept": self.probe_kept,
         }
 
 
@@ -302,14 +310,16 @@ def ledger(path: Path, query: Query) -> list[LedgerRow]:
                sum(error IS NULL) AS runs, sum(error IS NOT NULL) AS failed,
                coalesce(sum(spent_thinking_tokens), 0) AS thinking, coalesce(sum(answer_tokens), 0) AS answer,
                coalesce(sum(CASE WHEN error IS NULL THEN deep_budget ELSE 0 END), 0) AS fixed,
-               avg(tokens_per_second) AS tps, avg(first_token_s) AS ttft
+               avg(tokens_per_second) AS tps, avg(first_token_s) AS ttft,
+               sum(probe IS NOT NULL) AS probed,
+               coalesce(sum(json_extract(probe, '$.kept') = 1), 0) AS kept
         FROM runs{where} GROUP BY 1, 2 ORDER BY 2, 1"""
     with conn:
         rows = conn.execute(sql, params).fetchall()
     conn.close()
     order = {"instant": 0, "light": 1, "standard": 2, "deep": 3}
     result = [LedgerRow(r["tier"], r["model"], r["runs"], r["failed"], r["thinking"], r["answer"], r["fixed"],
-                        r["tps"], r["ttft"]) for r in rows]
+                        r["tps"], r["ttft"], r["probed"], r["kept"]) for r in rows]
     return sorted(result, key=lambda r: (r.model, order.get(r.tier, 9), r.tier))
 
 
@@ -325,4 +335,5 @@ def total(rows: list[LedgerRow]) -> LedgerRow | None:
 
     return LedgerRow("all", "all", sum(r.runs for r in rows), sum(r.failed for r in rows),
                      sum(r.thinking_tokens for r in rows), sum(r.answer_tokens for r in rows),
-                     sum(r.fixed_budget_tokens for r in rows), mean("tokens_per_second"), mean("first_token_s"))
+                     sum(r.fixed_budget_tokens for r in rows), mean("tokens_per_second"), mean("first_token_s"),
+                     sum(r.probed for r in rows), sum(r.probe_kept for r in rows))

@@ -27,6 +27,7 @@ class Overrides:
     temperature: float | None = None
     seed: int | None = None
     confidence: float | None = None  # 0 turns the confidence stop off (eval's fixed-budget policies)
+    probe: bool = True  # the escalation probe, where models.yaml enables it (--no-probe: off)
 
     def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
@@ -50,6 +51,15 @@ class Overrides:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """Run first with thinking off; if the answer's first `tokens` are unsure, run `escalation`."""
+
+    tokens: int
+    confidence: float
+    escalation: Plan | None  # None: only measure (`think classify --probe`)
+
+
+@dataclass(frozen=True)
 class Plan:
     difficulty: Difficulty
     tier: Tier
@@ -59,11 +69,51 @@ class Plan:
     samples: int
     temperature: float | None
     seed: int
+    probe: Probe | None = None
 
 
 def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_model: str) -> Plan:
     overrides.validate()
-    difficulty = classify(prompt)
+    plan = _tier_plan(classify(prompt), registry, overrides, default_model)
+    return _with_probe(plan, registry, overrides, default_model) or plan
+
+
+def probe_only_plan(prompt: str, registry: Registry, overrides: Overrides, default_model: str) -> Plan:
+    """`think classify --probe`: the probe alone, whatever the tier, stopping at its verdict."""
+    plan = _tier_plan(classify(prompt), registry, replace(overrides, tier="auto"), default_model)
+    probed = _with_probe(plan, registry, replace(overrides, tier="auto"), default_model, measure_only=True)
+    assert probed is not None
+    return probed
+
+
+def _with_probe(plan: Plan, registry: Registry, overrides: Overrides, default_model: str,
+                measure_only: bool = False) -> Plan | None:
+    """The probe plan for an auto-tier prompt in the probe's band: thinking off, the tier's answer
+    cap, and the thinking plan to escalate to (the tier itself; instant escalates to light)."""
+    settings = registry.probe_for(plan.model)
+    if measure_only:
+        budget = BudgetSpec(thinking=False, min_thinking=0, max_thinking=0, max_answer=settings.tokens,
+                            probe_tokens=settings.tokens, probe_confidence=settings.confidence)
+        return replace(plan, budget=budget, strategy="single", samples=1,
+                       probe=Probe(settings.tokens, settings.confidence, None))
+    explicit = (overrides.max_thinking, overrides.min_thinking, overrides.samples, overrides.strategy)
+    if (overrides.tier != "auto" or not overrides.probe or overrides.no_think or any(v is not None for v in explicit)
+            or not settings.enabled or plan.difficulty.tier not in settings.tiers):
+        return None
+    target = "light" if plan.difficulty.tier == "instant" else plan.difficulty.tier
+    escalation = _tier_plan(replace(plan.difficulty, tier=target), registry, overrides, default_model)
+    if escalation.model != plan.model:  # a tier routed to another model: no probe (one KV cache)
+        return None
+    reason = f"escalated to {target} after the probe" if target != plan.difficulty.tier else "escalated after the probe"
+    escalation = replace(escalation, difficulty=replace(escalation.difficulty,
+                                                        reasons=(*escalation.difficulty.reasons, reason)))
+    budget = BudgetSpec(thinking=False, min_thinking=0, max_thinking=0, max_answer=plan.budget.max_answer,
+                        probe_tokens=settings.tokens, probe_confidence=settings.confidence)
+    return replace(plan, budget=budget, strategy="single", samples=1,
+                   probe=Probe(settings.tokens, settings.confidence, escalation))
+
+
+def _tier_plan(difficulty: Difficulty, registry: Registry, overrides: Overrides, default_model: str) -> Plan:
     tier_name = difficulty.tier if overrides.tier == "auto" else overrides.tier
     if overrides.tier != "auto":
         difficulty = replace(difficulty, tier=tier_name, reasons=(*difficulty.reasons, f"tier forced to {tier_name}"))

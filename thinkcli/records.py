@@ -16,7 +16,7 @@ from .plan import Plan
 # Every key of a record, in order. A failed batch item carries them all (null where unknown).
 RECORD_KEYS = (
     "id", "line", "prompt", "model", "family", "tier", "score", "reasons", "strategy", "budget", "thinking", "answer",
-    "finish_reason", "confidence", "usage", "timings", "events", "samples", "vote", "error",
+    "finish_reason", "confidence", "probe", "usage", "timings", "events", "samples", "vote", "error",
 )
 
 
@@ -36,6 +36,7 @@ class Outcome:
     samples: tuple[SequenceDone, ...] = ()
     vote: dict[str, Any] | None = None
     notes: tuple[dict[str, Any], ...] = ()  # scheduler events (budget lowered to fit the context)
+    probe: dict[str, Any] | None = None  # the escalation probe: what it measured, kept or escalated
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -70,6 +71,7 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, An
         "answer": done.answer,
         "finish_reason": done.finish_reason,
         "confidence": _round(done.confidence),
+        "probe": outcome.probe,
         "usage": done.usage.as_dict(),
         "timings": {
             "load_s": round(outcome.load_s, 4),

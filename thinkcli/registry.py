@@ -16,7 +16,20 @@ from .errors import ConfigError
 
 TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
-TOP_LEVEL_KEYS = ("default_model", "families", "models", "tiers")
+TOP_LEVEL_KEYS = ("default_model", "families", "models", "tiers", "probe")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The escalation probe: answer with thinking off first; think only if that answer is unsure.
+
+    Applies to `--tier auto` prompts the classifier puts in `tiers`; `tokens` answer tokens are
+    judged by their geometric-mean token probability against `confidence`."""
+
+    enabled: bool = True
+    tokens: int = 12
+    confidence: float = 0.8
+    tiers: tuple[str, ...] = ("instant", "light")
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class ModelEntry:
     # Tier budgets for this model only (e.g. from `think eval --calibrate --write`): every tier, the
     # global ones with this model's fields over them. Empty: the global tiers.
     tiers: dict[str, Tier] = field(default_factory=dict, hash=False, compare=False)
+    probe: ProbeSettings | None = None  # this model's own probe settings (else the global ones)
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Registry:
     models: dict[str, ModelEntry]
     tiers: dict[str, Tier]
     sources: tuple[Path, ...] = ()
+    probe: ProbeSettings = ProbeSettings()
 
     def model(self, alias: str) -> ModelEntry:
         try:
@@ -72,6 +87,10 @@ class Registry:
         """The tiers in force on a model: its own budgets where models.yaml gives them."""
         entry = self.models.get(model) if model else None
         return entry.tiers if entry is not None and entry.tiers else self.tiers
+
+    def probe_for(self, model: str | None) -> ProbeSettings:
+        entry = self.models.get(model) if model else None
+        return entry.probe if entry is not None and entry.probe is not None else self.probe
 
     def deep_budget(self, model: str | None) -> int:
         """Thinking tokens one prompt costs at the deep tier's fixed budget (every sample counted)."""
@@ -120,6 +139,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
                 else:
                     section[name] = entry
             merged[key] = section
+        elif key == "probe" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return merged
@@ -208,7 +229,7 @@ def _family(source: str, name: str, raw: Any) -> Family:
 
 
 def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
-           global_tiers: dict[str, Any]) -> ModelEntry:
+           global_tiers: dict[str, Any], global_probe: Any) -> ModelEntry:
     c = _Checker(source, "models", alias, raw, set(ModelEntry.__dataclass_fields__) - {"alias"})
     family = c.text("family", required=True)
     if family not in families:
@@ -224,6 +245,7 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         description=c.text("description", ""),
         size=c.integer("size", 0) or None,
         tiers=_model_tiers(source, alias, raw.get("tiers"), global_tiers),
+        probe=_probe(f"{source}: models.{alias}", raw["probe"], global_probe) if "probe" in raw else None,
     )
     if not (entry.embedded or entry.repo or entry.path):
         raise c.fail("repo", "is required (or path, for a local file)")
@@ -252,6 +274,24 @@ def _model_tiers(source: str, alias: str, raw: Any, global_tiers: dict[str, Any]
             raise ConfigError(f"{where}.{name}: must be a mapping")
         merged[name] = _tier(f"{source}: models.{alias}", name, {**(base if isinstance(base, dict) else {}), **over})
     return merged
+
+
+def _probe(source: str, raw: Any, base: Any = None) -> ProbeSettings:
+    """The `probe:` section (top level, or a model's own, over the top-level one)."""
+    merged = {**(base if isinstance(base, dict) else {}), **(raw if isinstance(raw, dict) else {})}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: probe: must be a mapping")
+    c = _Checker(source, "probe", "", merged, set(ProbeSettings.__dataclass_fields__))
+    c.where = f"{source}: probe"
+    tiers = merged.get("tiers", list(ProbeSettings.tiers))
+    if not isinstance(tiers, list) or any(t not in TIER_NAMES for t in tiers):
+        raise c.fail("tiers", f"must be a list of tier names ({', '.join(TIER_NAMES)})")
+    return ProbeSettings(
+        enabled=c.flag("enabled", True),
+        tokens=c.integer("tokens", ProbeSettings.tokens, minimum=1),
+        confidence=c.number("confidence", ProbeSettings.confidence, 0.0, 1.0),
+        tiers=tuple(tiers),
+    )
 
 
 def _tier(source: str, name: str, raw: Any) -> Tier:
@@ -299,7 +339,10 @@ def load_registry(user_file: Path | None = None) -> Registry:
 
     families = {n: _family(src("families", n), n, r) for n, r in (data.get("families") or {}).items()}
     raw_tiers = data.get("tiers") or {}
-    models = {n: _model(src("models", n), n, r, families, raw_tiers) for n, r in (data.get("models") or {}).items()}
+    raw_probe = data.get("probe")
+    probe = _probe(str(sources[-1]), raw_probe) if raw_probe is not None else ProbeSettings()
+    models = {n: _model(src("models", n), n, r, families, raw_tiers, raw_probe)
+              for n, r in (data.get("models") or {}).items()}
     tiers = {n: _tier(src("tiers", n), n, r) for n, r in (data.get("tiers") or {}).items()}
     strange = [t for t in tiers if t not in TIER_NAMES]
     if strange:
@@ -314,4 +357,4 @@ def load_registry(user_file: Path | None = None) -> Registry:
     default = data.get("default_model", "gemma3-270m")
     if default not in models:
         raise ConfigError(f"{sources[-1]}: default_model: unknown model '{default}'")
-    return Registry(default, families, models, tiers, tuple(sources))
+    return Registry(default, families, models, tiers, tuple(sources), probe)

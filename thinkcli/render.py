@@ -37,6 +37,9 @@ def stats_line(outcome: Outcome) -> str:
         parts.append(f"{outcome.tokens_per_second:.1f} tok/s")
     if outcome.done.first_token_s is not None:
         parts.append(f"first token {outcome.done.first_token_s:.2f}s")
+    if outcome.probe:
+        verdict = "kept, no thinking" if outcome.probe.get("kept") else "unsure, escalated"
+        parts.append(f"probe {outcome.probe.get('confidence')} ({verdict})")
     if outcome.vote:
         counts = outcome.vote.get("counts") or {}
         parts.append("vote " + (", ".join(f"{a}×{c}" for a, c in counts.items()) or "none"))
@@ -121,6 +124,9 @@ class StreamRenderer:
                 text = (f"[budget lowered to fit the context of {note['context']} tokens: thinking "
                         f"{thinking[0]}→{thinking[1]}, answer {answer[0]}→{answer[1]}]")  # type: ignore[index]
                 self.err.write(text + "\n")
+            elif note.get("type") == "probe" and self.show_thinking:
+                self.err.write(f"[probe: confidence {note['confidence']} < {note['threshold']} on {note['tokens']} "
+                               f"answer tokens: thinking at the {note['escalated_to']} tier]\n")
         if self.tty and self.show_thinking:
             budget = f"thinking ≤ {plan.budget.max_thinking}" if plan.budget.thinking else "no thinking"
             strategy = f" · best of {plan.samples}" if self._vote_mode else ""

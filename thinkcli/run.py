@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Union, cast
 
 from .engine.decoder import WAIT, Decoder, Request
-from .engine.events import EngineEvent, SequenceDone, Usage
+from .engine.events import Answer, EngineEvent, Probed, SequenceDone, Usage
 from .engine.session import Job, Loaded
 from .engine.vote import cannot_be_overtaken, extract_answer, tally
 from .errors import ContextOverflowError, ThinkError
@@ -131,6 +131,9 @@ class _Group:
     done: dict[int, SequenceDone] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     stopping: bool = False
+    probing: bool = False  # the probe's answer is held back until its verdict
+    held: list[EngineEvent] = field(default_factory=list)
+    probe: dict[str, object] | None = None  # what the probe measured (the record's `probe`)
 
     @property
     def n(self) -> int:
@@ -140,7 +143,7 @@ class _Group:
         plan = self.fitted.plan
         total = time.perf_counter() - self.started
         common = dict(key=self.task.key, prompt=self.task.prompt, model=self.loaded.name,
-                      family=self.loaded.family.name, plan=plan,
+                      family=self.loaded.family.name, plan=plan, probe=self.probe,
                       load_s=self.loaded.load_s, total_s=total, started_at=self.started, notes=self.fitted.notes)
         if self.n == 1:
             return Outcome(done=self.done[0], **common)  # type: ignore[arg-type]
@@ -234,6 +237,7 @@ class Scheduler:
         side: deque[RunEvent] = deque()
         groups: dict[str, _Group] = {}
         pending_samples = 0  # samples of an admitted task not yet handed to the decoder
+        escalations: deque[Request] = deque()  # requests of tasks whose probe was unsure
 
         def close(group: _Group) -> None:
             del groups[group.task.key]
@@ -241,14 +245,58 @@ class Scheduler:
                 self._cancels.discard(group.task.key)  # a cancel that came too late
             side.append(group.outcome())
 
-        def requests() -> Iterator[Request]:
+        def jobs(group: _Group) -> Iterator[Request]:
+            """The decoder requests of a task's samples (all of them, or the one probe)."""
             nonlocal pending_samples
+            task, plan = group.task, group.fitted.plan
+            sampling = loaded.family.sampling_for(plan.temperature, plan.seed)
+            pending_samples = group.n
+            for i in range(group.n):
+                pending_samples -= 1
+                if group.stopping:
+                    group.done[i] = _never_started((task.key, i))
+                    if len(group.done) == group.n:
+                        close(group)
+                    continue
+                job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
+                          keep_cache=task.keep_cache and group.n == 1,
+                          score_tokens=plan.budget.needs_confidence or group.n > 1, group=task.key)
+                yield self.runtime.engine.request(loaded, job, prompt=group.fitted.prompt_tokens)
+
+        def escalate(group: _Group, done: SequenceDone) -> None:
+            """The probe was unsure: the same task again, planned to think (the prompt prefix stays cached)."""
+            probe_plan = group.fitted.plan
+            assert probe_plan.probe is not None and probe_plan.probe.escalation is not None
+            try:
+                fitted = fit(self.runtime, loaded, replace(group.task, plan=probe_plan.probe.escalation))
+            except ThinkError as exc:
+                del groups[group.task.key]
+                side.append(Failed(group.task.key, group.task.plan, str(exc), group.task.prompt))
+                return
+            group.probe = {**(group.probe or {}), "probe_s": round(done.elapsed_s, 4),
+                           "escalated_to": fitted.plan.difficulty.tier}
+            extra = max(0, fitted.dropped_messages - group.fitted.dropped_messages)
+            group.fitted = replace(fitted, notes=(*group.fitted.notes, *fitted.notes))
+            group.done.clear()
+            group.counts.clear()
+            plan = fitted.plan
+            side.append(Planned(group.task.key, plan, loaded.name, loaded.family.name, loaded.load_s, extra,
+                                ({"type": "probe", **group.probe},)))
+            escalations.extend(jobs(group))
+
+        def requests() -> Iterator[Request]:
             while True:
+                if escalations:
+                    yield escalations.popleft()
+                    continue
                 if self._ready is not None and (groups or side) and not self._ready():
                     yield WAIT  # nothing queued: the running tasks go on (or run() returns to flush)
                     continue
                 task = next(tasks, None)
                 if task is None:
+                    if any(group.probing for group in groups.values()):
+                        yield WAIT  # a probe still running may yet need its escalation run
+                        continue
                     return
                 if self._take_cancel(task.key):
                     side.append(Failed(task.key, task.plan, "cancelled", task.prompt))
@@ -258,27 +306,14 @@ class Scheduler:
                 except ThinkError as exc:
                     side.append(Failed(task.key, task.plan, str(exc), task.prompt))
                     continue
-                group = _Group(task, fitted, loaded)
+                group = _Group(task, fitted, loaded, probing=fitted.plan.probe is not None)
                 groups[task.key] = group
-                plan = fitted.plan
-                side.append(Planned(task.key, plan, loaded.name, loaded.family.name, loaded.load_s,
+                side.append(Planned(task.key, fitted.plan, loaded.name, loaded.family.name, loaded.load_s,
                                     fitted.dropped_messages, fitted.notes))
-                sampling = loaded.family.sampling_for(plan.temperature, plan.seed)
-                pending_samples = group.n
-                for i in range(group.n):
-                    pending_samples -= 1
-                    if group.stopping:
-                        group.done[i] = _never_started((task.key, i))
-                        if len(group.done) == group.n:
-                            close(group)
-                        continue
-                    job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
-                              keep_cache=task.keep_cache and group.n == 1,
-                              score_tokens=plan.budget.needs_confidence or group.n > 1, group=task.key)
-                    yield self.runtime.engine.request(loaded, job, prompt=fitted.prompt_tokens)
+                yield from jobs(group)
 
-        def admit() -> bool:  # a task's remaining samples always join; a new task waits for a free place
-            return pending_samples > 0 or len(groups) < self.parallel
+        def admit() -> bool:  # a task's remaining samples (or its escalation) always join; a new task waits
+            return pending_samples > 0 or bool(escalations) or len(groups) < self.parallel
 
         self._decoder = decoder
         for event in decoder.run(requests(), self.slots, admit):
@@ -286,6 +321,29 @@ class Scheduler:
                 self._apply_cancels(decoder, groups)
             while side:
                 yield side.popleft()
+            if isinstance(event, (Answer, Probed)) or (isinstance(event, SequenceDone)
+                                                        and event.finish_reason == "escalated"):
+                key = cast(tuple[str, int], event.seq)[0]
+                group = groups[key]
+                if group.probing:
+                    if isinstance(event, Answer):
+                        group.held.append(event)  # not shown before the probe's verdict
+                        continue
+                    if isinstance(event, Probed):
+                        group.probing = False
+                        group.probe = {"tokens": event.tokens, "confidence": _rounded(event.confidence),
+                                       "threshold": event.threshold, "kept": event.kept}
+                        held, group.held = group.held, []
+                        if event.kept:
+                            yield from held
+                        yield event
+                        continue
+                if isinstance(event, SequenceDone) and group.fitted.plan.probe is not None \
+                        and group.fitted.plan.probe.escalation is not None:
+                    escalate(group, event)
+                    while side:
+                        yield side.popleft()
+                    continue
             if isinstance(event, SequenceDone):
                 key, index = cast(tuple[str, int], event.seq)
                 group = groups[key]
@@ -328,6 +386,10 @@ class Scheduler:
             for index in range(group.n):
                 if index not in group.done:
                     decoder.cancel((key, index), "cancelled")
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
 
 
 def _vote_answer(done: SequenceDone) -> str | None:

@@ -160,6 +160,7 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
         samples=_number(body, "samples", int, 1, 64),
         temperature=_number(body, "temperature", float, 0, 2),
         seed=_number(body, "seed", int, -(2**63), 2**63 - 1),
+        probe=_flag(body, "probe", True),
     )
     try:
         plan = make_plan(prompt, runtime.registry, overrides, model)
@@ -176,8 +177,17 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
                   _stop(body))
 
 
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'{name}' must be true or false", param=name)
+    return value
+
+
 def _cap_completion(plan: Plan, max_tokens: int) -> Plan:
     """max_tokens caps thinking + answer together; a quarter of it (at least 16) stays for the answer."""
+    if plan.probe is not None and plan.probe.escalation is not None:  # the plan it may escalate to, too
+        plan = replace(plan, probe=replace(plan.probe, escalation=_cap_completion(plan.probe.escalation, max_tokens)))
     budget = plan.budget
     if budget.max_thinking + budget.max_answer <= max_tokens:
         return plan

@@ -16,6 +16,7 @@ from .options import (
     MinThinkingOpt,
     ModelOpt,
     NoLogOpt,
+    NoProbeOpt,
     NoStdinOpt,
     NoThinkOpt,
     SamplesOpt,
@@ -59,13 +60,14 @@ def clean_text(text: str) -> str:
 
 def overrides_from(tier: TierChoice, model: str | None, max_thinking: int | None, min_thinking: int | None,
                    max_answer: int | None, no_think: bool, samples: int | None, strategy: StrategyChoice | None,
-                   temperature: float | None, seed: int | None) -> Overrides:
+                   temperature: float | None, seed: int | None, no_probe: bool = False) -> Overrides:
     """The command-line choices shared by ask and batch, validated once."""
     from ..plan import Overrides
 
     return Overrides(tier=tier.value, model=model, max_thinking=max_thinking, min_thinking=min_thinking,
                      max_answer=max_answer, no_think=no_think, samples=samples,
-                     strategy=strategy.value if strategy else None, temperature=temperature, seed=seed).validate()
+                     strategy=strategy.value if strategy else None, temperature=temperature, seed=seed,
+                     probe=not no_probe).validate()
 
 
 def gpu_layers_value(value: str | None) -> int | None:
@@ -98,6 +100,7 @@ def ask(
     gpu_layers: GpuLayersOpt = None,
     pull_missing: Annotated[bool, typer.Option("--pull", help="Download the -m model first if it is missing.")] = False,
     no_stdin: NoStdinOpt = False,
+    no_probe: NoProbeOpt = False,
     no_log: NoLogOpt = False,
 ) -> None:
     """Answer one prompt, spending thinking by its difficulty tier."""
@@ -108,7 +111,7 @@ def ask(
     from ..runtime import Runtime
 
     overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
-                               temperature, seed)
+                               temperature, seed, no_probe)
     layers = gpu_layers_value(gpu_layers)
     text = read_prompt(prompt, no_stdin)
     runtime = Runtime.create(gpu_layers=layers, log=not no_log)

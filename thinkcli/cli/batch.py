@@ -20,6 +20,7 @@ from .options import (
     MinThinkingOpt,
     ModelOpt,
     NoLogOpt,
+    NoProbeOpt,
     NoThinkOpt,
     SamplesOpt,
     SeedOpt,
@@ -49,6 +50,7 @@ def batch(
     temperature: TemperatureOpt = None,
     seed: SeedOpt = None,
     gpu_layers: GpuLayersOpt = None,
+    no_probe: NoProbeOpt = False,
     no_log: NoLogOpt = False,
 ) -> None:
     """Answer every prompt of a file (resumable JSONL).
@@ -71,7 +73,7 @@ def batch(
     if parallel < 1 or parallel > 64:
         raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
     overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
-                               temperature, seed)
+                               temperature, seed, no_probe)
     fmt = detect_format(input_path, input_format.value if input_format else None)
     if summary_file is not None:
         check_writable_file(summary_file, "--summary")

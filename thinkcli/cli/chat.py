@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .ask import gpu_layers_value
-from .options import GpuLayersOpt, MaxThinkingOpt, ModelOpt, NoLogOpt, NoThinkOpt, TierChoice, TierOpt
+from .options import GpuLayersOpt, MaxThinkingOpt, ModelOpt, NoLogOpt, NoProbeOpt, NoThinkOpt, TierChoice, TierOpt
 
 PROMPT = ">>> "
 
@@ -76,6 +76,7 @@ def chat(
     no_think: NoThinkOpt = False,
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the thinking.")] = False,
     gpu_layers: GpuLayersOpt = None,
+    no_probe: NoProbeOpt = False,
     no_log: NoLogOpt = False,
 ) -> None:
     """Chat interactively; each turn gets its own tier.
@@ -87,7 +88,8 @@ def chat(
     from ..repl import ChatSession
     from ..runtime import Runtime
 
-    overrides = Overrides(tier=tier.value, model=model, max_thinking=max_thinking, no_think=no_think).validate()
+    overrides = Overrides(tier=tier.value, model=model, max_thinking=max_thinking, no_think=no_think,
+                          probe=not no_probe).validate()
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
     session = ChatSession(runtime, overrides, system=system, show_thinking=not hide_thinking)
     session.runtime.load(overrides.model or runtime.default_model)  # fail now, not at the first turn

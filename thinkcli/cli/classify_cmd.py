@@ -3,34 +3,71 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from .ask import read_prompt
-from .options import JsonOpt, NoStdinOpt
+from .options import JsonOpt, ModelOpt, NoStdinOpt
 
 
 def classify_command(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt (stdin, if piped, comes before it).", show_default=False)] = None,
     json_output: JsonOpt = False,
     no_stdin: NoStdinOpt = False,
+    probe: Annotated[bool, typer.Option("--probe", help="Also ask the model: answer without thinking and "
+                                        "measure its confidence (the escalation probe).")] = False,
+    model: ModelOpt = None,
 ) -> None:
-    """Show a prompt's difficulty tier and why (no model).
+    """Show a prompt's difficulty tier and why (no model unless --probe).
 
     Prints the tier, the score (0 easy … 1 hard) and the reasons."""
     from ..classify import classify
 
     text = read_prompt(prompt, no_stdin)
     difficulty = classify(text)
+    data: dict[str, Any] = difficulty.as_dict()
+    if probe:
+        data["probe"] = run_probe(text, model)
     if json_output:
-        typer.echo(json.dumps(difficulty.as_dict()))
+        typer.echo(json.dumps(data))
         return
     typer.echo(f"tier:   {difficulty.tier}")
     typer.echo(f"score:  {difficulty.score:.2f}")
     typer.echo("reasons:")
     for reason in difficulty.reasons:
         typer.echo(f"  - {reason}")
+    if probe:
+        p = data["probe"]
+        verdict = ("confident: auto answers without thinking" if p["kept"]
+                   else f"unsure: auto thinks (the {p['escalates_to']} tier)")
+        applies = "" if p["applies"] else f" (the probe is not run for {difficulty.tier} prompts on this model)"
+        typer.echo(f"probe:  {p['model']}: confidence {p['confidence']} on {p['tokens']} answer tokens, threshold "
+                   f"{p['threshold']} → {verdict}{applies}")
+        typer.echo(f"        answer so far: {p['answer']!r}")
+
+
+def run_probe(text: str, model: str | None) -> dict[str, Any]:
+    """The probe on the model: its confidence, verdict and first answer tokens (nothing logged)."""
+    from ..errors import ThinkError
+    from ..plan import Overrides, make_plan, probe_only_plan
+    from ..records import Outcome
+    from ..run import Failed, Scheduler, Task, messages_for
+    from ..runtime import Runtime
+
+    runtime = Runtime.create(log=False)
+    overrides = Overrides(model=model)
+    plan = probe_only_plan(text, runtime.registry, overrides, runtime.default_model)
+    real = make_plan(text, runtime.registry, overrides, runtime.default_model)
+    for event in Scheduler(runtime, source="classify").run([Task("probe", text, plan, messages_for(text))]):
+        if isinstance(event, Failed):
+            raise ThinkError(event.error)
+        if isinstance(event, Outcome):
+            measured = event.probe or {}
+            tier = real.difficulty.tier
+            return {"model": event.model, "applies": real.probe is not None, **measured,
+                    "escalates_to": "light" if tier == "instant" else tier, "answer": event.done.answer}
+    raise ThinkError("the probe produced no result")
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ def eval_command(
     eval_set: Annotated[str, typer.Argument(metavar="SET", help="A JSONL of {prompt, answer[, id, tier, checker]}, "
                                                                  "or builtin[:LEVEL] for the bundled set.")],
     policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
-                                                         "a thinking cap (0, 256 …), voteN or voteN@CAP. "
+                                                         "a thinking cap (0, 256 …), voteN, voteN@CAP, auto-noprobe. "
                                                          "[default: auto,0,256,1024]")] = None,
     model: ModelOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (the builtin set is "

@@ -84,7 +84,7 @@ def logs_stats(
     model: ModelFilter = None,
     source: SourceFilter = None,
 ) -> None:
-    """Thinking spent per tier and model, against the deep tier's fixed budget."""
+    """Thinking spent per tier and model (the pay-as-you-go ledger)."""
     from ..logs import Query, ledger, total
 
     rows = ledger(_log_path(), Query(tier=tier, model=model, source=source))
@@ -103,12 +103,12 @@ def logs_stats(
                   title_justify="left")
     for name, justify in (("model", "left"), ("tier", "left"), ("runs", "right"), ("failed", "right"),
                           ("thinking", "right"), ("deep budget", "right"), ("saved", "right"), ("answer", "right"),
-                          ("tok/s", "right"), ("first token", "right")):
+                          ("probe kept", "right"), ("tok/s", "right"), ("first token", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in [*rows, overall]:
         table.add_row(row.model, row.tier, str(row.runs), str(row.failed), str(row.thinking_tokens),
                       str(row.fixed_budget_tokens), "–" if row.saved is None else f"{row.saved:.1%}",
-                      str(row.answer_tokens),
+                      str(row.answer_tokens), f"{row.probe_kept}/{row.probed}" if row.probed else "–",
                       "–" if row.tokens_per_second is None else f"{row.tokens_per_second:.1f}",
                       "–" if row.first_token_s is None else f"{row.first_token_s:.2f} s",
                       end_section=row is rows[-1])

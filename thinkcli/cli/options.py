@@ -43,3 +43,5 @@ GpuLayersOpt = Annotated[Optional[str], typer.Option("--gpu-layers", help="Layer
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")]
 NoStdinOpt = Annotated[bool, typer.Option("--no-stdin", help="Do not read stdin (for `while read` loops).")]
 NoLogOpt = Annotated[bool, typer.Option("--no-log", help="Do not write these runs to the run log (think logs).")]
+NoProbeOpt = Annotated[bool, typer.Option("--no-probe", help="Skip the escalation probe (auto tier: answer without "
+                                          "thinking first, think only if unsure).")]

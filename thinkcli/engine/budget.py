@@ -28,10 +28,15 @@ class BudgetSpec:
     confidence: float = 0.0  # window mean token probability that ends thinking (0 = off)
     confidence_window: int = 64
     confidence_floor: float = 0.0  # window mean below which the sequence is dropped (0 = off)
+    # The escalation probe (thinking off): after `probe_tokens` answer tokens (or an earlier end),
+    # an answer whose geometric-mean token probability is below `probe_confidence` ends as
+    # `escalated`, for the scheduler to run the prompt again with thinking. 0 = no probe.
+    probe_tokens: int = 0
+    probe_confidence: float = 0.0
 
     @property
     def needs_confidence(self) -> bool:
-        return self.confidence > 0 or self.confidence_floor > 0
+        return self.confidence > 0 or self.confidence_floor > 0 or self.probe_tokens > 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,14 @@ class Step:
     chunks: list[Chunk] = field(default_factory=list)
     event: ForcedEvent | None = None
     finish: FinishReason | None = None
+    probe: ProbeVerdict | None = None
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    tokens: int
+    confidence: float | None
+    kept: bool
 
 
 class SequencePolicy:
@@ -75,6 +88,7 @@ class SequencePolicy:
         self._logprob_sum = 0.0
         self._scored = 0
         self._recent: deque[str] = deque(maxlen=64)  # text of committed tokens, for rollback
+        self.probing = spec.probe_tokens > 0 and not spec.thinking  # the verdict is still to come
 
     @property
     def thinking_total(self) -> int:
@@ -147,13 +161,26 @@ class SequencePolicy:
 
     def _answer(self, token: int, piece: str, prob: float | None) -> Step:
         if self.is_end(token):
-            return Step(finish="stop")
+            step = Step(finish="stop")
+            return self._judge(step) if self.probing else step
         step = self._accept(token, piece, counted=True)
         self._score(prob)
         if self.parser.phase == DONE:
             step.finish = "stop"
         elif self.answer_tokens >= self.spec.max_answer:
             step.finish = "length"
+        if self.probing and (step.finish or self.answer_tokens >= self.spec.probe_tokens):
+            return self._judge(step)
+        return step
+
+    def _judge(self, step: Step) -> Step:
+        """The probe's verdict: keep the answer (the sequence goes on as it is) or escalate."""
+        self.probing = False
+        confidence = self.trace_confidence
+        kept = confidence is not None and self.answer_tokens > 0 and confidence >= self.spec.probe_confidence
+        step.probe = ProbeVerdict(self.answer_tokens, confidence, kept)
+        if not kept:
+            step.finish = "escalated"
         return step
 
     # -- helpers --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .events import (
     EngineEvent,
     Extended,
     FinishReason,
+    Probed,
     Progress,
     SequenceDone,
     Started,
@@ -328,6 +329,9 @@ class Decoder:
                 yield Thinking(request.key, chunk.text, policy.thinking_total)
             else:
                 yield Answer(request.key, chunk.text, policy.answer_tokens)
+        if step.probe is not None:
+            verdict = step.probe
+            yield Probed(request.key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)
         if step.event is not None:
             event = step.event
             if event.type == "extended":

@@ -10,7 +10,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-FinishReason = Literal["stop", "length", "stopped_early", "dropped", "context", "cancelled"]
+FinishReason = Literal["stop", "length", "stopped_early", "dropped", "context", "cancelled", "escalated"]
 ForcedKind = Literal["budget_forced", "extended"]
 ForcedReason = Literal["cap", "confidence", "eos", "wait"]
 
@@ -75,6 +75,17 @@ class Extended:
 
 
 @dataclass(frozen=True)
+class Probed:
+    """The escalation probe decided: its answer is kept (it goes on), or it ends as `escalated`."""
+
+    seq: Hashable
+    tokens: int  # answer tokens the verdict was taken on
+    confidence: float | None  # their geometric-mean token probability (None: nothing was sampled)
+    threshold: float
+    kept: bool
+
+
+@dataclass(frozen=True)
 class Progress:
     """Per-step heartbeat of a sequence (for live counters); sent at most every few tokens."""
 
@@ -117,4 +128,4 @@ class SequenceDone:
     vote_answer: str | None = None  # under Best-of-N: the answer this sample votes for
 
 
-EngineEvent = Union[Started, Thinking, Answer, BudgetForced, Extended, Progress, SequenceDone]
+EngineEvent = Union[Started, Thinking, Answer, BudgetForced, Extended, Probed, Progress, SequenceDone]
