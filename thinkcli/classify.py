@@ -1,8 +1,11 @@
 """Prompt → difficulty tier, with a score and the reasons behind it.
 
 Deterministic, no model, well under 2 ms: a handful of weighted signals (what the prompt asks
-for, how much math or code it carries, how long and how constrained it is). Each signal that
-fires adds to the score and leaves a human-readable reason. Accuracy on the labelled set in
+for, how much math, code or logic it carries, how long and how constrained it is). Each signal that
+fires adds to the score and leaves a human-readable reason. Two blind spots of word counting are
+handled apart: a bare computation is tiered by the size of its operands ("What is 23 * 47?" is
+work, "What is 6 * 7?" is not), and a long paste followed by a short question is classified by the
+question (the paste only adds reading). Accuracy on the labelled set in
 tests/data/prompts.jsonl is reported in the README (held-out part never used for tuning).
 """
 
@@ -67,7 +70,7 @@ DESIGN = _rx(
     r"implement", r"data structure", r"dynamic programming", r"graph", r"shortest path",
 )
 REASONING = _rx(
-    r"step by step", r"think carefully", r"reason", r"explain why", r"why", r"how does", r"compare",
+    r"step by step", r"think carefully", r"reason", r"reasoning", r"contradict\w*", r"explain why", r"why", r"how does", r"compare",
     r"contrast", r"analy[sz]e", r"evaluate", r"pros and cons", r"implications?", r"justify",
     r"puzzle", r"riddle", r"logic", r"deduce", r"infer", r"what would happen", r"estimate",
 )
@@ -98,11 +101,109 @@ def inspected_text(prompt: str) -> str:
     return text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
 
 
+LOGIC = _rx(
+    r"does (?:it|this) follow", r"follows? (?:logically|from)", r"valid", r"invalid", r"syllogism", r"must be true",
+    r"(?:all|no|some) \w{1,20} are", r"therefore", r"can we conclude", r"conclusion", r"knights?", r"knaves?",
+    r"liars?", r"truth-?tellers?", r"(?:older|younger|taller|shorter|heavier|lighter|faster|slower) than",
+    r"exactly one of", r"at most one of", r"(?:left|right) of", r"next to",
+)
+# Bare computations: what matters is the size of the operands, not the words around them.
+BARE_OP = re.compile(r"(\d{1,12})\s{0,3}(\*|×|x|times|\+|plus|-|minus|/|÷|divided by|\^|\*\*)\s{0,3}(\d{1,12})",
+                     re.IGNORECASE)
+DIVIDE_WORDS = re.compile(r"\bdivide (\d{1,12}) by (\d{1,12})", re.IGNORECASE)
+SQUARED = re.compile(r"\b(\d{1,12}) (?:squared|cubed)\b", re.IGNORECASE)
+FACTORIAL = re.compile(r"\b(\d{1,4})!")
+FACTOR_OF = re.compile(r"\b(?:factor(?:i[sz]e)?|prime factori[sz]ation of|prime factors of|is)\s{1,3}(\d{2,15})"
+                       r"(?:\s{1,3}(?:a\s)?prime)?", re.IGNORECASE)
+PLACES = re.compile(r"\bto (\d{1,3}) (?:decimal )?(?:places|digits)\b", re.IGNORECASE)
+# A paste (an e-mail, code, an article) with a short question after it or an instruction before it.
+PARAGRAPHS = re.compile(r"\n[ \t]*\n")
+TIER_SCORES = {"instant": 0.1, "light": 0.3, "standard": 0.6, "deep": 0.85}
+
+
+def _significant(number: str) -> int:
+    """Digits that take work: 10 x 10 is as easy as 1 x 1."""
+    return max(1, len(number.lstrip("0").rstrip("0")))
+
+
+# The only words a bare computation may carry besides its numbers and operators.
+BARE_WORDS = frozenset(
+    ["what", "is", "whats", "what's", "s", "compute", "calculate", "evaluate", "find", "work", "out", "the", "value", "of", "exactly", "result", "answer", "please", "and", "divide", "by", "times", "plus", "minus", "divided", "squared", "cubed", "factor", "factorise", "factorize", "factorisation", "factorization", "prime", "factors", "a", "an", "number", "as", "decimal", "to", "places", "digits", "write", "give", "me"])
+
+
+def arithmetic_tier(text: str, n_words: int) -> tuple[str, str] | None:
+    """The tier of a short, bare computation, from the size of its operands (None: not one)."""
+    if n_words > 14:
+        return None
+    words = re.findall(r"[a-z']+", re.sub(r"\d", " ", text.lower()))
+    if any(word not in BARE_WORDS and word != "x" for word in words) or re.search(r"\d\.\d", text):
+        return None  # other words (a variable, a question about something): not a bare computation
+    factor = FACTOR_OF.search(text)
+    if factor and (re.search(r"factor|prime", text, re.IGNORECASE)):
+        n = int(factor.group(1))
+        tier = "light" if n < 100 else "standard" if n < 100_000 else "deep"
+        return tier, f"factorisation or primality of a {len(factor.group(1))}-digit number"
+    factorial = FACTORIAL.search(text)
+    if factorial:
+        n = int(factorial.group(1))
+        return ("light" if n <= 6 else "standard"), f"{n}! (factorial)"
+    places = PLACES.search(text)
+    if places and int(places.group(1)) >= 6:
+        return "standard", f"a result to {places.group(1)} places"
+    work = 0
+    kinds: list[str] = []
+    for a, op, b in BARE_OP.findall(text):
+        op = op.lower()
+        if op in ("*", "×", "x", "times"):
+            work = max(work, _significant(a) + _significant(b)) + (2 if kinds else 0)
+            kinds.append(f"{len(a)}-digit × {len(b)}-digit")
+        elif op in ("/", "÷", "divided by"):
+            work = max(work, len(a) + len(b)) + (2 if kinds else 0)
+            kinds.append(f"{len(a)}-digit ÷ {len(b)}-digit")
+        elif op in ("^", "**"):
+            work = max(work, 3 if a in ("2", "10") else len(a) + int(b) // 2 + 2)
+            kinds.append(f"{a}^{b}")
+        else:
+            work = max(work, 1 if max(len(a), len(b)) <= 2 else 3) + (1 if kinds else 0)
+            kinds.append(f"{max(len(a), len(b))}-digit {'+' if op in ('+', 'plus') else '-'}")
+    for a, b in DIVIDE_WORDS.findall(text):
+        work = max(work, len(a) + len(b))
+        kinds.append(f"{len(a)}-digit ÷ {len(b)}-digit")
+    for a in SQUARED.findall(text):
+        work = max(work, 3 if int(a) <= 20 else 2 * _significant(a))
+        kinds.append(f"{a} squared")
+    if not kinds:
+        return None
+    tier = "instant" if work <= 2 else "light" if work <= 3 else "standard"
+    return tier, f"bare arithmetic ({', '.join(kinds[:3])})"
+
+
+def split_paste(text: str) -> tuple[str, int]:
+    """(the question, words of pasted material set aside): a long paste with a short question after
+    it (or a short instruction before it) is classified by the question; the paste only adds length."""
+    parts = [p for p in PARAGRAPHS.split(text) if p.strip()]
+    if len(parts) < 2:
+        return text, 0
+    last, first = parts[-1], parts[0]
+    rest_last = sum(len(WORD.findall(p)) for p in parts[:-1])
+    if len(WORD.findall(last)) <= 30 and rest_last >= 40:
+        return last, rest_last
+    rest_first = sum(len(WORD.findall(p)) for p in parts[1:])
+    if len(WORD.findall(first)) <= 30 and rest_first >= 40 and first.rstrip().endswith(":"):
+        return first, rest_first
+    return text, 0
+
+
 def classify(prompt: str) -> Difficulty:
     n_words = len(WORD.findall(prompt))  # the whole prompt's length counts (linear time)
     text = inspected_text(prompt)
     score = 0.24
     reasons: list[str] = []
+    pasted = 0
+    if text:
+        text, pasted = split_paste(text)
+        if pasted:
+            n_words -= pasted
 
     def add(weight: float, reason: str) -> None:
         nonlocal score
@@ -113,6 +214,11 @@ def classify(prompt: str) -> Difficulty:
         return Difficulty("instant", 0.0, ("empty prompt",))
     if GREETING.match(text):
         return Difficulty("instant", 0.02, ("greeting or small talk",))
+    if not pasted:
+        arithmetic = arithmetic_tier(text, n_words)
+        if arithmetic is not None:
+            tier, why = arithmetic
+            return Difficulty(tier, TIER_SCORES[tier], (why,))
 
     def hits(pattern: re.Pattern[str]) -> list[str]:
         return sorted({m.group(0).lower() for m in pattern.finditer(text)})
@@ -153,12 +259,17 @@ def classify(prompt: str) -> Difficulty:
         add(0.17 + 0.04 * min(len(reasoning), 3), f"asks for reasoning ({', '.join(reasoning[:2])})")
     if len(hard_words) >= 2:
         add(0.03 * min(len(hard_words), 5), f"{len(hard_words)} constraints ({', '.join(hard_words[:3])})")
+    logic = hits(LOGIC)
+    if logic:
+        add(0.2 + 0.07 * min(len(logic), 4), f"logic or a validity check ({', '.join(logic[:2])})")
+    if pasted:  # reading the material is some work: never below light
+        add(max(0.12, 0.28 - score), f"pasted material ({pasted} words) set aside: the question decides")
     questions = text.count("?")
     if questions >= 2:
         add(0.05 * min(questions, 4), f"{questions} questions")
     if n_words > 25:
         add(min(0.04 * (n_words - 25) ** 0.5, 0.3), f"long prompt ({n_words} words)")
-    elif n_words <= 6 and not (proof or hard_math or code_block or symbols):
+    elif n_words <= 6 and not (proof or hard_math or code_block or symbols or pasted):
         add(-0.04, f"very short ({n_words} words)")
 
     score = max(0.0, min(1.0, score))
