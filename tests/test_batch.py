@@ -267,7 +267,7 @@ def test_deep_samples_share_decode_steps_with_other_items(tiny, tmp_path, think_
     items = [__import__("thinkcli.batch", fromlist=["Item"]).Item(str(i), i, p) for i, p in enumerate(prompts, 1)]
     runtime = Runtime.create()
     with OutputStore(tmp_path / "out.jsonl") as store:
-        events = list(run_batch(runtime, items, store, Overrides(), parallel=8))
+        events = list(run_batch(runtime, items, store, Overrides(probe=False), parallel=8))
     recs = records(tmp_path / "out.jsonl")
     assert len(recs) == 8 and {r["tier"] for r in recs} >= {"instant", "deep"}
     assert most_samples(runtime, Overrides()) == 4

@@ -232,3 +232,37 @@ def test_eval_on_the_builtin_set_with_the_embedded_model(think, think_home, tmp_
     assert [p["items"] for p in results["policies"]] == [4, 4, 4]
     assert png.stat().st_size > 10_000
     assert Path(tmp_path / "out" / "auto.jsonl").exists()
+
+
+def test_probe_calibration_keeps_the_answers_that_need_no_thinking():
+    from thinkcli.evaluate import calibrate_probe
+
+    items = [EvalItem(key, 0, "q", "1") for key in "abcd"]
+    confidence = {"a": 0.9, "b": 0.7, "c": 0.5, "d": 0.3}
+    auto = {k: {**_record("x", 0), "probe": {"confidence": c}} for k, c in confidence.items()}
+    plain = {k: _record("1" if k in "ab" else "0", 0) for k in "abcd"}  # right without thinking: a and b
+    thinking = {k: _record("1", 100) for k in "abcd"}  # thinking gets all four
+    records = {"auto": auto, "0": plain, "auto-noprobe": thinking}
+    strict = calibrate_probe(items, records, tolerance=0.0)
+    assert strict is not None and strict.threshold == 0.7 and strict.kept == 2 and strict.accuracy == 1.0
+    assert (strict.thinking_tokens, strict.thinking_tokens_never_kept) == (200, 400)
+    loose = calibrate_probe(items, records, tolerance=0.25)
+    assert loose is not None and loose.threshold == 0.5 and loose.accuracy == 0.75
+    assert calibrate_probe(items, {"auto": auto, "0": plain}, 0.0) is None  # needs all three policies
+
+
+def test_calibrate_writes_the_probe_threshold_of_a_model(think, tiny, think_home, tmp_path):
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"default_model: tiny\nmodels:\n  tiny:\n    path: {tiny('confident')}\n    family: qwen3\n")
+    eval_set = tmp_path / "a.jsonl"
+    eval_set.write_text("".join(json.dumps({"prompt": p, "answer": "aaaa", "checker": "contains"}) + "\n"
+                                for p in ("hello", "What is 2+2?", "Name a colour.")))
+    r = think("eval", str(eval_set), "--calibrate", "--write", "--policies", "auto,auto-noprobe,0,8",
+              "--max-answer", "8", "-o", str(tmp_path / "out"), "--no-curve")
+    assert r.returncode == 0, r.stderr
+    probe = json.loads((tmp_path / "out" / "results.json").read_text())["calibration"]["probe"]
+    assert probe["items"] == 3 and probe["kept"] == 3 and probe["accuracy"] == 1.0 and probe["thinking_tokens"] == 0
+    assert "probe    confidence" in r.stdout
+    written = yaml.safe_load((think_home / "config" / "models.yaml").read_text())
+    assert written["models"]["tiny"]["probe"] == {"confidence": probe["threshold"]}

@@ -305,3 +305,18 @@ def test_sigterm_ends_running_streams_cleanly_and_exits_0(tmp_path):
         assert rest[-1] == "data: [DONE]" and any('"finish_reason": "stop"' in line for line in rest)
         assert served.proc.wait(timeout=30) == 0
         assert "Traceback" not in served.proc.stderr.read()
+
+
+def test_requests_without_an_effort_get_the_escalation_probe(server):
+    client = server.client()
+    messages = [{"role": "user", "content": "hello"}]
+    reply = client.chat.completions.create(model="think", messages=messages, max_tokens=40)
+    probe = reply.model_extra["think"]["probe"]
+    assert probe["kept"] is False and probe["escalated_to"] == "light"  # the tame model is never sure
+    assert reply.model_extra["think"]["tier"] == "light" and reply.choices[0].message.content
+    off = client.chat.completions.create(model="think", messages=messages, max_tokens=40, extra_body={"probe": False})
+    assert off.model_extra["think"]["probe"] is None and off.model_extra["think"]["tier"] == "instant"
+    forced = client.chat.completions.create(model="think", messages=messages, max_tokens=40, reasoning_effort="low")
+    assert forced.model_extra["think"]["probe"] is None
+    with pytest.raises(openai.BadRequestError, match="'probe' must be true or false"):
+        client.chat.completions.create(model="think", messages=messages, extra_body={"probe": "yes"})

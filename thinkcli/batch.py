@@ -54,6 +54,22 @@ def detect_format(path: str, explicit: str | None) -> str:
     raise UsageError(f"cannot tell the format of '{path}': use .txt, .jsonl or .csv, or --format")
 
 
+def jsonl_objects(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line number, the object or None, what is wrong with the line) for every non-blank line."""
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"malformed JSON ({exc.msg})"
+            continue
+        if not isinstance(record, dict):
+            yield number, None, "not a JSON object"
+            continue
+        yield number, record, None
+
+
 def read_items(stream: TextIO, fmt: str, field_name: str = "prompt") -> Iterator[Item]:
     """Every input record as an Item; a bad record becomes an Item with an error, never an exception."""
     if fmt == "txt":
@@ -62,16 +78,9 @@ def read_items(stream: TextIO, fmt: str, field_name: str = "prompt") -> Iterator
             if text.strip():  # blank lines are skipped, as in .jsonl; ids stay line numbers
                 yield Item(str(number), number, text)
     elif fmt == "jsonl":
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield Item(str(number), number, None, f"line {number}: malformed JSON ({exc.msg})")
-                continue
-            if not isinstance(record, dict):
-                yield Item(str(number), number, None, f"line {number}: not a JSON object")
+        for number, record, error in jsonl_objects(stream):
+            if record is None:
+                yield Item(str(number), number, None, f"line {number}: {error}")
                 continue
             item_id = str(record["id"]) if record.get("id") is not None else str(number)
             prompt = record.get(field_name)

@@ -9,7 +9,6 @@ word problems), each at five levels of difficulty. Items are interleaved by leve
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,16 +52,12 @@ def read_set(path: Path) -> list[EvalItem]:
         raise ThinkError(f"evaluation set {path} is a directory")
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
+    from .batch import jsonl_objects
+
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}: line {number}: malformed JSON ({exc.msg})") from None
-            if not isinstance(raw, dict):
-                raise UsageError(f"{path}: line {number}: not a JSON object")
+        for number, raw, error in jsonl_objects(handle):
+            if raw is None:
+                raise UsageError(f"{path}: line {number}: {error}")
             prompt, answer = raw.get("prompt"), raw.get("answer")
             if not isinstance(prompt, str) or not prompt.strip():
                 raise UsageError(f"{path}: line {number}: needs a non-empty string 'prompt'")

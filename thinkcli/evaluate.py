@@ -32,7 +32,7 @@ from .registry import TIER_NAMES, Registry
 from .runtime import Runtime
 
 DEFAULT_POLICIES = "auto,0,256,1024"
-CALIBRATION_CAPS = "0,64,256,1024,4096"
+CALIBRATION_CAPS = "auto,auto-noprobe,0,64,256,1024,4096"
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -265,6 +265,22 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class ProbeCalibration:
+    """The probe threshold that thinks least while staying within the tolerance of the best accuracy.
+
+    Measured on the probe's band: each item's probe confidence (policy `auto`), its answer without
+    thinking (policy `0`, the same sequence the probe would keep) and with thinking (`auto-noprobe`)."""
+
+    threshold: float  # keep the probe's answer at or above this (1.0: keep only certain answers)
+    items: int
+    kept: int  # items answered without thinking at this threshold
+    accuracy: float
+    best_accuracy: float
+    thinking_tokens: int  # spent at this threshold
+    thinking_tokens_never_kept: int  # spent if the probe never kept an answer
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Per tier: the cap chosen, the best accuracy seen, and the accuracy at each cap compared."""
 
@@ -273,6 +289,7 @@ class Calibration:
     chosen: dict[str, int]
     best: dict[str, float]
     curve: dict[str, dict[int, float]]
+    probe: ProbeCalibration | None = None
 
     def tiers_override(self, registry: Registry) -> dict[str, dict[str, int]]:
         """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
@@ -284,6 +301,37 @@ class Calibration:
                 fields["min_thinking"] = cap
             override[tier] = fields
         return override
+
+
+def calibrate_probe(items: list[EvalItem], records: dict[str, dict[str, dict[str, Any]]],
+                    tolerance: float) -> ProbeCalibration | None:
+    """None unless the policies auto, auto-noprobe and 0 all ran (each gives one side of the choice)."""
+    auto, thinking, plain = records.get("auto"), records.get("auto-noprobe"), records.get("0")
+    if not (auto and thinking and plain):
+        return None
+    rows: list[tuple[float, bool, bool, int]] = []
+    for item in items:
+        probed, thought, bare = auto.get(item.id), thinking.get(item.id), plain.get(item.id)
+        if not (probed and thought and bare) or probed.get("error") or thought.get("error") or bare.get("error"):
+            continue
+        if not probed.get("probe"):
+            continue  # outside the probe's band
+        confidence = float(probed["probe"].get("confidence") or 0.0)
+        rows.append((confidence, check(bare.get("answer") or "", item.answer, item.checker)[0],
+                     check(thought.get("answer") or "", item.answer, item.checker)[0], spent_thinking_tokens(thought)))
+    if not rows:
+        return None
+    outcomes = []
+    for threshold in sorted({min(c, 1.0) for c, *_ in rows} | {1.0}):
+        keep = [c >= threshold for c, *_ in rows]
+        correct = sum(p if k else t for k, (_, p, t, _) in zip(keep, rows, strict=True))
+        tokens = sum(0 if k else n for k, (*_, n) in zip(keep, rows, strict=True))
+        outcomes.append((threshold, correct / len(rows), tokens, sum(keep)))
+    best = max(acc for _, acc, _, _ in outcomes)
+    threshold, accuracy, tokens, kept = min((o for o in outcomes if o[1] >= best - tolerance - 1e-12),
+                                            key=lambda o: (o[2], -o[0]))
+    never = sum(n for *_, n in rows)
+    return ProbeCalibration(round(threshold, 4), len(rows), kept, accuracy, best, tokens, never)
 
 
 def calibrate(scores: list[PolicyScore], model: str, tolerance: float) -> Calibration:
@@ -332,6 +380,9 @@ def write_calibration(path: Path, calibration: Calibration, registry: Registry) 
     entry["tiers"] = tiers
     for tier, fields in calibration.tiers_override(registry).items():
         tiers[tier] = {**(tiers.get(tier) or {}), **fields}
+    if calibration.probe is not None:
+        probe = entry.setdefault("probe", {}) or {}
+        entry["probe"] = {**probe, "confidence": calibration.probe.threshold}
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
     temp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

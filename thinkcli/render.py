@@ -129,6 +129,9 @@ class StreamRenderer:
                                f"answer tokens: thinking at the {note['escalated_to']} tier]\n")
         if self.tty and self.show_thinking:
             budget = f"thinking ≤ {plan.budget.max_thinking}" if plan.budget.thinking else "no thinking"
+            if plan.probe is not None and plan.probe.escalation is not None:
+                budget = (f"probe first (no thinking; if unsure, thinking ≤ "
+                          f"{plan.probe.escalation.budget.max_thinking})")
             strategy = f" · best of {plan.samples}" if self._vote_mode else ""
             self._console.print(f"[bold cyan]{plan.difficulty.tier}[/] · {planned.model} ({planned.family}) · "
                                 f"{budget}{strategy}", style="dim")

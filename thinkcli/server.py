@@ -261,8 +261,8 @@ class StopFilter:
 # -- responses -------------------------------------------------------------------------------
 def think_extension(outcome: Outcome) -> dict[str, Any]:
     record = outcome_record(outcome, keep_thinking=False)
-    keep = ("model", "family", "tier", "score", "reasons", "strategy", "budget", "confidence", "events", "samples",
-            "vote", "timings")
+    keep = ("model", "family", "tier", "score", "reasons", "strategy", "budget", "confidence", "probe", "events",
+            "samples", "vote", "timings")
     return {key: record[key] for key in keep}
 
 

@@ -116,7 +116,13 @@ def eval_command(
     points = [Point(s.policy, s.mean_thinking, s.accuracy, s.fixed) for s in scores if s.items]
     calibration: Calibration | None = None
     if calibrate_tiers:
-        calibration = calibrate(scores, model_name, tolerance)
+        from dataclasses import replace
+
+        from ..evaluate import calibrate_probe, policy_file, read_records
+
+        records = {p.name: read_records(policy_file(directory, p)) for p in policies}
+        calibration = replace(calibrate(scores, model_name, tolerance),
+                              probe=calibrate_probe(items, records, tolerance))
     extra: dict[str, Any] = {"set": eval_set, "model": model_name, "items": len(items),
                              "calibration": calibration_dict(calibration) if calibration else None}
     json_path, csv_path = save_results(directory, items, policies, scores, extra)
@@ -139,7 +145,7 @@ def eval_command(
     if plot is not None:
         notes.append(f"curve: {plot}")
     if calibration is not None and write:
-        notes.append(f"calibrated tiers written to {runtime.paths.models_file} (models.{model_name}.tiers)")
+        notes.append(f"calibration written to {runtime.paths.models_file} (models.{model_name})")
     sys.stderr.write("\n".join(notes) + "\n")
 
 
@@ -182,7 +188,15 @@ def _print_calibration(calibration: Calibration, registry: Any) -> None:
         curve = ", ".join(f"{c}: {a:.0%}" for c, a in sorted(calibration.curve[tier].items()))
         lines.append(f"  {tier:<8} cap {cap:>5} (now {current[tier].max_thinking}; best {calibration.best[tier]:.0%}; "
                      f"by cap {curve})")
-    proposal = {"models": {calibration.model: {"tiers": calibration.tiers_override(registry)}}}
+    entry: dict[str, Any] = {"tiers": calibration.tiers_override(registry)}
+    probe = calibration.probe
+    if probe is not None:
+        lines.append(f"  probe    confidence {probe.threshold} (now {registry.probe_for(calibration.model).confidence}): "
+                     f"keeps {probe.kept} of {probe.items} answers without thinking, accuracy {probe.accuracy:.0%} "
+                     f"(best {probe.best_accuracy:.0%}), thinking {probe.thinking_tokens} vs "
+                     f"{probe.thinking_tokens_never_kept} tokens")
+        entry["probe"] = {"confidence": probe.threshold}
+    proposal = {"models": {calibration.model: entry}}
     lines.append("proposed models.yaml override (--write puts it in your models.yaml):")
     lines.append(yaml.safe_dump(proposal, sort_keys=False).rstrip())
     typer.echo("\n".join(lines))
