@@ -66,46 +66,46 @@ def ask(think, *args: str) -> dict:
 
 def test_a_confident_model_answers_without_thinking(think, tiny, think_home):
     config(think_home, tiny("confident"))
-    record = ask(think, "What is 2+2?")
+    record = ask(think, "Name a colour.")
     assert record["tier"] == "light" and record["probe"]["kept"] is True
     assert record["probe"]["confidence"] > 0.99 and record["probe"]["tokens"] == 12  # the default probe length
     assert record["usage"]["thinking_tokens"] == 0 and record["budget"]["max_thinking"] == 0
     # The kept probe is the plain no-thinking answer at the same seed: one sequence, never restarted.
-    plain = ask(think, "--no-think", "--max-answer", "12", "What is 2+2?")
+    plain = ask(think, "--no-think", "--max-answer", "12", "Name a colour.")
     assert plain["probe"] is None and record["answer"] == plain["answer"] == "a" * 12
 
 
 def test_an_unsure_model_escalates_and_the_kv_cache_stays_right(think, tiny, think_home):
     config(think_home, tiny("tame"))
-    record = ask(think, "What is 2+2?")
+    record = ask(think, "Name a colour.")
     probe = record["probe"]
     assert probe["kept"] is False and probe["confidence"] < 0.8 and probe["escalated_to"] == "light"
     assert record["tier"] == "light" and "escalated after the probe" in record["reasons"]
     assert record["usage"]["thinking_tokens"] == 24  # the light tier's cap here (the tame model never closes)
     assert record["usage"]["cached_prompt_tokens"] > 0  # the prompt's prefix came from the probe's cache
-    without = ask(think, "--no-probe", "What is 2+2?")
+    without = ask(think, "--no-probe", "Name a colour.")
     assert without["probe"] is None
     assert (record["thinking"], record["answer"]) == (without["thinking"], without["answer"])
     # An instant prompt escalates to the light tier.
     hello = ask(think, "hello")
     assert hello["probe"]["escalated_to"] == "light" and hello["tier"] == "light"
     # stdout carries only the final answer: the probe's discarded answer never shows.
-    shown = think("ask", "--hide-thinking", "What is 2+2?")
+    shown = think("ask", "--hide-thinking", "Name a colour.")
     assert shown.stdout.strip() == record["answer"].strip()
-    noted = think("ask", "What is 2+2?")
+    noted = think("ask", "Name a colour.")
     assert "[probe: confidence" in noted.stderr and "thinking at the light tier]" in noted.stderr
 
 
 def test_the_probe_follows_the_band_the_flags_and_the_settings(think, tiny, think_home):
     config(think_home, tiny("tame"), "probe:\n  tiers: [light]\n  tokens: 3\n")
-    assert ask(think, "What is 2+2?")["probe"]["tokens"] == 3
+    assert ask(think, "Name a colour.")["probe"]["tokens"] == 3
     assert ask(think, "hello")["probe"] is None  # instant is outside this band
-    assert ask(think, "--tier", "light", "What is 2+2?")["probe"] is None  # a forced tier is not probed
-    assert ask(think, "--max-thinking", "5", "What is 2+2?")["probe"] is None
+    assert ask(think, "--tier", "light", "Name a colour.")["probe"] is None  # a forced tier is not probed
+    assert ask(think, "--max-thinking", "5", "Name a colour.")["probe"] is None
     registry = load_registry(think_home / "config" / "models.yaml")
-    assert make_plan("What is 2+2?", registry, Overrides(probe=False), "tiny").probe is None
+    assert make_plan("Name a colour.", registry, Overrides(probe=False), "tiny").probe is None
     config(think_home, tiny("tame"), "probe:\n  enabled: false\n")
-    assert ask(think, "What is 2+2?")["probe"] is None
+    assert ask(think, "Name a colour.")["probe"] is None
     bad = think_home / "config" / "models.yaml"
     bad.write_text(bad.read_text().replace("enabled: false", "tiers: [hard]"))
     r = think("ask", "hi")
@@ -117,7 +117,7 @@ def test_a_model_can_carry_its_own_probe_settings(think, tiny, think_home):
     models = think_home / "config" / "models.yaml"
     models.write_text(models.read_text().replace("    family: qwen3\n", "    family: qwen3\n    probe:\n"
                                                  "      confidence: 0.0\n", 1))
-    record = ask(think, "What is 2+2?")  # a threshold of 0 keeps any answer
+    record = ask(think, "Name a colour.")  # a threshold of 0 keeps any answer
     assert record["probe"] == {"tokens": 5, "confidence": record["probe"]["confidence"], "threshold": 0.0, "kept": True}
 
 
@@ -138,7 +138,7 @@ def test_the_probe_in_batch_and_before_best_of_n(think, tiny, think_home, tmp_pa
 
 def test_classify_probe_shows_what_the_model_measured(think, tiny, think_home):
     config(think_home, tiny("confident"))
-    r = think("classify", "--probe", "--json", "What is 2+2?")
+    r = think("classify", "--probe", "--json", "Name a colour.")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["tier"] == "light" and data["probe"]["kept"] is True and data["probe"]["applies"] is True

@@ -76,7 +76,7 @@ def png_curve(points: list[Point], title: str, path: Path) -> None:
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.margins(x=0.15, y=0.15)
-    axes.legend(loc="lower right", fontsize=9)
+    axes.legend(loc="best", fontsize=9)
     figure.tight_layout()
     try:
         figure.savefig(path)

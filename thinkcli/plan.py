@@ -72,6 +72,14 @@ class Plan:
     probe: Probe | None = None
 
 
+def reseeded(plan: Plan, seed: int) -> Plan:
+    """The same plan drawn with another seed (its escalation too, so a probed draw stays distinct)."""
+    probe = plan.probe
+    if probe is not None and probe.escalation is not None:
+        probe = replace(probe, escalation=replace(probe.escalation, seed=seed))
+    return replace(plan, seed=seed, probe=probe)
+
+
 def make_plan(prompt: str, registry: Registry, overrides: Overrides, default_model: str) -> Plan:
     overrides.validate()
     plan = _tier_plan(classify(prompt), registry, overrides, default_model)

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from .engine.events import Answer, Thinking
 from .errors import ThinkError
-from .plan import Overrides, Plan, make_plan
+from .plan import Overrides, Plan, make_plan, reseeded
 from .records import Outcome, outcome_record
 from .registry import TIER_NAMES
 from .run import Failed, RunEvent, Task
@@ -298,7 +298,7 @@ class Exchange:
                            headers={"Retry-After": "5"})
         plan = self.parsed.plan
         for index, key in enumerate(self.keys):
-            seeded = replace(plan, seed=plan.seed + 1000 * index) if index else plan  # n different draws
+            seeded = reseeded(plan, plan.seed + 1000 * index) if index else plan  # n different draws
             task = Task(key, self.parsed.prompt, seeded, self.parsed.messages)
             try:
                 self.service.submit(task, self._listener(index))

@@ -19,9 +19,9 @@ def classify_command(
                                         "measure its confidence (the escalation probe).")] = False,
     model: ModelOpt = None,
 ) -> None:
-    """Show a prompt's difficulty tier and why (no model unless --probe).
+    """Show a prompt's difficulty tier and why.
 
-    Prints the tier, the score (0 easy … 1 hard) and the reasons."""
+    Prints the tier, the score (0 easy … 1 hard) and the reasons; --probe also asks the model."""
     from ..classify import classify
 
     text = read_prompt(prompt, no_stdin)
