@@ -62,6 +62,17 @@ class ModelEntry:
     # global ones with this model's fields over them. Empty: the global tiers.
     tiers: dict[str, Tier] = field(default_factory=dict, hash=False, compare=False)
     probe: ProbeSettings | None = None  # this model's own probe settings (else the global ones)
+    # A model on an OpenAI-compatible server (llama-server, vLLM, SGLang): its base URL(s), its name
+    # there, the variable holding its API key, and optionally a chat template file.
+    url: str | None = None
+    urls: tuple[str, ...] = ()
+    model: str | None = None
+    api_key_env: str | None = None
+    template: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.url or self.urls)
 
 
 @dataclass(frozen=True)
@@ -246,12 +257,30 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         size=c.integer("size", 0) or None,
         tiers=_model_tiers(source, alias, raw.get("tiers"), global_tiers),
         probe=_probe(f"{source}: models.{alias}", raw["probe"], global_probe) if "probe" in raw else None,
+        url=c.text("url"),
+        urls=tuple(_url_list(c, raw.get("urls"))),
+        model=c.text("model"),
+        api_key_env=c.text("api_key_env"),
+        template=c.text("template"),
     )
-    if not (entry.embedded or entry.repo or entry.path):
-        raise c.fail("repo", "is required (or path, for a local file)")
+    for url in ([entry.url] if entry.url else []) + list(entry.urls):
+        if not url.startswith(("http://", "https://")):
+            raise c.fail("url", f"must start with http:// or https:// (got {url})")
+    if entry.remote and not entry.model:
+        raise c.fail("model", "is required for a served model (its name on the server)")
+    if not (entry.embedded or entry.repo or entry.path or entry.remote):
+        raise c.fail("repo", "is required (or path, for a local file; or url, for a server)")
     if entry.repo and entry.repo.count("/") != 1:
         raise c.fail("repo", "must look like org/name")
     return entry
+
+
+def _url_list(c: _Checker, raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
+        raise c.fail("urls", "must be a list of base URLs")
+    return raw
 
 
 def _model_tiers(source: str, alias: str, raw: Any, global_tiers: dict[str, Any]) -> dict[str, Tier]:

@@ -24,6 +24,7 @@ from typing import Union, cast
 
 from .engine.decoder import WAIT, Decoder, Request
 from .engine.events import Answer, EngineEvent, Probed, SequenceDone, Usage
+from .engine.remote import RemoteDecoder
 from .engine.session import Job, Loaded
 from .engine.vote import cannot_be_overtaken, extract_answer, tally
 from .errors import ContextOverflowError, ThinkError
@@ -76,6 +77,7 @@ class Fitted:
     prompt_tokens: list[int]
     dropped_messages: int
     notes: tuple[dict[str, object], ...]
+    text: str = ""  # the rendered prompt
 
 
 def seq_room(runtime: Runtime, loaded: Loaded) -> int:
@@ -117,7 +119,7 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
         budget = replace(budget, max_thinking=max_thinking, max_answer=max_answer,
                          min_thinking=min(budget.min_thinking, max_thinking), grace=min(budget.grace, max_thinking))
         plan = replace(plan, budget=budget)
-    return Fitted(plan, tokens, dropped, notes)
+    return Fitted(plan, tokens, dropped, notes, rendered.text)
 
 
 @dataclass
@@ -173,7 +175,7 @@ class Scheduler:
         # Sequences decoded together (KV slots): `parallel`, or one prompt's samples if more. A
         # deep prompt's samples take several of them; memory is slots x n_ctx tokens of KV cache.
         self.slots = max(self.parallel, max_samples)
-        self._decoder: Decoder | None = None
+        self._decoder: Decoder | RemoteDecoder | None = None
         self._ready: Callable[[], bool] | None = None
         self._lock = threading.Lock()
         self._cancels: set[str] = set()
@@ -261,7 +263,8 @@ class Scheduler:
                 job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
                           keep_cache=task.keep_cache and group.n == 1,
                           score_tokens=plan.budget.needs_confidence or group.n > 1, group=task.key)
-                yield self.runtime.engine.request(loaded, job, prompt=group.fitted.prompt_tokens)
+                yield self.runtime.engine.request(loaded, job, prompt=group.fitted.prompt_tokens,
+                                                  text=group.fitted.text)
 
         def escalate(group: _Group, done: SequenceDone) -> None:
             """The probe was unsure: the same task again, planned to think (the prompt prefix stays cached)."""
@@ -375,7 +378,7 @@ class Scheduler:
                 return True
         return False
 
-    def _apply_cancels(self, decoder: Decoder, groups: dict[str, _Group]) -> None:
+    def _apply_cancels(self, decoder: Decoder | RemoteDecoder, groups: dict[str, _Group]) -> None:
         """Cancel the running tasks asked for (decoder calls stay on this, the decoding, thread)."""
         with self._lock:
             running = [key for key in self._cancels if key in groups]

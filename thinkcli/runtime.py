@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import Paths, Settings
+from .engine.family import Family
+from .engine.remote import Endpoint, parse_remote_ref
 from .engine.session import Engine, Loaded
+from .errors import ModelError
 from .hub import resolve
 from .logs import RunLog
 from .registry import Registry, load_registry
@@ -43,9 +47,31 @@ class Runtime:
         return self.settings.default_model or self.registry.default_model
 
     def load(self, ref: str) -> Loaded:
+        remote = self.endpoint(ref)
+        if remote is not None:
+            endpoint, family = remote
+            with _LOAD_LOCK:
+                return self.engine.load_remote(ref, endpoint, family, self.registry.families)
         resolved = resolve(ref, self.registry, self.paths)
         with _LOAD_LOCK:  # a server's decoding threads may ask for models at once
             return self.engine.load(resolved.name, resolved.path, resolved.family, self.registry.families)
+
+    def endpoint(self, ref: str) -> tuple[Endpoint, Family | None] | None:
+        """A served model (a models.yaml entry with `url`, or `http://host/v1#name`) → where it is."""
+        entry = self.registry.models.get(ref)
+        if entry is not None and entry.remote:
+            template = None
+            if entry.template:
+                path = Path(entry.template).expanduser()
+                try:
+                    template = path.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ModelError(f"models.{ref}.template: cannot read {path} ({exc.strerror})") from None
+            urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))
+            endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template)
+            return endpoint, self.registry.family(entry.family)
+        adhoc = parse_remote_ref(ref)
+        return (adhoc, None) if adhoc is not None else None
 
 
 _LOAD_LOCK = threading.Lock()

@@ -57,6 +57,8 @@ class Step:
     event: ForcedEvent | None = None
     finish: FinishReason | None = None
     probe: ProbeVerdict | None = None
+    accepted: bool = False  # the sampled token was kept (a remote engine appends its text)
+    forced_text: str = ""  # the text of the forced tokens (a remote engine sends it back as prompt)
 
 
 @dataclass(frozen=True)
@@ -191,12 +193,13 @@ class SequencePolicy:
             else:
                 self.answer_tokens += 1
         self._recent.append(piece)
-        return Step(tokens=[token], chunks=self.parser.feed(piece))
+        return Step(tokens=[token], chunks=self.parser.feed(piece), accepted=True)
 
     def _force(self, forced: tuple[list[int], str], step: Step, reason: ForcedReason | None,
                kind: ForcedKind | None) -> Step:
         tokens, text = forced
         step.tokens.extend(tokens)
+        step.forced_text += text
         step.chunks.extend(self.parser.feed(text))
         self._recent.append(text)
         self.forced_tokens += len(tokens)

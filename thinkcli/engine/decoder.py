@@ -54,6 +54,7 @@ class Request:
     score_tokens: bool = False  # read token probabilities off the logits (confidence)
     keep_cache: bool = False  # keep generated tokens cached after the end (chat)
     group: Hashable = None  # requests of one prompt (Best-of-N samples); None: the request alone
+    text: str = ""  # the rendered prompt (a remote engine sends the text, not the ids)
 
 
 @dataclass(eq=False)  # slots compare by identity: field-wise equality would walk token lists

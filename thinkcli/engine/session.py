@@ -17,6 +17,7 @@ from .events import EngineEvent
 from .family import Family, Sampling, detect_family
 from .model import Model
 from .prompt import RenderedPrompt, render_prompt
+from .remote import Endpoint, RemoteDecoder, RemoteModel
 from .thinking import ThinkingParser
 
 
@@ -51,6 +52,7 @@ class Engine:
     _loaded: dict[str, Loaded] = field(default_factory=dict)
     _decoders: dict[str, Decoder] = field(default_factory=dict)
     _forced: dict[str, ForcedText] = field(default_factory=dict)  # per model: tokenized once
+    _remote: dict[str, RemoteDecoder] = field(default_factory=dict)
 
     def load(self, name: str, path: Path, family: Family | None, families: dict[str, Family]) -> Loaded:
         key = str(path)
@@ -61,12 +63,29 @@ class Engine:
             self._loaded[key] = Loaded(name, model, chosen, time.perf_counter() - started)
         return self._loaded[key]
 
-    def decoder(self, loaded: Loaded, n_seq: int, seq_room: int | None = None) -> Decoder:
+    def load_remote(self, name: str, endpoint: Endpoint, family: Family | None,
+                    families: dict[str, Family]) -> Loaded:
+        """A model on a server: asked for its template and context once, kept per process."""
+        if endpoint.key not in self._loaded:
+            started = time.perf_counter()
+            model = RemoteModel(name, endpoint)
+            chosen = family or families[detect_family(model.info.chat_template)]
+            self._loaded[endpoint.key] = Loaded(name, model, chosen, time.perf_counter() - started)  # type: ignore[arg-type]
+        return self._loaded[endpoint.key]
+
+    def decoder(self, loaded: Loaded, n_seq: int, seq_room: int | None = None) -> Decoder | RemoteDecoder:
         """A context where n_seq sequences of `seq_room` tokens fit together (unified KV cache).
 
-        Kept per model (chat reuses its cache across turns); rebuilt only when too small."""
+        Kept per model (chat reuses its cache across turns); rebuilt only when too small. A remote
+        model gets a RemoteDecoder: the same interface over HTTP."""
         key = str(loaded.model.path)
         room = seq_room or min(self.n_ctx, max(loaded.model.info.n_ctx_train, 512))
+        if isinstance(loaded.model, RemoteModel):
+            remote = self._remote.get(key)
+            if remote is None or remote.n_seq < n_seq:
+                remote = RemoteDecoder(loaded.model, n_seq, room)
+                self._remote[key] = remote
+            return remote
         current = self._decoders.get(key)
         if current is None or current.n_seq < n_seq or current.seq_room < room:
             if current is not None:
@@ -81,13 +100,13 @@ class Engine:
         eos = model.piece(model.eos).decode("utf-8", "replace") if model.eos >= 0 else ""
         return render_prompt(messages, loaded.family, thinking, model.info.chat_template, bos, eos)
 
-    def request(self, loaded: Loaded, job: Job, prompt: list[int] | None = None) -> Request:
-        """A decoder request for a job; pass `prompt` when another job already tokenized the same one."""
+    def request(self, loaded: Loaded, job: Job, prompt: list[int] | None = None, text: str = "") -> Request:
+        """A decoder request for a job; pass `prompt` (and its `text`) when the job was already tokenized."""
         if prompt is None:
-            rendered = self.render(loaded, job.messages, job.budget.thinking)
-            prompt = loaded.model.prompt_tokens(rendered.text)
+            text = self.render(loaded, job.messages, job.budget.thinking).text
+            prompt = loaded.model.prompt_tokens(text)
         policy = make_policy(loaded, job.budget, self.forced(loaded))
-        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group)
+        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group, text)
 
     def forced(self, loaded: Loaded) -> ForcedText:
         """The texts a policy may insert for this model, tokenized once per model."""
@@ -105,9 +124,12 @@ class Engine:
     def close(self) -> None:
         for decoder in self._decoders.values():
             decoder.close()
+        for remote in self._remote.values():
+            remote.close()
         for loaded in self._loaded.values():
             loaded.model.close()
         self._decoders.clear()
+        self._remote.clear()
         self._loaded.clear()
         self._forced.clear()
 

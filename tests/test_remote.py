@@ -1,0 +1,151 @@
+"""The remote engine: the same policy over a real OpenAI-compatible server (llama-cpp-python's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from thinkcli.records import RECORD_KEYS
+
+pytest.importorskip("sse_starlette", reason="llama-cpp-python[server] is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, model: Path):
+        self.model = model
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(self.port),
+             "--n_ctx", "2048", "--verbose", "false"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:  # wait for the condition (the server answers), not for a time
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
+    from tinymodel import CHATML_THINK_TEMPLATE, write_tiny_gguf
+
+    folder = tmp_path_factory.mktemp("remote")
+    (folder / "chatml.jinja").write_text(CHATML_THINK_TEMPLATE)
+    started = {name: Server(write_tiny_gguf(folder / f"{name}.gguf", name)) for name in ("tame", "closer")}
+    try:
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def remote_config(home: Path, servers: dict[str, Server], extra: str = "") -> None:
+    template = servers["tame"].model.parent / "chatml.jinja"
+    lines = ["default_model: remote", "models:"]
+    for name, alias in (("tame", "remote"), ("closer", "closer")):
+        server = servers[name]
+        lines += [f"  {alias}:", f"    url: {server.url}", f"    model: {server.model}", "    family: qwen3",
+                  f"    template: {template}"]
+    lines += ["tiers:", "  deep:", "    samples: 3", "    min_thinking: 0", "    max_thinking: 16", "    max_answer: 6"]
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "models.yaml").write_text("\n".join(lines) + "\n" + extra)
+
+
+def ask(think, *args: str) -> dict:
+    r = think("ask", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_the_thinking_cap_ends_gracefully_over_http(think, servers, think_home):
+    remote_config(think_home, servers)
+    record = ask(think, "--tier", "light", "--max-thinking", "12", "--max-answer", "6", "hi")
+    assert set(record) == set(RECORD_KEYS) - {"id", "line", "error"}  # the same record as the local engine
+    assert record["usage"]["thinking_tokens"] == 12 and record["usage"]["answer_tokens"] == 6
+    assert [e["reason"] for e in record["events"] if e["type"] == "budget_forced"] == ["cap"]
+    assert record["thinking"].rstrip().endswith("based on the thinking directly now.") and record["answer"]
+    assert record["model"] == "remote" and record["family"] == "qwen3"
+
+
+def test_an_early_close_becomes_wait_over_http(think, servers, think_home):
+    remote_config(think_home, servers)
+    record = ask(think, "-m", "closer", "--tier", "light", "--min-thinking", "6", "--max-thinking", "40",
+                 "--max-answer", "4", "hi")
+    extended = [e for e in record["events"] if e["type"] == "extended"]
+    assert extended and "Wait," in record["thinking"]  # the close before the minimum became "Wait"
+    assert record["usage"]["thinking_tokens"] <= 40 and record["answer"]
+
+
+def test_best_of_n_and_batch_run_through_the_one_scheduler(think, servers, think_home, tmp_path):
+    remote_config(think_home, servers)
+    voted = ask(think, "--samples", "3", "--max-thinking", "8", "--max-answer", "4", "What is 2+2?")
+    assert len(voted["samples"]) == 3 and voted["vote"] is not None
+    src = tmp_path / "in.txt"
+    src.write_text("first\nsecond\nthird\nfourth\n")
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "--parallel", "2", "--max-thinking", "8", "--max-answer", "4")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["1", "2", "3", "4"] and not any(r["error"] for r in records)
+    assert all(r["usage"]["thinking_tokens"] == 8 for r in records)
+
+
+def test_the_probe_reads_streamed_logprobs(think, servers, think_home):
+    remote_config(think_home, servers)
+    record = ask(think, "--max-answer", "6", "Name a colour.")  # auto tier: the probe runs first
+    probe = record["probe"]
+    assert probe is not None and probe["confidence"] is not None and probe["kept"] is False
+    assert probe["escalated_to"] == "light" and record["usage"]["thinking_tokens"] > 0
+
+
+def test_an_ad_hoc_url_works_without_a_models_yaml_entry(think, servers):
+    server = servers["tame"]
+    r = think("ask", "--json", "-m", f"{server.url}#{server.model}", "--tier", "light", "--max-thinking", "5",
+              "--max-answer", "3", "hi")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["family"] == "plain"  # no template from this server: the plain layout
+
+
+def test_remote_failures_are_one_line(think, servers, think_home):
+    remote_config(think_home, servers, "")
+    port = free_port()
+    cases = [
+        (["-m", f"http://127.0.0.1:{port}/v1#x"], "cannot reach the server at"),
+        (["-m", f"{servers['tame'].url}#no-such-model"], "not 'no-such-model'"),
+        (["-m", "http://127.0.0.1:1/v1"], "needs its name after '#'"),
+    ]
+    for args, message in cases:
+        r = think("ask", *args, "--tier", "light", "hi")
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    models = think_home / "config" / "models.yaml"
+    models.write_text(models.read_text().replace("    family: qwen3\n", "    family: qwen3\n    api_key_env: NO_SUCH_KEY_VAR\n", 1))
+    r = think("ask", "--tier", "light", "hi", env={k: v for k, v in os.environ.items() if k != "NO_SUCH_KEY_VAR"})
+    assert r.returncode == 1 and "NO_SUCH_KEY_VAR is not set" in r.stderr

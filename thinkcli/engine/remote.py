@@ -1,0 +1,440 @@
+"""A model behind an OpenAI-compatible server: llama-server, vLLM, SGLang, llama-cpp-python's server.
+
+The policy stays on the client. The prompt is rendered here (the server's chat template from
+llama-server's `/props`, or the model entry's `template:` file), sent as text to `/v1/completions`,
+and the stream is read token by token through the same `SequencePolicy` as the local decoder:
+thinking caps, "Wait", confidence stop (from streamed logprobs) and the probe behave the same. When
+the policy inserts text (the budget message and close tag, "Wait"), the stream is closed and a new
+request continues from the prompt plus everything so far — the server's prompt cache makes that
+cheap. A stream that breaks is continued the same way, after a short backoff. Best-of-N is N
+concurrent requests; `RemoteDecoder.run` has the local decoder's interface, so the scheduler drives
+both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError, ThinkError
+from .events import (
+    Answer,
+    BudgetForced,
+    EngineEvent,
+    Extended,
+    FinishReason,
+    Probed,
+    Progress,
+    SequenceDone,
+    Started,
+    Thinking,
+    Usage,
+)
+from .model import ModelInfo
+from .thinking import THINKING
+
+REMOTE_END = -1  # the "token" a remote stream ends with (EOS or a stop string on the server)
+PIECE = 0  # the "token" of any streamed piece: the policy needs the text, not the id
+RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a remote model is served: one or more base URLs (…/v1) and its name there."""
+
+    urls: tuple[str, ...]
+    model: str
+    api_key_env: str | None = None
+    template: str | None = None  # a chat template (text) given by the model entry
+    timeout: float = 600.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.urls[0]}#{self.model}"
+
+    def headers(self) -> dict[str, str]:
+        if not self.api_key_env:
+            return {}
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ModelError(f"the API key variable {self.api_key_env} is not set")
+        return {"Authorization": f"Bearer {key}"}
+
+
+def parse_remote_ref(ref: str) -> Endpoint | None:
+    """`http://host:8080/v1#model-name` (ad hoc, no models.yaml entry) → an Endpoint."""
+    if not ref.startswith(("http://", "https://")):
+        return None
+    url, _, model = ref.partition("#")
+    if not model:
+        raise ModelError(f"a remote model needs its name after '#': {url}#MODEL")
+    return Endpoint((url.rstrip("/"),), model)
+
+
+def _root(url: str) -> str:
+    """The server root of a …/v1 base URL (llama-server's /props, /tokenize live there)."""
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+class RemoteModel:
+    """What the scheduler asks of a model (template, context, tokens), answered by the server."""
+
+    bos = -1
+    eos = -1
+
+    def __init__(self, name: str, endpoint: Endpoint):
+        import httpx
+
+        self.endpoint = endpoint
+        self.path = Path(endpoint.key)  # the engine keys decoders by it
+        self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=10.0), headers=endpoint.headers())
+        self._tokenizer: str | None = None
+        url = endpoint.urls[0]
+        served = self._get(f"{url}/models")
+        names = [str(m.get("id")) for m in (served or {}).get("data", []) if isinstance(m, dict)]
+        if names and endpoint.model not in names:
+            raise ModelError(f"{url} serves {', '.join(names[:5])}, not '{endpoint.model}'")
+        props = self._get(f"{_root(url)}/props", missing_ok=True) or {}
+        template = endpoint.template or props.get("chat_template") or None
+        settings = props.get("default_generation_settings") or {}
+        n_ctx = int(settings.get("n_ctx") or props.get("n_ctx") or 0) or 4096
+        self.bos_text = str(props.get("bos_token") or "")
+        self.info = ModelInfo(path=self.path, name=name, n_ctx_train=n_ctx, n_vocab=0, n_params=0, size_bytes=0,
+                              chat_template=template, gpu_layers=0)
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _get(self, url: str, missing_ok: bool = False) -> dict[str, Any] | None:
+        import httpx
+
+        try:
+            response = self.client.get(url)
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach the server at {url} ({type(exc).__name__})") from None
+        if response.status_code in (401, 403):
+            raise ModelError(f"the server at {url} refused the API key ({response.status_code})")
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code >= 400:
+            raise ModelError(f"the server at {url} answered {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise ModelError(f"the server at {url} did not answer JSON") from None
+        return data if isinstance(data, dict) else None
+
+    # -- what the engine asks of a model ---------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Token ids from the server (llama-server, llama-cpp-python, vLLM each have an endpoint);
+        a server without one gets an estimate of 4 characters a token (counts only, never sent)."""
+        if not text:
+            return []
+        root = _root(self.endpoint.urls[0])
+        attempts = {
+            "llama-server": (f"{root}/tokenize", {"content": text, "add_special": add_bos, "parse_special": special}),
+            "llama-cpp-python": (f"{root}/extras/tokenize", {"input": text}),
+            "vllm": (f"{root}/tokenize", {"model": self.endpoint.model, "prompt": text, "add_special_tokens": add_bos}),
+        }
+        for kind in ([self._tokenizer] if self._tokenizer else list(attempts)):
+            if kind == "estimate":
+                break
+            url, body = attempts[kind]
+            try:
+                response = self.client.post(url, json=body)
+                tokens = response.json().get("tokens") if response.status_code == 200 else None
+            except Exception:
+                tokens = None
+            if isinstance(tokens, list):
+                self._tokenizer = kind
+                return [int(t) if isinstance(t, int) else int(t.get("id", 0)) for t in tokens]
+        self._tokenizer = "estimate"
+        return [0] * max(1, len(text) // 4)
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        return self.tokenize(text, add_bos=not (self.bos_text and text.startswith(self.bos_text)))
+
+    def piece(self, token: int) -> bytes:
+        return b""
+
+    def is_end(self, token: int) -> bool:
+        return token == REMOTE_END
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass(eq=False)
+class _Live:
+    request: Any  # decoder.Request
+    cancelled: FinishReason | None = None
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class RemoteStats:
+    requests: int = 0  # HTTP requests made (continuations included)
+    retries: int = 0
+    tokens_generated: int = 0
+    max_step_sequences: int = 0  # the most sequences in flight at once
+    shared_group_steps: int = 0
+    per_endpoint: dict[str, int] = field(default_factory=dict)  # tokens per base URL
+
+
+@dataclass(frozen=True)
+class _Finished:
+    key: Hashable
+
+
+@dataclass(frozen=True)
+class _Crashed:
+    key: Hashable
+    error: str
+
+
+class RemoteDecoder:
+    """The local Decoder's interface over HTTP: each live request streams in its own thread."""
+
+    def __init__(self, model: RemoteModel, n_seq: int, seq_room: int):
+        self.model = model
+        self.n_seq = n_seq
+        self.seq_room = seq_room
+        self.stats = RemoteStats()
+        self._live: dict[Hashable, _Live] = {}
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._next_url = 0
+        self._lock = threading.Lock()
+
+    def run(self, requests: Iterable[Any], parallel: int | None = None,
+            admit: Callable[[], bool] | None = None) -> Iterator[EngineEvent]:
+        from .decoder import WAIT
+
+        limit = min(parallel or self.n_seq, self.n_seq)
+        pending = iter(requests)
+        exhausted = False
+        try:
+            while True:
+                waiting = False
+                while not exhausted and len(self._live) < limit and (admit is None or admit()):
+                    request = next(pending, None)
+                    if request is None:
+                        exhausted = True
+                        break
+                    if request is WAIT:
+                        waiting = True
+                        break
+                    self._start(request)
+                if not self._live:
+                    if exhausted or waiting:
+                        return
+                    continue
+                try:
+                    item = self._events.get(timeout=0.05 if waiting else None)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _Finished):
+                    self._live.pop(item.key, None)
+                    continue
+                if isinstance(item, _Crashed):
+                    self._live.pop(item.key, None)
+                    raise ThinkError(item.error)
+                yield item
+        finally:
+            for live in self._live.values():  # interrupted: stop every stream, wait for none
+                live.cancelled = live.cancelled or "cancelled"
+            self._live.clear()
+
+    def cancel(self, key: Hashable, reason: FinishReason = "stopped_early") -> None:
+        live = self._live.get(key)
+        if live is not None:
+            live.cancelled = reason
+
+    def close(self) -> None:
+        self.model.close()
+
+    # -- one sequence ----------------------------------------------------------------------
+    def _start(self, request: Any) -> None:
+        live = _Live(request)
+        self._live[request.key] = live
+        self.stats.max_step_sequences = max(self.stats.max_step_sequences, len(self._live))
+        live.thread = threading.Thread(target=self._work, args=(live,), daemon=True, name=f"remote:{request.key}")
+        live.thread.start()
+
+    def _url(self) -> str:
+        urls = self.model.endpoint.urls
+        with self._lock:
+            self._next_url = (self._next_url + 1) % len(urls)
+            return urls[self._next_url]
+
+    def _work(self, live: _Live) -> None:
+        request = live.request
+        try:
+            for event in self._sequence(live):
+                self._events.put(event)
+        except ThinkError as exc:
+            self._events.put(_Crashed(request.key, str(exc)))
+            return
+        except Exception as exc:  # never let a worker die silently
+            self._events.put(_Crashed(request.key, f"remote request failed: {exc}"))
+            return
+        self._events.put(_Finished(request.key))
+
+    def _sequence(self, live: _Live) -> Iterator[EngineEvent]:
+        request = live.request
+        policy = request.policy
+        key = request.key
+        started = time.perf_counter()
+        first_token: float | None = None
+        pieces: list[str] = []  # what the model (and the policy) added to the prompt so far
+        yield Started(key, len(request.prompt), 0)
+        finish: FinishReason | None = None
+        attempt = 0
+        while finish is None:
+            if live.cancelled:
+                finish = live.cancelled
+                break
+            room = (max(policy.spec.max_thinking - policy.thinking_total, 0) if policy.parser.phase == THINKING else 0)
+            max_tokens = room + max(policy.spec.max_answer - policy.answer_tokens, 1) + 8
+            sampling = request.sampling
+            body: dict[str, Any] = {
+                "model": self.model.endpoint.model, "prompt": request.text + "".join(pieces), "max_tokens": max_tokens,
+                "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "seed": sampling.seed + attempt,
+            }
+            # beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike
+            if sampling.top_k > 0:
+                body["top_k"] = sampling.top_k
+            if sampling.min_p > 0:
+                body["min_p"] = sampling.min_p
+            if sampling.repeat_penalty != 1.0:
+                body["repeat_penalty"] = sampling.repeat_penalty
+            if request.score_tokens:
+                body["logprobs"] = 1
+            restart = False
+            got_any = False
+            url = self._url()
+            for piece, logprob, reason in self._stream(url, body):
+                if live.cancelled:
+                    finish = live.cancelled
+                    break
+                steps = []
+                if piece:
+                    got_any = True
+                    if first_token is None:
+                        first_token = time.perf_counter()
+                    self.stats.tokens_generated += 1
+                    self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + 1
+                    prob = math.exp(logprob) if logprob is not None else None
+                    steps.append((piece, policy.decide(PIECE, piece, prob)))
+                if reason == "stop" and not (steps and (steps[-1][1].finish or steps[-1][1].forced_text)):
+                    steps.append(("", policy.decide(REMOTE_END, "", None)))  # the model ended its turn
+                for text, step in steps:
+                    if step.rollback:
+                        del pieces[-step.rollback:]
+                    if step.accepted:
+                        pieces.append(text)
+                    yield from _events(key, policy, step)
+                    if step.finish:
+                        finish = step.finish
+                        break
+                    if step.forced_text:
+                        pieces.append(step.forced_text)
+                        restart = True
+                        break
+                if finish or restart:
+                    break
+                if reason == "length":
+                    break  # our max_tokens: the loop asks again for what the policy still allows
+            if finish is None and not restart and not got_any:
+                finish = "length"  # the server returned nothing more: do not ask forever
+            attempt += 1
+        for chunk in policy.parser.flush():
+            yield (Thinking(key, chunk.text, policy.thinking_total) if chunk.kind == THINKING
+                   else Answer(key, chunk.text, policy.answer_tokens))
+        usage = Usage(len(request.prompt), 0, policy.thinking_tokens, policy.answer_tokens, policy.forced_tokens)
+        yield SequenceDone(key, finish, policy.parser.thinking, policy.parser.answer, usage, policy.trace_confidence,
+                           first_token - started if first_token else None, time.perf_counter() - started,
+                           tuple(policy.events))
+
+    def _stream(self, url: str, body: dict[str, Any]) -> Iterator[tuple[str, float | None, str | None]]:
+        """(text, logprob, finish_reason) per streamed chunk; connection errors, 429 and 5xx are retried
+        with backoff before any text came (after that, the caller continues from what it has)."""
+        import httpx
+
+        for attempt in range(RETRIES + 1):
+            self.stats.requests += 1
+            try:
+                with self.model.client.stream("POST", f"{url}/completions", json=body) as response:
+                    if response.status_code in (401, 403):
+                        raise ThinkError(f"the server at {url} refused the API key ({response.status_code})")
+                    if response.status_code == 404:
+                        raise ThinkError(f"the server at {url} has no model '{body['model']}' (404)")
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _Retry(f"{url} answered {response.status_code}")
+                    if response.status_code >= 400:
+                        detail = response.read().decode("utf-8", "replace")[:200]
+                        raise ThinkError(f"the server at {url} refused the request ({response.status_code}): {detail}")
+                    for line in response.iter_lines():
+                        chunk = _parse_event(line)
+                        if chunk is not None:
+                            yield chunk
+                    return
+            except (httpx.TransportError, _Retry) as exc:
+                if attempt == RETRIES:
+                    raise ThinkError(f"the server at {url} failed {RETRIES + 1} times ({exc})") from None
+                self.stats.retries += 1
+                time.sleep(0.5 * 2**attempt)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _parse_event(line: str) -> tuple[str, float | None, str | None] | None:
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == "[DONE]":
+        return None
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError:
+        raise ThinkError(f"the server sent something that is not JSON: {payload[:80]!r}") from None
+    choices = data.get("choices") or []
+    if not choices:
+        return None
+    choice = choices[0]
+    logprob: float | None = None
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict):
+        values = logprobs.get("token_logprobs") or []
+        if values and values[0] is not None:
+            logprob = float(values[0])
+        elif isinstance(logprobs.get("content"), list) and logprobs["content"]:
+            logprob = float(logprobs["content"][0].get("logprob", 0.0))
+    return str(choice.get("text") or ""), logprob, choice.get("finish_reason")
+
+
+def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:
+    """The engine events of one policy step (as the local decoder emits them)."""
+    for chunk in step.chunks:
+        yield (Thinking(key, chunk.text, policy.thinking_total) if chunk.kind == THINKING
+               else Answer(key, chunk.text, policy.answer_tokens))
+    if step.probe is not None:
+        verdict = step.probe
+        yield Probed(key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)
+    if step.event is not None:
+        event = step.event
+        if event.type == "extended":
+            yield Extended(key, event.at_thinking_tokens, event.forced_tokens)
+        else:
+            yield BudgetForced(key, event.reason, event.at_thinking_tokens, event.forced_tokens)
+    total = policy.thinking_total + policy.answer_tokens
+    if total % 8 == 0 and step.accepted:
+        yield Progress(key, policy.parser.phase, policy.thinking_total, policy.answer_tokens, policy.window_confidence)
