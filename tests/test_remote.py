@@ -149,3 +149,64 @@ def test_remote_failures_are_one_line(think, servers, think_home):
     models.write_text(models.read_text().replace("    family: qwen3\n", "    family: qwen3\n    api_key_env: NO_SUCH_KEY_VAR\n", 1))
     r = think("ask", "--tier", "light", "hi", env={k: v for k, v in os.environ.items() if k != "NO_SUCH_KEY_VAR"})
     assert r.returncode == 1 and "NO_SUCH_KEY_VAR is not set" in r.stderr
+
+
+def proxied_config(home: Path, servers: dict[str, Server], urls: list[str], timeout: float = 30) -> None:
+    template = servers["tame"].model.parent / "chatml.jinja"
+    listed = "".join(f"      - {url}\n" for url in urls)
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "models.yaml").write_text(
+        f"default_model: flaky\nmodels:\n  flaky:\n    urls:\n{listed}    model: {servers['tame'].model}\n"
+        f"    family: qwen3\n    template: {template}\n    timeout: {timeout}\n")
+
+
+@pytest.fixture
+def proxy(servers):
+    from flakyproxy import FlakyProxy
+
+    flaky = FlakyProxy(servers["tame"].url.removesuffix("/v1"))
+    yield flaky
+    flaky.close()
+
+
+FAST = ["--tier", "light", "--max-thinking", "6", "--max-answer", "3"]
+
+
+@pytest.mark.parametrize("faults", [["500", "500"], ["429"], ["garbage"], ["hang"], ["cut:3"]],
+                         ids=["500", "429", "garbage", "hang", "cut"])
+def test_faults_are_retried_and_the_answer_still_comes(think, servers, think_home, proxy, faults):
+    proxied_config(think_home, servers, [proxy.url], timeout=1)
+    proxy.faults = list(faults)
+    record = ask(think, *FAST, "hi")
+    assert record["usage"]["thinking_tokens"] == 6 and record["answer"]
+    assert proxy.seen[: len(faults)] == faults and "ok" in proxy.seen
+
+
+def test_a_server_that_keeps_failing_fails_its_items_only_and_a_rerun_retries_them(think, servers, think_home,
+                                                                                   proxy, tmp_path):
+    proxied_config(think_home, servers, [proxy.url], timeout=1)
+    src = tmp_path / "in.txt"
+    src.write_text("one\ntwo\nthree\n")
+    out = tmp_path / "out.jsonl"
+    proxy.faults = ["500"] * 4  # the first item's request and its three retries
+    r = think("batch", str(src), "-o", str(out), *FAST)
+    assert r.returncode == 1
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    failed = [rec for rec in records if rec["error"]]
+    assert len(records) == 3 and len(failed) == 1 and "failed 4 times" in failed[0]["error"]
+    again = think("batch", str(src), "-o", str(out), *FAST)  # the server is fine now
+    assert again.returncode == 0, again.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(rec["id"] for rec in records) == ["1", "2", "3"] and not any(rec["error"] for rec in records)
+
+
+def test_a_dead_replica_hands_its_share_to_the_others(think, servers, think_home, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    proxied_config(think_home, servers, [dead, servers["tame"].url])
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"prompt {i}\n" for i in range(6)))
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "--parallel", "3", *FAST)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 6 and not any(rec["error"] for rec in records)

@@ -69,6 +69,7 @@ class ModelEntry:
     model: str | None = None
     api_key_env: str | None = None
     template: str | None = None
+    timeout: float = 600.0  # seconds a server may stay silent before the request is retried
 
     @property
     def remote(self) -> bool:
@@ -262,6 +263,7 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         model=c.text("model"),
         api_key_env=c.text("api_key_env"),
         template=c.text("template"),
+        timeout=c.number("timeout", 600.0, 0.1, 86400.0),
     )
     for url in ([entry.url] if entry.url else []) + list(entry.urls):
         if not url.startswith(("http://", "https://")):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Union, cast
 
 from .engine.decoder import WAIT, Decoder, Request
-from .engine.events import Answer, EngineEvent, Probed, SequenceDone, Usage
+from .engine.events import Answer, EngineEvent, Probed, SequenceDone, SequenceFailed, Usage
 from .engine.remote import RemoteDecoder
 from .engine.session import Job, Loaded
 from .engine.vote import cannot_be_overtaken, extract_answer, tally
@@ -324,6 +324,8 @@ class Scheduler:
                 self._apply_cancels(decoder, groups)
             while side:
                 yield side.popleft()
+            if cast(tuple[str, int], event.seq)[0] not in groups:
+                continue  # the last words of a task that already failed
             if isinstance(event, (Answer, Probed)) or (isinstance(event, SequenceDone)
                                                         and event.finish_reason == "escalated"):
                 key = cast(tuple[str, int], event.seq)[0]
@@ -347,6 +349,18 @@ class Scheduler:
                     while side:
                         yield side.popleft()
                     continue
+            if isinstance(event, SequenceFailed):  # a remote sample failed after its retries: the task fails
+                key = cast(tuple[str, int], event.seq)[0]
+                failed = groups.pop(key, None)
+                if failed is not None:
+                    failed.stopping = True
+                    for other in range(failed.n):
+                        if other not in failed.done:
+                            decoder.cancel((key, other), "cancelled")
+                    side.append(Failed(key, failed.fitted.plan, event.error, failed.task.prompt))
+                while side:
+                    yield side.popleft()
+                continue
             if isinstance(event, SequenceDone):
                 key, index = cast(tuple[str, int], event.seq)
                 group = groups[key]

@@ -128,4 +128,12 @@ class SequenceDone:
     vote_answer: str | None = None  # under Best-of-N: the answer this sample votes for
 
 
-EngineEvent = Union[Started, Thinking, Answer, BudgetForced, Extended, Probed, Progress, SequenceDone]
+@dataclass(frozen=True)
+class SequenceFailed:
+    """A sequence that could not go on (a remote server failed after its retries); the others go on."""
+
+    seq: Hashable
+    error: str
+
+
+EngineEvent = Union[Started, Thinking, Answer, BudgetForced, Extended, Probed, Progress, SequenceDone, SequenceFailed]

@@ -14,12 +14,13 @@ both alike.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from .events import (
     Probed,
     Progress,
     SequenceDone,
+    SequenceFailed,
     Started,
     Thinking,
     Usage,
@@ -41,9 +43,12 @@ from .events import (
 from .model import ModelInfo
 from .thinking import THINKING
 
+log = logging.getLogger("thinkcli")
+
 REMOTE_END = -1  # the "token" a remote stream ends with (EOS or a stop string on the server)
 PIECE = 0  # the "token" of any streamed piece: the policy needs the text, not the id
 RETRIES = 3
+DOWN_S = 10.0  # a replica that failed is skipped this long (its share goes to the others)
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,18 @@ class RemoteModel:
         self.path = Path(endpoint.key)  # the engine keys decoders by it
         self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=10.0), headers=endpoint.headers())
         self._tokenizer: str | None = None
-        url = endpoint.urls[0]
-        served = self._get(f"{url}/models")
+        served: dict[str, Any] | None = None
+        failures: list[str] = []
+        for url in endpoint.urls:  # the first replica that answers describes the model
+            try:
+                served = self._get(f"{url}/models")
+                break
+            except ModelError as exc:
+                failures.append(str(exc))
+        else:
+            raise ModelError(failures[0] if len(failures) == 1 else
+                             f"no replica of '{name}' answers ({'; '.join(failures)})")
+        self.base = url
         names = [str(m.get("id")) for m in (served or {}).get("data", []) if isinstance(m, dict)]
         if names and endpoint.model not in names:
             raise ModelError(f"{url} serves {', '.join(names[:5])}, not '{endpoint.model}'")
@@ -136,7 +151,7 @@ class RemoteModel:
         a server without one gets an estimate of 4 characters a token (counts only, never sent)."""
         if not text:
             return []
-        root = _root(self.endpoint.urls[0])
+        root = _root(self.base)
         attempts = {
             "llama-server": (f"{root}/tokenize", {"content": text, "add_special": add_bos, "parse_special": special}),
             "llama-cpp-python": (f"{root}/extras/tokenize", {"input": text}),
@@ -209,6 +224,8 @@ class RemoteDecoder:
         self._live: dict[Hashable, _Live] = {}
         self._events: queue.Queue[Any] = queue.Queue()
         self._next_url = 0
+        self._down: dict[str, float] = {}  # replica → until when it is skipped
+        self._warned = False
         self._lock = threading.Lock()
 
     def run(self, requests: Iterable[Any], parallel: int | None = None,
@@ -243,7 +260,8 @@ class RemoteDecoder:
                     continue
                 if isinstance(item, _Crashed):
                     self._live.pop(item.key, None)
-                    raise ThinkError(item.error)
+                    yield SequenceFailed(item.key, item.error)
+                    continue
                 yield item
         finally:
             for live in self._live.values():  # interrupted: stop every stream, wait for none
@@ -267,10 +285,21 @@ class RemoteDecoder:
         live.thread.start()
 
     def _url(self) -> str:
+        """The next replica in turn, skipping one that failed in the last few seconds (while another is up)."""
         urls = self.model.endpoint.urls
+        now = time.monotonic()
         with self._lock:
-            self._next_url = (self._next_url + 1) % len(urls)
-            return urls[self._next_url]
+            for _ in range(len(urls)):
+                self._next_url = (self._next_url + 1) % len(urls)
+                url = urls[self._next_url]
+                if self._down.get(url, 0.0) <= now:
+                    return url
+            return min(urls, key=lambda u: self._down.get(u, 0.0))  # all failed lately: the earliest back
+
+    def _mark_down(self, url: str) -> None:
+        if len(self.model.endpoint.urls) > 1:
+            with self._lock:
+                self._down[url] = time.monotonic() + DOWN_S
 
     def _work(self, live: _Live) -> None:
         request = live.request
@@ -318,8 +347,8 @@ class RemoteDecoder:
                 body["logprobs"] = 1
             restart = False
             got_any = False
-            url = self._url()
-            for piece, logprob, reason in self._stream(url, body):
+            stream = self._stream(body)
+            for url, piece, logprob, reason in stream:
                 if live.cancelled:
                     finish = live.cancelled
                     break
@@ -331,6 +360,9 @@ class RemoteDecoder:
                     self.stats.tokens_generated += 1
                     self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + 1
                     prob = math.exp(logprob) if logprob is not None else None
+                    if request.score_tokens and logprob is None and not self._warned:
+                        self._warned = True
+                        log.warning("%s sends no logprobs: the confidence stop and the probe fall back to the cap", url)
                     steps.append((piece, policy.decide(PIECE, piece, prob)))
                 if reason == "stop" and not (steps and (steps[-1][1].finish or steps[-1][1].forced_text)):
                     steps.append(("", policy.decide(REMOTE_END, "", None)))  # the model ended its turn
@@ -351,6 +383,7 @@ class RemoteDecoder:
                     break
                 if reason == "length":
                     break  # our max_tokens: the loop asks again for what the policy still allows
+            stream.close()  # now, on this thread (a stream left to the garbage collector closes anywhere)
             if finish is None and not restart and not got_any:
                 finish = "length"  # the server returned nothing more: do not ask forever
             attempt += 1
@@ -362,13 +395,16 @@ class RemoteDecoder:
                            first_token - started if first_token else None, time.perf_counter() - started,
                            tuple(policy.events))
 
-    def _stream(self, url: str, body: dict[str, Any]) -> Iterator[tuple[str, float | None, str | None]]:
-        """(text, logprob, finish_reason) per streamed chunk; connection errors, 429 and 5xx are retried
-        with backoff before any text came (after that, the caller continues from what it has)."""
+    def _stream(self, body: dict[str, Any]) -> Generator[tuple[str, str, float | None, str | None], None, None]:
+        """(replica, text, logprob, finish_reason) per streamed chunk. Connection errors, timeouts, 429
+        and 5xx are retried with backoff, on the next replica when there are several; a stream that
+        breaks after some text ends here, and the caller continues from what it has."""
         import httpx
 
         for attempt in range(RETRIES + 1):
             self.stats.requests += 1
+            url = self._url()
+            got_text = left = False
             try:
                 with self.model.client.stream("POST", f"{url}/completions", json=body) as response:
                     if response.status_code in (401, 403):
@@ -383,13 +419,24 @@ class RemoteDecoder:
                     for line in response.iter_lines():
                         chunk = _parse_event(line)
                         if chunk is not None:
-                            yield chunk
+                            got_text = got_text or bool(chunk[0])
+                            try:
+                                yield (url, *chunk)
+                            except GeneratorExit:
+                                left = True  # the caller had what it needed and closed the stream
+                                raise
                     return
             except (httpx.TransportError, _Retry) as exc:
+                if left:
+                    return  # an error while closing a stream we left is not the replica's fault
+                self._mark_down(url)
+                if got_text:
+                    return  # continued by the caller from the text it has
                 if attempt == RETRIES:
-                    raise ThinkError(f"the server at {url} failed {RETRIES + 1} times ({exc})") from None
+                    raise ThinkError(f"the server at {url} failed {RETRIES + 1} times ({type(exc).__name__}: "
+                                     f"{exc})") from None
                 self.stats.retries += 1
-                time.sleep(0.5 * 2**attempt)
+                time.sleep(0.25 * 2**attempt)
 
 
 class _Retry(Exception):
@@ -405,7 +452,7 @@ def _parse_event(line: str) -> tuple[str, float | None, str | None] | None:
     try:
         data = json.loads(payload)
     except json.JSONDecodeError:
-        raise ThinkError(f"the server sent something that is not JSON: {payload[:80]!r}") from None
+        raise _Retry(f"the server sent something that is not JSON: {payload[:40]!r}") from None
     choices = data.get("choices") or []
     if not choices:
         return None
