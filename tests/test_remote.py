@@ -240,3 +240,48 @@ def test_doctor_says_whether_each_replica_answers(think, servers, think_home):
     r = think("doctor", "--json")
     line = json.loads(r.stdout)["remote flaky"]
     assert f"{servers['tame'].url}: answers" in line and f"{dead}: does not answer" in line
+
+
+def test_a_server_killed_mid_batch_then_restarted_loses_nothing_and_repeats_nothing(think, tiny, think_home,
+                                                                                   tmp_path):
+    model = tiny("tame")
+    server = Server(model)
+    template = tmp_path / "chatml.jinja"
+    from tinymodel import CHATML_THINK_TEMPLATE
+
+    template.write_text(CHATML_THINK_TEMPLATE)
+    (think_home / "config").mkdir(parents=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"default_model: r\nmodels:\n  r:\n    url: {server.url}\n    model: {model}\n    family: qwen3\n"
+        f"    template: {template}\n    timeout: 2\n")
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"prompt {i}\n" for i in range(8)))
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(src), "-o", str(out), "--tier", "light", "--max-thinking", "300", "--max-answer", "3"]
+    batch = subprocess.Popen([sys.executable, "-m", "thinkcli", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        while not out.exists() or len(out.read_text().splitlines()) < 2:  # kill after the 2nd record
+            assert batch.poll() is None, batch.communicate()
+            time.sleep(0.02)
+        server.proc.kill()
+        server.proc.wait()
+        assert batch.wait(timeout=120) == 1  # the rest failed after their retries: error records
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(first) == 8 and any(r["error"] for r in first) and sum(not r["error"] for r in first) >= 2
+    restarted = Server(model)  # the same model, on a new port: the entry follows it
+    models = think_home / "config" / "models.yaml"
+    models.write_text(models.read_text().replace(server.url, restarted.url))
+    try:
+        again = think(*args)
+    finally:
+        restarted.stop()
+    assert again.returncode == 0, again.stderr
+    final = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in final) == [str(i) for i in range(1, 9)]  # every item exactly once
+    assert not any(r["error"] for r in final)
+    done_first = {r["id"]: r["answer"] for r in first if not r["error"]}
+    assert all(next(r for r in final if r["id"] == key)["answer"] == answer for key, answer in done_first.items())
