@@ -47,7 +47,7 @@ class FlakyProxy:
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        completion = handler.path.endswith("/completions")
+        completion = handler.path.endswith(("/completions", "/completion"))
         with self.lock:
             fault = self.faults.pop(0) if self.faults and completion else None
             if completion:

@@ -195,6 +195,11 @@ class RemoteModel:
         self._tokenizer = "estimate"
         return [0] * max(1, len(text) // 4)
 
+    @property
+    def exact_tokens(self) -> bool:
+        """Whether prompt ids are the server's own (so they can be sent back as the prompt)."""
+        return self._tokenizer == "llama-server"
+
     def prompt_tokens(self, text: str) -> list[int]:
         return self.tokenize(text, add_bos=not (self.bos_text and text.startswith(self.bos_text)))
 
@@ -343,7 +348,12 @@ class RemoteDecoder:
         key = request.key
         started = time.perf_counter()
         first_token: float | None = None
-        pieces: list[str] = []  # what the model (and the policy) added to the prompt so far
+        pieces: list[str] = []  # what the model (and the policy) added to the prompt so far, as text
+        # …and as token ids, while the server tells them (llama-server does, with logprobs): a continuation
+        # sent as ids matches the server's cache exactly, where re-tokenized text may not.
+        tokens: list[int] = []
+        exact = self.model.exact_tokens
+        last_slot: tuple[str, int] | None = None  # (replica, llama-server slot) of the previous request
         yield Started(key, len(request.prompt), 0)
         finish: FinishReason | None = None
         attempt = 0
@@ -351,14 +361,26 @@ class RemoteDecoder:
             if live.cancelled:
                 finish = live.cancelled
                 break
-            room = (max(policy.spec.max_thinking - policy.thinking_total, 0) if policy.parser.phase == THINKING else 0)
-            max_tokens = room + max(policy.spec.max_answer - policy.answer_tokens, 1) + 8
+            # While thinking, ask for exactly what the cap leaves: the server stops there by itself, so no
+            # token is generated past it while our disconnect travels (an early close then needs one more
+            # request for the answer). While answering: what the answer cap leaves.
+            if policy.parser.phase == THINKING and policy.spec.thinking:
+                max_tokens = max(policy.spec.max_thinking - policy.thinking_total, 1)
+            else:
+                max_tokens = max(policy.spec.max_answer - policy.answer_tokens, 1) + 2
             sampling = request.sampling
+            prompt: str | list[int] = [*request.prompt, *tokens] if exact else request.text + "".join(pieces)
             body: dict[str, Any] = {
-                "model": self.model.endpoint.model, "prompt": request.text + "".join(pieces), "max_tokens": max_tokens,
+                "model": self.model.endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
                 "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "seed": sampling.seed + attempt,
             }
+            if exact:  # llama-server's own /completion: token ids in and out, logprobs only when scored
+                body.update(n_predict=max_tokens, return_tokens=True, cache_prompt=True)
+                if last_slot is not None:  # back to the replica that holds this prompt so far (its cache);
+                    body["_replica"] = last_slot[0]  # the server picks the slot (pinning one waits for it)
+                if request.score_tokens:
+                    body["n_probs"] = 1
             # beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike
             if sampling.top_k > 0:
                 body["top_k"] = sampling.top_k
@@ -366,12 +388,14 @@ class RemoteDecoder:
                 body["min_p"] = sampling.min_p
             if sampling.repeat_penalty != 1.0:
                 body["repeat_penalty"] = sampling.repeat_penalty
-            if request.score_tokens:
+            if request.score_tokens and not exact:
                 body["logprobs"] = 1
             restart = False
             got_any = False
-            stream = self._stream(body)
-            for url, piece, logprob, reason in stream:
+            stream = self._stream(body, native=exact)
+            for url, piece, logprob, reason, token_id, slot in stream:
+                if slot is not None:
+                    last_slot = (url, slot)
                 if live.cancelled:
                     finish = live.cancelled
                     break
@@ -386,14 +410,18 @@ class RemoteDecoder:
                     if request.score_tokens and logprob is None and not self._warned:
                         self._warned = True
                         log.warning("%s sends no logprobs: the confidence stop and the probe fall back to the cap", url)
-                    steps.append((piece, policy.decide(PIECE, piece, prob)))
+                    if token_id is None:
+                        exact = False  # this server does not say: text from here on
+                    steps.append((piece, policy.decide(PIECE if token_id is None else token_id, piece, prob)))
                 if reason == "stop" and not (steps and (steps[-1][1].finish or steps[-1][1].forced_text)):
                     steps.append(("", policy.decide(REMOTE_END, "", None)))  # the model ended its turn
                 for text, step in steps:
                     if step.rollback:
                         del pieces[-step.rollback:]
+                        del tokens[-step.rollback:]
                     if step.accepted:
                         pieces.append(text)
+                    tokens.extend(step.tokens)  # the sampled token (if kept) and what the policy forced
                     yield from _events(key, policy, step)
                     if step.finish:
                         finish = step.finish
@@ -418,18 +446,21 @@ class RemoteDecoder:
                            first_token - started if first_token else None, time.perf_counter() - started,
                            tuple(policy.events))
 
-    def _stream(self, body: dict[str, Any]) -> Generator[tuple[str, str, float | None, str | None], None, None]:
-        """(replica, text, logprob, finish_reason) per streamed chunk. Connection errors, timeouts, 429
+    def _stream(self, body: dict[str, Any], native: bool = False
+                ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None], None, None]:
+        """(replica, text, logprob, finish_reason, token id, slot) per streamed chunk. Connection errors, timeouts, 429
         and 5xx are retried with backoff, on the next replica when there are several; a stream that
         breaks after some text ends here, and the caller continues from what it has."""
         import httpx
 
         for attempt in range(RETRIES + 1):
             self.stats.requests += 1
-            url = self._url()
+            pinned = body.pop("_replica", None)  # a continuation goes back to the replica holding its cache
+            url = pinned if pinned is not None and attempt == 0 else self._url()
             got_text = left = False
             try:
-                with self.model.client.stream("POST", f"{url}/completions", json=body) as response:
+                target = f"{_root(url)}/completion" if native else f"{url}/completions"
+                with self.model.client.stream("POST", target, json=body) as response:
                     if response.status_code in (401, 403):
                         raise ThinkError(f"the server at {url} refused the API key ({response.status_code})")
                     if response.status_code == 404:
@@ -440,7 +471,7 @@ class RemoteDecoder:
                         detail = response.read().decode("utf-8", "replace")[:200]
                         raise ThinkError(f"the server at {url} refused the request ({response.status_code}): {detail}")
                     for line in response.iter_lines():
-                        chunk = _parse_event(line)
+                        chunk = _parse_native(line) if native else _parse_event(line)
                         if chunk is not None:
                             got_text = got_text or bool(chunk[0])
                             try:
@@ -466,7 +497,32 @@ class _Retry(Exception):
     pass
 
 
-def _parse_event(line: str) -> tuple[str, float | None, str | None] | None:
+Chunk = tuple[str, float | None, str | None, int | None, int | None]  # text, logprob, finish, token id, slot
+
+
+def _parse_native(line: str) -> Chunk | None:
+    """A chunk of llama-server's own /completion stream (with return_tokens, maybe n_probs)."""
+    if not line.startswith("data:"):
+        return None
+    try:
+        data = json.loads(line[5:].strip())
+    except json.JSONDecodeError:
+        raise _Retry(f"the server sent something that is not JSON: {line[5:45]!r}") from None
+    if not isinstance(data, dict):
+        return None
+    ids = data.get("tokens") or []
+    logprob: float | None = None
+    probabilities = data.get("completion_probabilities") or []
+    if probabilities and isinstance(probabilities[0], dict) and "logprob" in probabilities[0]:
+        logprob = float(probabilities[0]["logprob"])
+    reason = None
+    if data.get("stop"):
+        reason = "length" if data.get("stop_type") == "limit" else "stop"
+    slot = data.get("id_slot") if reason is not None and isinstance(data.get("id_slot"), int) else None
+    return str(data.get("content") or ""), logprob, reason, (int(ids[0]) if len(ids) == 1 else None), slot
+
+
+def _parse_event(line: str) -> Chunk | None:
     if not line.startswith("data:"):
         return None
     payload = line[5:].strip()
@@ -481,14 +537,17 @@ def _parse_event(line: str) -> tuple[str, float | None, str | None] | None:
         return None
     choice = choices[0]
     logprob: float | None = None
+    token: int | None = None
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict):
         values = logprobs.get("token_logprobs") or []
+        content = logprobs.get("content")
         if values and values[0] is not None:
             logprob = float(values[0])
-        elif isinstance(logprobs.get("content"), list) and logprobs["content"]:
-            logprob = float(logprobs["content"][0].get("logprob", 0.0))
-    return str(choice.get("text") or ""), logprob, choice.get("finish_reason")
+        elif isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
+            logprob = float(content[0].get("logprob", 0.0))
+            token = content[0].get("id") if isinstance(content[0].get("id"), int) else None  # llama-server
+    return str(choice.get("text") or ""), logprob, choice.get("finish_reason"), token, None
 
 
 def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:

