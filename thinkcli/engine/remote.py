@@ -367,7 +367,7 @@ class RemoteDecoder:
             if policy.parser.phase == THINKING and policy.spec.thinking:
                 max_tokens = max(policy.spec.max_thinking - policy.thinking_total, 1)
             else:
-                max_tokens = max(policy.spec.max_answer - policy.answer_tokens, 1) + 2
+                max_tokens = max(policy.spec.max_answer - policy.answer_tokens, 1)
             sampling = request.sampling
             prompt: str | list[int] = [*request.prompt, *tokens] if exact else request.text + "".join(pieces)
             body: dict[str, Any] = {
