@@ -285,3 +285,43 @@ def test_a_server_killed_mid_batch_then_restarted_loses_nothing_and_repeats_noth
     assert not any(r["error"] for r in final)
     done_first = {r["id"]: r["answer"] for r in first if not r["error"]}
     assert all(next(r for r in final if r["id"] == key)["answer"] == answer for key, answer in done_first.items())
+
+
+def test_think_serve_puts_the_policy_in_front_of_a_remote_server(servers, think_home):
+    """A chain: an OpenAI client → `think serve` (tiers, budgets) → the remote server."""
+    import openai
+
+    remote_config(think_home, servers)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "thinkcli", "serve", "--port", str(port), "--parallel", "2"],
+                            cwd=Path(__file__).parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert "http://" in proc.stderr.readline()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        assert "remote" in [m.id for m in client.models.list().data]
+        reply = client.chat.completions.create(model="remote", messages=[{"role": "user", "content": "hi"}],
+                                               reasoning_effort="low", extra_body={"max_thinking": 10}, max_tokens=40)
+        assert reply.usage.completion_tokens_details.reasoning_tokens >= 10 and reply.choices[0].message.content
+        assert reply.model_extra["think"]["budget"]["max_thinking"] == 10
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_batch_summary_shows_what_each_replica_delivered(think, servers, think_home, tmp_path):
+    second = Server(servers["tame"].model, servers["tame"].kind)
+    try:
+        proxied_config(think_home, servers, [servers["tame"].url, second.url])
+        src = tmp_path / "in.txt"
+        src.write_text("".join(f"prompt {i}\n" for i in range(8)))
+        summary = tmp_path / "summary.json"
+        r = think("batch", str(src), "-o", str(tmp_path / "out.jsonl"), "--parallel", "4", "--tier", "light",
+                  "--max-thinking", "20", "--max-answer", "3", "--summary", str(summary))
+    finally:
+        second.stop()
+    assert r.returncode == 0, r.stderr
+    replicas = json.loads(summary.read_text())["replicas"]
+    assert set(replicas) == {servers["tame"].url, second.url} and all(n > 0 for n in replicas.values())
+    assert sum(replicas.values()) == 8 * (20 + 3)  # every generated token, counted where it was made
+    assert f"replica {second.url}: {replicas[second.url]} tokens" in r.stderr

@@ -221,6 +221,7 @@ class BatchSummary:
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
     fixed_budget: int = 0  # thinking tokens these items would cost at the deep tier's fixed budget
+    endpoints: dict[str, int] = field(default_factory=dict)  # remote models: tokens each replica generated
 
     def add(self, record: dict[str, Any], outcome: Outcome | None = None, deep_budget: int = 0) -> None:
         if record.get("error"):
@@ -261,6 +262,7 @@ class BatchSummary:
             "thinking_tokens": spent,
             "deep_fixed_budget_tokens": fixed,
             "fraction_of_deep_budget": round(spent / fixed, 4) if fixed else None,
+            **({"replicas": dict(sorted(self.endpoints.items()))} if self.endpoints else {}),
         }
 
 
@@ -272,6 +274,7 @@ class RecordWritten:
 @dataclass(frozen=True)
 class BatchProgress:
     summary: BatchSummary
+    endpoints: dict[str, int] = field(default_factory=dict)  # remote models: tokens generated per replica
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,10 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
         now = time.perf_counter()
         if now - last_progress > 0.2:
             last_progress = now
-            yield BatchProgress(summary)
+            per_endpoint = scheduler.last_decoder_stats.get("per_endpoint")
+            yield BatchProgress(summary, dict(per_endpoint) if isinstance(per_endpoint, dict) else {})
+    per_endpoint = scheduler.last_decoder_stats.get("per_endpoint")
+    summary.endpoints = dict(per_endpoint) if isinstance(per_endpoint, dict) else {}
     for item in list(lines.values()):  # never lose an item silently, whatever went wrong
         fail(item, f"line {item.line}: no result (internal error; rerun to retry it)")
     while early:

@@ -570,8 +570,12 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
 
 
 def _available(runtime: Runtime, alias: str) -> bool:
+    """On disk (a file check), or served elsewhere (asked only when a request runs on it)."""
     from .hub import resolve
 
+    entry = runtime.registry.models.get(alias)
+    if entry is not None and entry.remote:
+        return True
     try:
         resolve(alias, runtime.registry, runtime.paths)
         return True

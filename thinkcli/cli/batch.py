@@ -93,6 +93,7 @@ def batch(
                     case RecordWritten():
                         progress.update(event.record)
                     case Progressed():
+                        progress.endpoints = event.endpoints
                         progress.update(None)
                     case BatchDone():
                         summary = event.summary
@@ -126,6 +127,7 @@ class BatchProgress:
         self.last_line = 0.0
         self._progress: Any = None
         self._task: Any = None
+        self.endpoints: dict[str, int] = {}  # a remote model's replicas: tokens each generated
 
     def start(self, already: int) -> None:
         self.done = already
@@ -150,6 +152,9 @@ class BatchProgress:
         elapsed = max(time.perf_counter() - self.started, 1e-6)
         tiers = " ".join(f"{k}:{v}" for k, v in sorted(self.tiers.items()))
         info = f"{tiers} failed:{self.failed} {self.tokens / elapsed:.0f} tok/s"
+        if self.endpoints:  # a remote model: what each replica delivers
+            info += " · " + " ".join(f"{url.removeprefix('http://').removesuffix('/v1')} {count / elapsed:.0f} tok/s"
+                                     for url, count in sorted(self.endpoints.items()))
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done, info=info)
         elif time.perf_counter() - self.last_line > 2.0:
@@ -169,6 +174,8 @@ def print_summary(data: dict) -> None:
     for name, t in data["tiers"].items():
         lines.append(f"  {name:<9} {t['count']:>5} items · thinking mean {t['mean_thinking_tokens']} max "
                      f"{t['max_thinking_tokens']} · answer mean {t['mean_answer_tokens']} · {t['wall_s']} s wall")
+    for url, tokens in (data.get("replicas") or {}).items():
+        lines.append(f"  replica {url}: {tokens} tokens, {tokens / max(data['elapsed_s'], 1e-6):.1f} tok/s")
     if data["deep_fixed_budget_tokens"]:
         lines.append(f"  thinking tokens {data['thinking_tokens']} vs {data['deep_fixed_budget_tokens']} at the deep "
                      f"tier's fixed budget ({data['fraction_of_deep_budget']:.1%})")
