@@ -127,8 +127,9 @@ def test_chat_turns_over_http_are_logged(think, servers, think_home):
 
 def test_best_of_n_and_batch_run_through_the_one_scheduler(think, servers, think_home, tmp_path):
     remote_config(think_home, servers)
-    voted = ask(think, "--samples", "3", "--max-thinking", "8", "--max-answer", "4", "What is 2+2?")
-    assert len(voted["samples"]) == 3 and voted["vote"] is not None
+    voted = ask(think, "--samples", "4", "--max-thinking", "8", "--max-answer", "4", "What is 2+2?")
+    assert len(voted["samples"]) == 4 and voted["vote"] is not None
+    assert all(sample["thinking_tokens"] == 8 for sample in voted["samples"])
     src = tmp_path / "in.txt"
     src.write_text("first\nsecond\nthird\nfourth\n")
     out = tmp_path / "out.jsonl"
@@ -325,3 +326,13 @@ def test_the_batch_summary_shows_what_each_replica_delivered(think, servers, thi
     assert set(replicas) == {servers["tame"].url, second.url} and all(n > 0 for n in replicas.values())
     assert sum(replicas.values()) == 8 * (20 + 3)  # every generated token, counted where it was made
     assert f"replica {second.url}: {replicas[second.url]} tokens" in r.stderr
+
+
+def test_the_template_can_come_from_the_models_own_gguf(think, servers, think_home):
+    server = servers["tame"]
+    (think_home / "config").mkdir(parents=True, exist_ok=True)
+    (think_home / "config" / "models.yaml").write_text(
+        f"models:\n  g:\n    url: {server.url}\n    model: {server.model}\n    family: qwen3\n"
+        f"    template: {server.model}\n")  # the GGUF file: its chat template is read, not its weights
+    record = ask(think, "-m", "g", "--tier", "light", "--max-thinking", "5", "--max-answer", "3", "hi")
+    assert record["usage"]["thinking_tokens"] == 5 and record["usage"]["prompt_tokens"] > 10

@@ -61,10 +61,15 @@ class Runtime:
         entry = self.registry.models.get(ref)
         if entry is not None and entry.remote:
             template = None
-            if entry.template:
+            if entry.template:  # a .jinja file, or the served model's own GGUF (its template is read)
                 path = Path(entry.template).expanduser()
                 try:
-                    template = path.read_text(encoding="utf-8")
+                    if path.suffix == ".gguf":
+                        from .engine.model import gguf_chat_template
+
+                        template = gguf_chat_template(path)
+                    else:
+                        template = path.read_text(encoding="utf-8")
                 except OSError as exc:
                     raise ModelError(f"models.{ref}.template: cannot read {path} ({exc.strerror})") from None
             urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))

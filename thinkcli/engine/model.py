@@ -170,6 +170,24 @@ class Model:
             self.close()
 
 
+def gguf_chat_template(path: Path) -> str | None:
+    """The chat template inside a GGUF, read with its vocabulary only (no weights: fast, little memory)."""
+    import llama_cpp
+
+    _install_log_sink()
+    check_gguf_file(path)
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelError(f"llama.cpp could not read {path.name}")
+    try:
+        template = llama_cpp.llama_model_chat_template(model, None)
+        return template.decode("utf-8", errors="replace") if template else None
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
 def backend_info() -> dict[str, object]:
     """What this llama.cpp build is and can do (for `think doctor`)."""
     import llama_cpp
