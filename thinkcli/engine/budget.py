@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
-from .events import FinishReason, ForcedEvent, ForcedKind, ForcedReason
+from .events import EngineEvent, FinishReason, ForcedEvent, ForcedKind, ForcedReason
 from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
@@ -219,3 +219,25 @@ class SequencePolicy:
             need -= len(piece)
             count += 1
         return count
+
+
+def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[EngineEvent]:
+    """The engine events of one policy step: its text, the probe's verdict, what was forced.
+
+    One place for both decoders (local and remote), so a step reads the same wherever it ran."""
+    from .events import Answer, BudgetForced, Extended, Probed, Thinking
+
+    for chunk in step.chunks:
+        if chunk.kind == THINKING:
+            yield Thinking(key, chunk.text, policy.thinking_total)
+        else:
+            yield Answer(key, chunk.text, policy.answer_tokens)
+    if step.probe is not None:
+        verdict = step.probe
+        yield Probed(key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)
+    if step.event is not None:
+        event = step.event
+        if event.type == "extended":
+            yield Extended(key, event.at_thinking_tokens, event.forced_tokens)
+        else:
+            yield BudgetForced(key, event.reason, event.at_thinking_tokens, event.forced_tokens)

@@ -19,14 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError
-from .budget import SequencePolicy
+from .budget import SequencePolicy, step_events
 from .events import (
     Answer,
-    BudgetForced,
     EngineEvent,
-    Extended,
     FinishReason,
-    Probed,
     Progress,
     SequenceDone,
     Started,
@@ -325,20 +322,7 @@ class Decoder:
             keep = len(slot.cached) - step.rollback
             lib.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1)
             del slot.cached[keep:]
-        for chunk in step.chunks:
-            if chunk.kind == THINKING:
-                yield Thinking(request.key, chunk.text, policy.thinking_total)
-            else:
-                yield Answer(request.key, chunk.text, policy.answer_tokens)
-        if step.probe is not None:
-            verdict = step.probe
-            yield Probed(request.key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)
-        if step.event is not None:
-            event = step.event
-            if event.type == "extended":
-                yield Extended(request.key, event.at_thinking_tokens, event.forced_tokens)
-            else:
-                yield BudgetForced(request.key, event.reason, event.at_thinking_tokens, event.forced_tokens)
+        yield from step_events(request.key, policy, step)
         if step.finish:
             yield from self._finish(slot, step.finish)
             return

@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, ThinkError
+from .budget import step_events
 from .events import (
     Answer,
-    BudgetForced,
     EngineEvent,
-    Extended,
     FinishReason,
-    Probed,
     Progress,
     SequenceDone,
     SequenceFailed,
@@ -551,19 +549,8 @@ def _parse_event(line: str) -> Chunk | None:
 
 
 def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:
-    """The engine events of one policy step (as the local decoder emits them)."""
-    for chunk in step.chunks:
-        yield (Thinking(key, chunk.text, policy.thinking_total) if chunk.kind == THINKING
-               else Answer(key, chunk.text, policy.answer_tokens))
-    if step.probe is not None:
-        verdict = step.probe
-        yield Probed(key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)
-    if step.event is not None:
-        event = step.event
-        if event.type == "extended":
-            yield Extended(key, event.at_thinking_tokens, event.forced_tokens)
-        else:
-            yield BudgetForced(key, event.reason, event.at_thinking_tokens, event.forced_tokens)
+    """A step's events, and a progress heartbeat every 8 tokens (as the local decoder sends)."""
+    yield from step_events(key, policy, step)
     total = policy.thinking_total + policy.answer_tokens
     if total % 8 == 0 and step.accepted:
         yield Progress(key, policy.parser.phase, policy.thinking_total, policy.answer_tokens, policy.window_confidence)
