@@ -336,3 +336,26 @@ def test_the_template_can_come_from_the_models_own_gguf(think, servers, think_ho
         f"    template: {server.model}\n")  # the GGUF file: its chat template is read, not its weights
     record = ask(think, "-m", "g", "--tier", "light", "--max-thinking", "5", "--max-answer", "3", "hi")
     assert record["usage"]["thinking_tokens"] == 5 and record["usage"]["prompt_tokens"] > 10
+
+
+def test_an_interrupted_run_leaves_nothing_for_the_next_one(servers, think_home):
+    """Chat reuses keys turn after turn: a stream cut off in one run must not report into the next."""
+    from thinkcli.engine.budget import BudgetSpec
+    from thinkcli.engine.events import SequenceDone
+    from thinkcli.engine.session import Job
+    from thinkcli.runtime import Runtime
+
+    remote_config(think_home, servers)
+    runtime = Runtime.create(log=False)
+    loaded = runtime.load("remote")
+    decoder = runtime.engine.decoder(loaded, 1, 2048)
+    sampling = loaded.family.sampling_for(None, 0)
+    messages = [{"role": "user", "content": "hi"}]
+    long_job = Job(("chat", 0), messages, BudgetSpec(max_thinking=1500, max_answer=4), sampling)
+    events = decoder.run([runtime.engine.request(loaded, long_job)])
+    for _, event in zip(range(5), events, strict=False):  # a few events, then the consumer goes away
+        pass
+    events.close()
+    short_job = Job(("chat", 0), messages, BudgetSpec(max_thinking=3, max_answer=2), sampling)
+    done = [e for e in decoder.run([runtime.engine.request(loaded, short_job)]) if isinstance(e, SequenceDone)]
+    assert len(done) == 1 and done[0].usage.thinking_tokens == 3 and done[0].usage.answer_tokens == 2

@@ -214,6 +214,7 @@ class RemoteModel:
 @dataclass(eq=False)
 class _Live:
     request: Any  # decoder.Request
+    events: queue.Queue[Any]  # the queue of the run() that started it (a later run never sees its events)
     cancelled: FinishReason | None = None
     thread: threading.Thread | None = None
 
@@ -259,6 +260,7 @@ class RemoteDecoder:
         from .decoder import WAIT
 
         limit = min(parallel or self.n_seq, self.n_seq)
+        self._events = queue.Queue()  # this run's: streams cancelled by an earlier run report elsewhere
         pending = iter(requests)
         exhausted = False
         try:
@@ -304,7 +306,7 @@ class RemoteDecoder:
 
     # -- one sequence ----------------------------------------------------------------------
     def _start(self, request: Any) -> None:
-        live = _Live(request)
+        live = _Live(request, self._events)
         self._live[request.key] = live
         self.stats.max_step_sequences = max(self.stats.max_step_sequences, len(self._live))
         live.thread = threading.Thread(target=self._work, args=(live,), daemon=True, name=f"remote:{request.key}")
@@ -331,14 +333,14 @@ class RemoteDecoder:
         request = live.request
         try:
             for event in self._sequence(live):
-                self._events.put(event)
+                live.events.put(event)
         except ThinkError as exc:
-            self._events.put(_Crashed(request.key, str(exc)))
+            live.events.put(_Crashed(request.key, str(exc)))
             return
         except Exception as exc:  # never let a worker die silently
-            self._events.put(_Crashed(request.key, f"remote request failed: {exc}"))
+            live.events.put(_Crashed(request.key, f"remote request failed: {exc}"))
             return
-        self._events.put(_Finished(request.key))
+        live.events.put(_Finished(request.key))
 
     def _sequence(self, live: _Live) -> Iterator[EngineEvent]:
         request = live.request
