@@ -353,9 +353,32 @@ def test_an_interrupted_run_leaves_nothing_for_the_next_one(servers, think_home)
     messages = [{"role": "user", "content": "hi"}]
     long_job = Job(("chat", 0), messages, BudgetSpec(max_thinking=1500, max_answer=4), sampling)
     events = decoder.run([runtime.engine.request(loaded, long_job)])
-    for _, event in zip(range(5), events, strict=False):  # a few events, then the consumer goes away
+    for _ in zip(range(5), events, strict=False):  # a few events, then the consumer goes away
         pass
     events.close()
     short_job = Job(("chat", 0), messages, BudgetSpec(max_thinking=3, max_answer=2), sampling)
     done = [e for e in decoder.run([runtime.engine.request(loaded, short_job)]) if isinstance(e, SequenceDone)]
     assert len(done) == 1 and done[0].usage.thinking_tokens == 3 and done[0].usage.answer_tokens == 2
+
+
+def test_a_per_replica_limit_caps_what_runs_at_once(servers, think_home, tmp_path):
+    from thinkcli.batch import Item, OutputStore, run_batch
+    from thinkcli.plan import Overrides
+    from thinkcli.runtime import Runtime
+
+    second = Server(servers["tame"].model, servers["tame"].kind)
+    try:
+        proxied_config(think_home, servers, [servers["tame"].url, second.url])
+        models = think_home / "config" / "models.yaml"
+        models.write_text(models.read_text() + "    parallel: 1\n")  # one sequence per replica at a time
+        runtime = Runtime.create(log=False)
+        items = [Item(str(i), i, f"prompt {i}") for i in range(1, 7)]
+        overrides = Overrides(tier="light", max_thinking=12, max_answer=3)
+        with OutputStore(tmp_path / "out.jsonl") as store:
+            events = list(run_batch(runtime, items, store, overrides, parallel=8))
+        decoder = next(iter(runtime.engine._remote.values()))
+    finally:
+        second.stop()
+    assert events[-1].summary.done == 6
+    assert decoder.stats.max_step_sequences == 2  # --parallel 8, but 2 replicas x 1
+    assert set(decoder.stats.per_endpoint) == {servers["tame"].url, second.url}

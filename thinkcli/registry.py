@@ -70,6 +70,7 @@ class ModelEntry:
     api_key_env: str | None = None
     template: str | None = None
     timeout: float = 600.0  # seconds a server may stay silent before the request is retried
+    parallel: int = 0  # sequences in flight per replica at most (0: only --parallel limits)
 
     @property
     def remote(self) -> bool:
@@ -264,6 +265,7 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         api_key_env=c.text("api_key_env"),
         template=c.text("template"),
         timeout=c.number("timeout", 600.0, 0.1, 86400.0),
+        parallel=c.integer("parallel", 0),
     )
     for url in ([entry.url] if entry.url else []) + list(entry.urls):
         if not url.startswith(("http://", "https://")):

@@ -73,7 +73,7 @@ class Runtime:
                 except OSError as exc:
                     raise ModelError(f"models.{ref}.template: cannot read {path} ({exc.strerror})") from None
             urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))
-            endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, entry.timeout)
+            endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, entry.timeout, entry.parallel)
             return endpoint, self.registry.family(entry.family)
         adhoc = parse_remote_ref(ref)
         return (adhoc, None) if adhoc is not None else None

@@ -58,6 +58,7 @@ class Endpoint:
     api_key_env: str | None = None
     template: str | None = None  # a chat template (text) given by the model entry
     timeout: float = 600.0
+    parallel: int = 0  # sequences in flight per replica at most (0: no limit but --parallel)
 
     @property
     def key(self) -> str:
@@ -215,6 +216,7 @@ class RemoteModel:
 class _Live:
     request: Any  # decoder.Request
     events: queue.Queue[Any]  # the queue of the run() that started it (a later run never sees its events)
+    home: str  # the replica it runs on (a continuation goes back there: its cache is there)
     cancelled: FinishReason | None = None
     thread: threading.Thread | None = None
 
@@ -252,6 +254,7 @@ class RemoteDecoder:
         self._events: queue.Queue[Any] = queue.Queue()
         self._next_url = 0
         self._down: dict[str, float] = {}  # replica → until when it is skipped
+        self._in_flight: dict[str, int] = {}  # replica → sequences running there
         self._warned = False
         self._lock = threading.Lock()
 
@@ -260,6 +263,9 @@ class RemoteDecoder:
         from .decoder import WAIT
 
         limit = min(parallel or self.n_seq, self.n_seq)
+        cap = self.model.endpoint.parallel
+        if cap:
+            limit = min(limit, cap * len(self.model.endpoint.urls))
         self._events = queue.Queue()  # this run's: streams cancelled by an earlier run report elsewhere
         pending = iter(requests)
         exhausted = False
@@ -284,10 +290,10 @@ class RemoteDecoder:
                 except queue.Empty:
                     continue
                 if isinstance(item, _Finished):
-                    self._live.pop(item.key, None)
+                    self._release(item.key)
                     continue
                 if isinstance(item, _Crashed):
-                    self._live.pop(item.key, None)
+                    self._release(item.key)
                     yield SequenceFailed(item.key, item.error)
                     continue
                 yield item
@@ -306,21 +312,31 @@ class RemoteDecoder:
 
     # -- one sequence ----------------------------------------------------------------------
     def _start(self, request: Any) -> None:
-        live = _Live(request, self._events)
+        live = _Live(request, self._events, self._url(free=True))
+        with self._lock:
+            self._in_flight[live.home] = self._in_flight.get(live.home, 0) + 1
         self._live[request.key] = live
         self.stats.max_step_sequences = max(self.stats.max_step_sequences, len(self._live))
         live.thread = threading.Thread(target=self._work, args=(live,), daemon=True, name=f"remote:{request.key}")
         live.thread.start()
 
-    def _url(self) -> str:
-        """The next replica in turn, skipping one that failed in the last few seconds (while another is up)."""
+    def _release(self, key: Hashable) -> None:
+        live = self._live.pop(key, None)
+        if live is not None:
+            with self._lock:
+                self._in_flight[live.home] = max(0, self._in_flight.get(live.home, 0) - 1)
+
+    def _url(self, free: bool = False) -> str:
+        """The next replica in turn, skipping one that failed in the last few seconds (while another is
+        up) and, for a new sequence (`free`), one already running its `parallel` sequences."""
         urls = self.model.endpoint.urls
+        cap = self.model.endpoint.parallel
         now = time.monotonic()
         with self._lock:
             for _ in range(len(urls)):
                 self._next_url = (self._next_url + 1) % len(urls)
                 url = urls[self._next_url]
-                if self._down.get(url, 0.0) <= now:
+                if self._down.get(url, 0.0) <= now and not (free and cap and self._in_flight.get(url, 0) >= cap):
                     return url
             return min(urls, key=lambda u: self._down.get(u, 0.0))  # all failed lately: the earliest back
 
@@ -375,10 +391,10 @@ class RemoteDecoder:
                 "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "seed": sampling.seed + attempt,
             }
+            # to the replica that holds this prompt so far (its cache); the server picks the slot there
+            body["_replica"] = last_slot[0] if last_slot is not None else live.home
             if exact:  # llama-server's own /completion: token ids in and out, logprobs only when scored
                 body.update(n_predict=max_tokens, return_tokens=True, cache_prompt=True)
-                if last_slot is not None:  # back to the replica that holds this prompt so far (its cache);
-                    body["_replica"] = last_slot[0]  # the server picks the slot (pinning one waits for it)
                 if request.score_tokens:
                     body["n_probs"] = 1
             # beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike
