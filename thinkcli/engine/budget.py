@@ -225,13 +225,9 @@ def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[E
     """The engine events of one policy step: its text, the probe's verdict, what was forced.
 
     One place for both decoders (local and remote), so a step reads the same wherever it ran."""
-    from .events import Answer, BudgetForced, Extended, Probed, Thinking
+    from .events import BudgetForced, Extended, Probed
 
-    for chunk in step.chunks:
-        if chunk.kind == THINKING:
-            yield Thinking(key, chunk.text, policy.thinking_total)
-        else:
-            yield Answer(key, chunk.text, policy.answer_tokens)
+    yield from chunk_events(key, policy, step.chunks)
     if step.probe is not None:
         verdict = step.probe
         yield Probed(key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)
@@ -241,3 +237,14 @@ def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[E
             yield Extended(key, event.at_thinking_tokens, event.forced_tokens)
         else:
             yield BudgetForced(key, event.reason, event.at_thinking_tokens, event.forced_tokens)
+
+
+def chunk_events(key: Hashable, policy: SequencePolicy, chunks: list[Chunk]) -> Iterator[EngineEvent]:
+    """Parsed text as Thinking or Answer events (a step's, or what the parser flushes at the end)."""
+    from .events import Answer, Thinking
+
+    for chunk in chunks:
+        if chunk.kind == THINKING:
+            yield Thinking(key, chunk.text, policy.thinking_total)
+        else:
+            yield Answer(key, chunk.text, policy.answer_tokens)

@@ -19,20 +19,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError
-from .budget import SequencePolicy, step_events
+from .budget import SequencePolicy, chunk_events, step_events
 from .events import (
-    Answer,
     EngineEvent,
     FinishReason,
     Progress,
     SequenceDone,
     Started,
-    Thinking,
     Usage,
 )
 from .family import Sampling
 from .model import Model
-from .thinking import THINKING
 
 
 class _Wait:
@@ -341,11 +338,7 @@ class Decoder:
         request = slot.request
         assert request is not None
         policy = request.policy
-        for chunk in policy.parser.flush():
-            if chunk.kind == THINKING:
-                yield Thinking(request.key, chunk.text, policy.thinking_total)
-            else:
-                yield Answer(request.key, chunk.text, policy.answer_tokens)
+        yield from chunk_events(request.key, policy, policy.parser.flush())
         now = time.perf_counter()
         usage = Usage(
             prompt_tokens=len(request.prompt),

@@ -26,16 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, ThinkError
-from .budget import step_events
+from .budget import chunk_events, step_events
 from .events import (
-    Answer,
     EngineEvent,
     FinishReason,
     Progress,
     SequenceDone,
     SequenceFailed,
     Started,
-    Thinking,
     Usage,
 )
 from .model import ModelInfo
@@ -83,6 +81,16 @@ def parse_remote_ref(ref: str) -> Endpoint | None:
     return Endpoint((url.rstrip("/"),), model)
 
 
+def _served_names(data: dict[str, Any] | None) -> list[str]:
+    """The model names a `/v1/models` answer lists."""
+    return [str(m.get("id")) for m in (data or {}).get("data", []) if isinstance(m, dict)]
+
+
+def _not_served(url: str, names: list[str], model: str) -> str | None:
+    """Why a replica cannot serve `model` (None: it can, or it lists nothing)."""
+    return f"{url} serves {', '.join(names[:5])}, not '{model}'" if names and model not in names else None
+
+
 def check_endpoint(endpoint: Endpoint, timeout: float = 3.0) -> list[str]:
     """`think doctor`: for each replica, whether it answers and serves the model (one line each)."""
     import httpx
@@ -95,10 +103,8 @@ def check_endpoint(endpoint: Endpoint, timeout: float = 3.0) -> list[str]:
             if response.status_code in (401, 403):
                 lines.append(f"{url}: refuses the API key ({response.status_code})")
                 continue
-            names = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
-            served = not names or endpoint.model in names
-            lines.append(f"{url}: answers" + ("" if served else f", but serves {', '.join(names[:3])}, "
-                                                                 f"not '{endpoint.model}'"))
+            problem = _not_served(url, _served_names(response.json()), endpoint.model)
+            lines.append(f"{url}: answers" + (f", but {problem}" if problem else ""))
         except ModelError as exc:
             lines.append(f"{url}: {exc}")
         except (httpx.HTTPError, ValueError) as exc:
@@ -136,9 +142,9 @@ class RemoteModel:
             raise ModelError(failures[0] if len(failures) == 1 else
                              f"no replica of '{name}' answers ({'; '.join(failures)})")
         self.base = url
-        names = [str(m.get("id")) for m in (served or {}).get("data", []) if isinstance(m, dict)]
-        if names and endpoint.model not in names:
-            raise ModelError(f"{url} serves {', '.join(names[:5])}, not '{endpoint.model}'")
+        problem = _not_served(url, _served_names(served), endpoint.model)
+        if problem:
+            raise ModelError(problem)
         props = self._get(f"{_root(url)}/props", missing_ok=True) or {}
         template = endpoint.template or props.get("chat_template") or None
         settings = props.get("default_generation_settings") or {}
@@ -223,7 +229,6 @@ class _Live:
     events: queue.Queue[Any]  # the queue of the run() that started it (a later run never sees its events)
     home: str  # the replica it runs on (a continuation goes back there: its cache is there)
     cancelled: FinishReason | None = None
-    thread: threading.Thread | None = None
 
 
 @dataclass
@@ -249,7 +254,6 @@ class RemoteStats:
     retries: int = 0
     tokens_generated: int = 0
     max_step_sequences: int = 0  # the most sequences in flight at once
-    shared_group_steps: int = 0
     per_endpoint: dict[str, int] = field(default_factory=dict)  # tokens per base URL
 
 
@@ -395,8 +399,8 @@ class RemoteDecoder:
             body = self._body(members[0], states[0])
             body.update(n=len(members), logprobs=1)  # scores and, from llama-server, token ids
             self.stats.grouped_requests += 1
-            stream = self._stream(body, native=False)
-            for url, piece, logprob, reason, token_id, _slot, index in stream:
+            stream = self._stream(body, members[0].home, native=False)
+            for url, piece, logprob, reason, token_id, index in stream:
                 if index is None or not 0 <= index < len(members):
                     continue
                 live, state = members[index], states[index]
@@ -444,7 +448,6 @@ class RemoteDecoder:
             "model": self.model.endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
             "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
             "seed": sampling.seed + state.attempt,
-            "_replica": state.replica or live.home,  # where its cache is; the server picks the slot there
         }
         if state.exact:  # llama-server's own /completion: token ids in and out, logprobs only when scored
             body.update(n_predict=max_tokens, return_tokens=True, cache_prompt=True)
@@ -513,8 +516,9 @@ class RemoteDecoder:
                 break
             body = self._body(live, state)
             state.restart = state.got_any = False
-            stream = self._stream(body, native=state.exact)
-            for url, piece, logprob, reason, token_id, _slot, _index in stream:
+            # back to the replica that holds this sequence so far (its cache); the server picks the slot
+            stream = self._stream(body, state.replica or live.home, native=state.exact)
+            for url, piece, logprob, reason, token_id, _index in stream:
                 state.replica = url
                 if live.cancelled:
                     state.finish = live.cancelled
@@ -526,27 +530,24 @@ class RemoteDecoder:
             if state.finish is None and not state.restart and not state.got_any:
                 state.finish = "length"  # the server returned nothing more: do not ask forever
             state.attempt += 1
-        for chunk in policy.parser.flush():
-            yield (Thinking(key, chunk.text, policy.thinking_total) if chunk.kind == THINKING
-                   else Answer(key, chunk.text, policy.answer_tokens))
+        yield from chunk_events(key, policy, policy.parser.flush())
         usage = Usage(len(request.prompt), 0, policy.thinking_tokens, policy.answer_tokens, policy.forced_tokens)
         finish = state.finish
         yield SequenceDone(key, finish, policy.parser.thinking, policy.parser.answer, usage, policy.trace_confidence,
                            state.first_token - state.started if state.first_token else None,
                            time.perf_counter() - state.started, tuple(policy.events))
 
-    def _stream(self, body: dict[str, Any], native: bool = False
-                ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None, int | None],
-                               None, None]:
-        """(replica, text, logprob, finish_reason, token id, slot, choice index) per streamed chunk. Connection errors, timeouts, 429
-        and 5xx are retried with backoff, on the next replica when there are several; a stream that
-        breaks after some text ends here, and the caller continues from what it has."""
+    def _stream(self, body: dict[str, Any], replica: str, native: bool = False
+                ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None], None, None]:
+        """(replica, text, logprob, finish_reason, token id, choice index) per streamed chunk, from
+        `replica` first. Connection errors, timeouts, 429 and 5xx are retried with backoff, on the next
+        replica when there are several; a stream that breaks after some text ends here, and the caller
+        continues from what it has."""
         import httpx
 
         for attempt in range(RETRIES + 1):
             self.stats.requests += 1
-            pinned = body.pop("_replica", None)  # a continuation goes back to the replica holding its cache
-            url = pinned if pinned is not None and attempt == 0 else self._url()
+            url = replica if attempt == 0 else self._url()
             got_text = left = False
             try:
                 target = f"{_root(url)}/completion" if native else f"{url}/completions"
@@ -591,8 +592,8 @@ def _spawn(target: Callable[..., None], *args: Any) -> None:
     threading.Thread(target=target, args=args, daemon=True, name="remote").start()
 
 
-# text, logprob, finish reason, token id, llama-server slot, choice index (n > 1)
-Chunk = tuple[str, float | None, str | None, int | None, int | None, int | None]
+# text, logprob, finish reason, token id, choice index (n > 1)
+Chunk = tuple[str, float | None, str | None, int | None, int | None]
 
 
 def _parse_native(line: str) -> Chunk | None:
@@ -613,8 +614,7 @@ def _parse_native(line: str) -> Chunk | None:
     reason = None
     if data.get("stop"):
         reason = "length" if data.get("stop_type") == "limit" else "stop"
-    slot = data.get("id_slot") if reason is not None and isinstance(data.get("id_slot"), int) else None
-    return str(data.get("content") or ""), logprob, reason, (int(ids[0]) if len(ids) == 1 else None), slot, 0
+    return str(data.get("content") or ""), logprob, reason, (int(ids[0]) if len(ids) == 1 else None), 0
 
 
 def _parse_event(line: str) -> Chunk | None:
@@ -643,8 +643,7 @@ def _parse_event(line: str) -> Chunk | None:
             logprob = float(content[0].get("logprob", 0.0))
             token = content[0].get("id") if isinstance(content[0].get("id"), int) else None  # llama-server
     index = choice.get("index", 0)
-    return (str(choice.get("text") or ""), logprob, choice.get("finish_reason"), token, None,
-            index if isinstance(index, int) else 0)
+    return str(choice.get("text") or ""), logprob, choice.get("finish_reason"), token, index if isinstance(index, int) else 0
 
 
 def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:
