@@ -410,9 +410,10 @@ class RemoteDecoder:
                 for event in self._feed(live, state, url, piece, logprob, reason, token_id):
                     live.events.put(event)
             stream.close()
-        except ThinkError as exc:
+        except Exception as exc:  # never let the group's thread die silently: its samples would never end
+            error = str(exc) if isinstance(exc, ThinkError) else f"remote request failed: {exc}"
             for live in members:
-                live.events.put(_Crashed(live.request.key, str(exc)))
+                live.events.put(_Crashed(live.request.key, error))
             return
         for live, state in zip(members, states, strict=True):
             state.attempt = 1  # a sample that got nothing (a server that ignored `n`) simply starts alone
