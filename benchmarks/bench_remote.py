@@ -25,19 +25,12 @@ import time
 from pathlib import Path
 
 import httpx
+from bench_serve import FIXED_FAMILY  # benchmarks/ is on the path when a benchmark runs as a script
 
 PROMPTS = [f"Question {i}: name a colour and say why you like it." for i in range(32)]
 TOKENS = 64
 ROUNDS = 3
-FAMILY = """
-families:
-  plain-fixed:
-    think_open: "<think>"
-    think_close: "</think>"
-    plain_template: true
-    answer_prefix: "\\nAnswer:"
-    sampling: {temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05}
-"""
+FAMILY = FIXED_FAMILY  # bench_serve's family without stop strings: fixed token counts
 
 
 def free_port() -> int:

@@ -27,8 +27,7 @@ TOKENS = 64
 BODY = {"max_tokens": TOKENS, "reasoning_effort": "none", "temperature": 0.8, "stream": True,
         "stream_options": {"include_usage": True}}
 # The embedded model under a family without stop strings: fixed token counts on both sides.
-MODELS_YAML = """
-default_model: gemma-fixed
+FIXED_FAMILY = """
 families:
   plain-fixed:
     think_open: "<think>"
@@ -36,7 +35,8 @@ families:
     plain_template: true
     answer_prefix: "\\nAnswer:"
     sampling: {temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05}
-models:
+"""
+MODELS_YAML = "default_model: gemma-fixed" + FIXED_FAMILY + """models:
   gemma-fixed:
     embedded: true
     family: plain-fixed

@@ -53,20 +53,10 @@ class FlakyProxy:
             if completion:
                 self.seen.append(fault or "ok")
         if fault in ("500", "429"):
-            payload = b'{"error": {"message": "injected"}}'
-            handler.send_response(int(fault))
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
+            _reply(handler, int(fault), "application/json", b'{"error": {"message": "injected"}}')
             return
         if fault == "garbage":
-            payload = b"data: {this is not json\n\n"
-            handler.send_response(200)
-            handler.send_header("Content-Type", "text/event-stream")
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
+            _reply(handler, 200, "text/event-stream", b"data: {this is not json\n\n")
             return
         if fault == "hang":
             time.sleep(5)  # longer than the client's timeout in the tests
@@ -89,3 +79,12 @@ class FlakyProxy:
                     handler.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return  # the client closed its stream (it had what it needed)
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, content_type: str, payload: bytes) -> None:
+    """A whole response of the proxy's own (an injected fault)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
