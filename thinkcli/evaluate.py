@@ -176,6 +176,7 @@ class PolicyScore:
     seconds: list[float] = field(default_factory=list)
     wall_s: float | None = None  # this run's wall time, when every item ran now (not resumed)
     by_tier: dict[str, TierScore] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # a row per item (items.csv), checked once
 
     @property
     def accuracy(self) -> float:
@@ -243,6 +244,7 @@ def score_policy(policy: Policy, items: list[EvalItem], records: dict[str, dict[
         rows.append({"policy": policy.name, "id": item.id, "tier": tier, "correct": correct, "extracted": extracted,
                      "thinking_tokens": thinking, "error": None})
     score.by_tier = {name: t for name, t in score.by_tier.items() if t.items}
+    score.rows = rows
     return score, rows
 
 
@@ -474,13 +476,9 @@ def run_eval(runtime: Runtime, items: list[EvalItem], policies: list[Policy], di
     yield EvalDone(scores, directory)
 
 
-def save_results(directory: Path, items: list[EvalItem], policies: list[Policy], scores: list[PolicyScore],
-                 extra: dict[str, Any]) -> tuple[Path, Path]:
+def save_results(directory: Path, scores: list[PolicyScore], extra: dict[str, Any]) -> tuple[Path, Path]:
     """results.json (everything), results.csv (a row per policy) and items.csv (a row per item and policy)."""
-    tiers = item_tiers(items)
-    rows: list[dict[str, Any]] = []
-    for policy in policies:
-        rows += score_policy(policy, items, read_records(policy_file(directory, policy)), tiers)[1]
+    rows = [row for score in scores for row in score.rows]
     summary = {**extra, "policies": [s.as_dict() for s in scores]}
     json_path = directory / "results.json"
     json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -125,7 +125,7 @@ def eval_command(
                               probe=calibrate_probe(items, records, tolerance))
     extra: dict[str, Any] = {"set": eval_set, "model": model_name, "items": len(items),
                              "calibration": calibration_dict(calibration) if calibration else None}
-    json_path, csv_path = save_results(directory, items, policies, scores, extra)
+    json_path, csv_path = save_results(directory, scores, extra)
     if plot is not None:
         png_curve(points, title, plot)
     if calibration is not None and write:
