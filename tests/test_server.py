@@ -181,7 +181,7 @@ def test_models_and_health(server):
     (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "'temperature' must be a number"),
     (b'{"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "huge"}', 400, "'reasoning_effort' must be"),
     (b'{"messages": [{"role": "user", "content": "x"}], "model": "nope"}', 404, "does not exist"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "model": "qwen3-0.6b"}', 404, "not downloaded here"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "model": "qwen3-0.6b"}', 404, "does not exist"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 99}', 400, "'n' must be between"),
 ])
 def test_malformed_requests_get_openai_style_errors(server, body, status, text):
@@ -295,16 +295,90 @@ def test_the_embedded_model_answers_over_http():
         assert "Paris" in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-def test_sigterm_ends_running_streams_cleanly_and_exits_0(tmp_path):
+def test_sigterm_drains_a_running_stream_to_its_end_and_exits_0(tmp_path):
     with long_server(tmp_path) as served:
         with httpx.stream("POST", f"{served.url}/chat/completions", json=LONG, timeout=60) as response:
             lines = response.iter_lines()
             until_thinking(lines)
             served.proc.send_signal(signal.SIGTERM)
-            rest = [line for line in lines if line]  # it ends by itself: a last chunk, then [DONE]
-        assert rest[-1] == "data: [DONE]" and any('"finish_reason": "stop"' in line for line in rest)
+            rest = [line for line in lines if line]  # it goes on to its own end: a last chunk, then [DONE]
+        assert rest[-1] == "data: [DONE]"
+        last = json.loads(rest[-2][6:])
+        assert last["think"]["finish_reason"] != "cancelled" and "interrupted" not in last["think"]
+        thinking = sum(len(json.loads(line[6:])["choices"][0]["delta"].get("reasoning_content") or "")
+                       for line in rest[:-1] if json.loads(line[6:])["choices"])
+        assert thinking > 1000  # the thinking went on after the signal (it stopped 0.1 s after it before)
         assert served.proc.wait(timeout=30) == 0
         assert "Traceback" not in served.proc.stderr.read()
+
+
+def test_what_the_drain_cuts_says_it_was_cut(tmp_path):
+    with long_server(tmp_path, "--drain-timeout", "0") as served:
+        with httpx.stream("POST", f"{served.url}/chat/completions", json=LONG, timeout=60) as response:
+            lines = response.iter_lines()
+            until_thinking(lines)
+            served.proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        last = json.loads(rest[-2][6:])
+        assert last["choices"][0]["finish_reason"] == "length"  # never "stop": the reply is not complete
+        assert last["think"]["finish_reason"] == "cancelled" and "shut down" in last["think"]["interrupted"]
+        assert served.proc.wait(timeout=30) == 0
+
+
+def test_a_non_streamed_reply_cut_by_the_drain_is_not_presented_as_complete(tmp_path):
+    with long_server(tmp_path, "--drain-timeout", "0") as served:
+        result: dict = {}
+        body = {**LONG, "stream": False}
+        thread = threading.Thread(target=lambda: result.update(
+            r=httpx.post(f"{served.url}/chat/completions", json=body, timeout=60)))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not served.decoder().get("tokens_generated"):
+            time.sleep(0.01)  # a condition: the request is decoding
+        served.proc.send_signal(signal.SIGTERM)
+        thread.join(timeout=60)
+        reply = result["r"].json()
+        assert reply["choices"][0]["finish_reason"] == "length" and reply["think"]["interrupted"]
+        assert served.proc.wait(timeout=30) == 0
+
+
+def test_a_request_never_names_a_file_or_a_repo(tmp_path, tiny):
+    """The `model` field is matched against what /v1/models lists, never resolved as a path."""
+    other = tiny("closer")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "shadow").write_text("secret")
+    with serve("-m", str(tiny("tame")), env={"THINK_N_CTX": "1024"}) as served:
+        before = served.health()
+        names = [str(other), str(other)[1:], "etc/shadow", "etc/nonexistent", "../../etc/passwd", "org/repo",
+                 "org/repo/file.gguf", "tame.gguf/../x.gguf", "qwen3-0.6b", "x" * 5000]
+        replies = [httpx.post(f"{served.url}/chat/completions", timeout=30,
+                              json={"model": name, "messages": [{"role": "user", "content": "hi"}]}) for name in names]
+        assert {r.status_code for r in replies} == {404}
+        messages = {r.json()["error"]["message"].split("'")[2] for r in replies}
+        assert len(messages) == 1  # one identical answer, whether a file exists or not
+        assert len(replies[-1].json()["error"]["message"]) < 200  # a long name is cut in the message
+        health = served.health()
+        assert list(health["models"]) == list(before["models"])  # no worker for any of those names
+        listed = [m.id for m in served.client().models.list().data]
+        assert listed == ["tame.gguf"]
+        assert "/" not in json.dumps(health["models"])  # display names, no paths
+        ok = served.client().chat.completions.create(model="tame.gguf", messages=[{"role": "user", "content": "hi"}],
+                                                     max_tokens=8)
+        assert ok.choices[0].message.content is not None
+
+
+def test_a_listed_model_that_fails_to_load_leaves_no_worker(tmp_path, tiny, think_home):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    (think_home / "config").mkdir(parents=True, exist_ok=True)
+    (think_home / "config" / "models.yaml").write_text(f"models:\n  broken:\n    path: {broken}\n    family: qwen3\n")
+    with serve("-m", str(tiny("tame"))) as served:
+        for _ in range(3):
+            r = httpx.post(f"{served.url}/chat/completions", timeout=30,
+                           json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 500 and "broken" in r.text
+        assert "broken" not in served.health()["models"]
 
 
 def test_requests_without_an_effort_get_the_escalation_probe(server):

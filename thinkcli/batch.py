@@ -25,8 +25,11 @@ from .errors import ThinkError, UsageError
 from .logs import spent_thinking_tokens
 from .plan import Overrides, Plan, make_plan
 from .records import Outcome, batch_record, error_record, outcome_record
-from .run import Failed, Scheduler, Task, messages_for
+from .run import Failed, Scheduler, Task, failure_message, messages_for
 from .runtime import Runtime
+from .text import clean_json
+
+CSV_FIELD_LIMIT = 64 * 1024 * 1024  # Python's default (131,072 characters) refuses a long pasted document
 
 FORMATS = ("txt", "jsonl", "csv")
 
@@ -60,9 +63,12 @@ def jsonl_objects(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] |
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = clean_json(json.loads(line))
         except json.JSONDecodeError as exc:
             yield number, None, f"malformed JSON ({exc.msg})"
+            continue
+        except RecursionError:
+            yield number, None, "malformed JSON (nested too deeply)"
             continue
         if not isinstance(record, dict):
             yield number, None, "not a JSON object"
@@ -89,10 +95,23 @@ def read_items(stream: TextIO, fmt: str, field_name: str = "prompt") -> Iterator
             else:
                 yield Item(item_id, number, prompt, None if prompt.strip() else f"line {number}: empty prompt")
     else:
+        csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
         reader = csv.DictReader(stream)
-        if reader.fieldnames is None or field_name not in reader.fieldnames:
+        try:
+            header = reader.fieldnames
+        except csv.Error as exc:
+            raise UsageError(f"the CSV header cannot be read: {exc}") from None
+        if header is None or field_name not in header:
             raise UsageError(f"the CSV has no column '{field_name}' (use --field)")
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # this row only: the reader goes on at the next line
+                number = reader.line_num
+                yield Item(f"line-{number}", number, None, f"line {number}: malformed CSV ({exc})")
+                continue
             number = reader.line_num
             item_id = row.get("id") or str(number)
             prompt = row.get(field_name)
@@ -137,27 +156,36 @@ class OutputStore:
         return self
 
     def _repair_and_scan(self) -> None:
+        """Read what an earlier run wrote. Only a last line that does not parse (a crash mid-write) is
+        cut; a file that holds anything but records is refused, untouched: it is not ours to edit."""
         if not self.path.exists():
             return
+        if not self.path.is_file():
+            raise UsageError(f"--output {self.path} is not a regular file")
         data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a torn last line from a crash: cut it off
-            self.repaired_bytes = len(data) - end
-            data = data[:end]
+        lines = data.splitlines(keepends=True)
         kept: list[bytes] = []
-        for line in data.splitlines(keepends=True):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+        newline_added = False
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
                 kept.append(line)
                 continue
-            if isinstance(record, dict) and "id" in record:
-                if record.get("error"):
-                    self.retried += 1
+            record = _record_or_none(line)
+            if record is None:
+                if number == len(lines) and not line.endswith(b"\n"):  # a torn last line from a crash
+                    self.repaired_bytes = len(line)
                     continue
-                self.done_ids.add(str(record["id"]))
+                raise UsageError(f"--output {self.path} is not a think batch output (line {number} is not a record "
+                                 "with an id): give a new file, or the JSONL of an earlier run")
+            if not line.endswith(b"\n"):  # a whole record without its newline (saved by an editor): keep it
+                line += b"\n"
+                newline_added = True
+            if record.get("error"):
+                self.retried += 1
+                continue
+            self.done_ids.add(str(record["id"]))
             kept.append(line)
-        if self.repaired_bytes or self.retried:
+        if self.repaired_bytes or self.retried or newline_added:
             _atomic_write(self.path, b"".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -177,6 +205,14 @@ class OutputStore:
             self._lock.release()
 
 
+def _record_or_none(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) and "id" in record else None
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Replace a file's content so that a crash leaves either the old or the new file, whole."""
     temp = path.with_name(path.name + ".tmp")
@@ -185,6 +221,22 @@ def _atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+
+
+def refuse_same_files(paths: dict[str, Path | None]) -> None:
+    """Two roles on one file (`batch x.jsonl -o x.jsonl`, `--summary` = `-o`) would overwrite one with the
+    other or feed a run its own output: refused before any work (links and `./` spellings included)."""
+    named = [(role, path) for role, path in paths.items() if path is not None]
+    for i, (role, path) in enumerate(named):
+        for other_role, other in named[i + 1:]:
+            same = path.resolve() == other.resolve()
+            if not same and path.exists() and other.exists():
+                try:
+                    same = os.path.samefile(path, other)
+                except OSError:
+                    same = False
+            if same:
+                raise UsageError(f"{role} and {other_role} are the same file ({path}): give each its own")
 
 
 def check_writable_file(path: Path, option: str) -> None:
@@ -316,8 +368,8 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
                 continue
             try:
                 plan = make_plan(item.prompt, runtime.registry, overrides, runtime.default_model)
-            except ThinkError as exc:
-                fail(item, f"line {item.line}: {exc}")
+            except Exception as exc:  # this item's error record; the batch goes on
+                fail(item, f"line {item.line}: {failure_message(exc)}")
                 continue
             lines[item.id] = item
             yield Task(item.id, item.prompt, plan, messages_for(item.prompt))

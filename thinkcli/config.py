@@ -90,14 +90,24 @@ class Settings:
             try:
                 changes[key] = _parse_setting(key, value)
             except ValueError as exc:
-                raise ConfigError(f"{where}: {exc} (got {value!r})") from None
+                raise ConfigError(f"{where}: {exc} (got {shown(value)})") from None
         return replace(self, **changes)
 
 
 SETTING_RANGES = {"threads": (0, 1024), "n_ctx": (256, 1 << 20)}
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value quoted in an error message: its type for a structure (never its expansion), cut."""
+    if isinstance(value, (dict, list, tuple, set)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _parse_setting(key: str, value: Any) -> Any:
+    if not isinstance(value, (str, int, float, bool)) and value is not None:  # never str() a structure (an alias bomb)
+        raise ValueError("must be a single value")
     if key == "default_model":
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a model name")
@@ -139,8 +149,10 @@ def _read_settings(path: Path) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        raise ConfigError(f"{path}: not a readable YAML file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        raise ConfigError(f"{path}: not a readable YAML file (UTF-8)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if not all(isinstance(key, str) for key in data):
+        raise ConfigError(f"{path}: every setting's name must be text")
     return data

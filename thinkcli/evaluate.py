@@ -256,7 +256,7 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
         for line in handle:
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(record, dict) and "id" in record:
                 records[str(record["id"])] = record

@@ -9,6 +9,7 @@ that cannot be written never fails a run: the problem is reported once through `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -82,21 +83,36 @@ def spent_thinking_tokens(record: dict[str, Any]) -> int:
     return int(usage.get("thinking_tokens") or 0)
 
 
+BUSY_S = 0.2  # how long a write waits for a lock on the calling (maybe decoding) thread
+PENDING_LIMIT = 10_000  # rows kept in memory while the file is locked
+EXIT_WAIT_S = 3.0  # at exit, how long rows still waiting for a lock are given
+
+
 class RunLog:
-    """One SQLite file; a connection per thread (the server decodes on several)."""
+    """One SQLite file; a connection per thread (the server decodes on several).
+
+    A write waits BUSY_S at most for a lock: a file locked by another program (an open `sqlite3`
+    shell, a backup) hands its rows to a retry thread, which writes them in order once the lock is
+    gone; the caller never stalls again meanwhile, and logging never switches itself off for a lock.
+    Rows still waiting when the process ends get EXIT_WAIT_S, then one warning line."""
 
     def __init__(self, path: Path):
         self.path = path
         self._local = threading.local()
         self._broken = False
+        self._pending: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._retrying: threading.Thread | None = None
+        self._warned = False
+        self._exit_hook = False
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_S * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
             migrate(conn)
             self._local.conn = conn
         return conn
@@ -107,17 +123,101 @@ class RunLog:
             return
         from .errors import ThinkError
 
+        row = row_of(record, source, key, deep_budget)
+        with self._lock:
+            if self._pending:  # the file was locked lately: keep the order, do not wait again
+                self._queue(row)
+                return
         try:
-            self._connect().execute(INSERT, row_of(record, source, key, deep_budget))
+            self._connect().execute(INSERT, row)
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                self._fail(exc)
+                return
+            self._drop_connection()
+            with self._lock:
+                self._queue(row)
         except (sqlite3.Error, OSError, ThinkError) as exc:
-            self._broken = True
-            log.warning("the run log %s cannot be written (%s); this run is not logged", self.path, exc)
+            self._fail(exc)
 
-    def close(self) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        self._broken = True
+        log.warning("the run log %s cannot be written (%s); runs are not logged", self.path, exc)
+
+    def _queue(self, row: tuple[Any, ...]) -> None:
+        """(With the lock held.) Keep a row for the retry thread, which is started if it is not running."""
+        if len(self._pending) >= PENDING_LIMIT:
+            del self._pending[0]
+        self._pending.append(row)
+        if not self._warned:
+            self._warned = True
+            log.warning("the run log %s is locked by another program; runs are kept and written when it is free",
+                        self.path)
+        if self._retrying is None or not self._retrying.is_alive():
+            self._retrying = threading.Thread(target=self._retry, daemon=True, name="run-log")
+            self._retrying.start()
+        if not self._exit_hook:
+            import atexit
+
+            self._exit_hook = True
+            atexit.register(self._at_exit)
+
+    def _retry(self) -> None:
+        import time
+
+        while True:
+            with self._lock:
+                rows = list(self._pending)
+            if not rows:
+                return
+            try:
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(INSERT, rows)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._drop_connection()
+                if not _locked(exc):
+                    with self._lock:
+                        self._pending.clear()
+                    self._fail(exc)
+                    return
+                time.sleep(0.25)
+                continue
+            with self._lock:
+                del self._pending[: len(rows)]
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to `timeout` for rows kept during a lock to be written; how many are still waiting."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                left = len(self._pending)
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.02)
+
+    def _at_exit(self) -> None:
+        left = self.flush(EXIT_WAIT_S)
+        if left:
+            log.warning("the run log %s stayed locked: %d run(s) not logged", self.path, left)
+
+    def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
             self._local.conn = None
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -220,11 +320,27 @@ def open_for_reading(path: Path) -> sqlite3.Connection | None:
     """The log opened read-mostly (migrated if old); None when nothing was logged yet."""
     if not path.exists():
         return None
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA busy_timeout=5000")
     migrate(conn)
     return conn
+
+
+def _query(path: Path, sql: str, params: list[Any]) -> list[sqlite3.Row]:
+    """Rows of one read; a file that is not a run log (or is damaged, or locked) is one line naming it."""
+    from .errors import ThinkError
+
+    try:
+        conn = open_for_reading(path)
+        if conn is None:
+            return []
+        with conn:
+            rows = conn.execute(sql, params).fetchall()
+        conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise ThinkError(f"the run log {path} cannot be read ({exc}); move it away to start a new one") from None
+    return rows
 
 
 def _where(query: Query) -> tuple[str, list[Any]]:
@@ -237,8 +353,8 @@ def _where(query: Query) -> tuple[str, list[Any]]:
         clauses.append("model = ?")
         params.append(query.model)
     if query.source:
-        clauses.append("(source = ? OR source LIKE ?)")
-        params += [query.source, query.source + " %"]
+        clauses.append("(source = ? OR substr(source, 1, ?) = ?)")  # "eval" also matches "eval auto" (no LIKE wildcards)
+        params += [query.source, len(query.source) + 1, query.source + " "]
     if query.text:
         clauses.append("(instr(lower(prompt), lower(?)) > 0 OR instr(lower(answer), lower(?)) > 0)")
         params += [query.text, query.text]
@@ -247,14 +363,9 @@ def _where(query: Query) -> tuple[str, list[Any]]:
 
 def recent(path: Path, query: Query) -> list[dict[str, Any]]:
     """The last `limit` runs matching the query, oldest first (like a terminal scrollback)."""
-    conn = open_for_reading(path)
-    if conn is None:
-        return []
     where, params = _where(query)
-    with conn:
-        rows = conn.execute(f"SELECT id, * FROM runs{where} ORDER BY id DESC LIMIT ?",
-                            [*params, query.limit]).fetchall()
-    conn.close()
+    limit = query.limit if 0 <= query.limit < 2**62 else -1  # SQLite's LIMIT is a 64-bit integer; -1: all
+    rows = _query(path, f"SELECT id, * FROM runs{where} ORDER BY id DESC LIMIT ?", [*params, limit])
     runs = []
     for row in reversed(rows):
         run = {name: row[name] for name in ("id", *COLUMNS)}
@@ -301,9 +412,6 @@ class LedgerRow:
 
 def ledger(path: Path, query: Query) -> list[LedgerRow]:
     """Per tier and model over every run matching the query (its limit is ignored)."""
-    conn = open_for_reading(path)
-    if conn is None:
-        return []
     where, params = _where(query)
     sql = f"""
         SELECT coalesce(tier, '?') AS tier, coalesce(model, '?') AS model,
@@ -314,9 +422,7 @@ def ledger(path: Path, query: Query) -> list[LedgerRow]:
                sum(probe IS NOT NULL) AS probed,
                coalesce(sum(json_extract(probe, '$.kept') = 1), 0) AS kept
         FROM runs{where} GROUP BY 1, 2 ORDER BY 2, 1"""
-    with conn:
-        rows = conn.execute(sql, params).fetchall()
-    conn.close()
+    rows = _query(path, sql, params)
     order = {"instant": 0, "light": 1, "standard": 2, "deep": 3}
     result = [LedgerRow(r["tier"], r["model"], r["runs"], r["failed"], r["thinking"], r["answer"], r["fixed"],
                         r["tps"], r["ttft"], r["probed"], r["kept"]) for r in rows]

@@ -10,6 +10,7 @@ from .errors import UsageError
 from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
 
 DEFAULT_VOTE_SAMPLES = 4
+MAX_SEED = 2**32 - 2  # llama.cpp takes 32-bit seeds, and 2**32 - 1 means "random"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Overrides:
             raise UsageError(f"--samples must be between 1 and 64, got {self.samples}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise UsageError(f"unknown strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.temperature is not None and not 0 <= self.temperature <= 5:
             raise UsageError(f"--temperature must be between 0 and 5, got {self.temperature}")
         if (self.min_thinking is not None and self.max_thinking is not None

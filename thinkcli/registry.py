@@ -69,7 +69,7 @@ class ModelEntry:
     model: str | None = None
     api_key_env: str | None = None
     template: str | None = None
-    timeout: float = 600.0  # seconds a server may stay silent before the request is retried
+    timeout: float | None = None  # seconds a server may stay silent (None: THINK_REMOTE_TIMEOUT, else 30)
     parallel: int = 0  # sequences in flight per replica at most (0: only --parallel limits)
 
     @property
@@ -124,8 +124,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -136,7 +140,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: top level must be a mapping")
     unknown = [key for key in data if key not in TOP_LEVEL_KEYS]
     if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(TOP_LEVEL_KEYS)})")
+        raise ConfigError(f"{path}: unknown key '{str(unknown[0])[:60]}' (known: {', '.join(TOP_LEVEL_KEYS)})")
     return data
 
 
@@ -168,7 +172,7 @@ class _Checker:
             raise ConfigError(f"{self.where}: must be a mapping")
         unknown = set(raw) - allowed
         if unknown:
-            raise ConfigError(f"{self.where}: unknown field '{sorted(unknown)[0]}'")
+            raise ConfigError(f"{self.where}: unknown field '{sorted(str(k) for k in unknown)[0][:60]}'")
         self.raw = raw
 
     def fail(self, key: str, why: str) -> ConfigError:
@@ -184,12 +188,14 @@ class _Checker:
             raise self.fail(key, "must be a string")
         return value
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, minimum: int = 0, maximum: int = 2**53) -> int:
         value = self.raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, "must be an integer")
         if value < minimum:
             raise self.fail(key, f"must be >= {minimum}")
+        if value > maximum:
+            raise self.fail(key, f"must be <= {maximum}")
         return value
 
     def number(self, key: str, default: float, lo: float = 0.0, hi: float = float("inf")) -> float:
@@ -264,8 +270,8 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         model=c.text("model"),
         api_key_env=c.text("api_key_env"),
         template=c.text("template"),
-        timeout=c.number("timeout", 600.0, 0.1, 86400.0),
-        parallel=c.integer("parallel", 0),
+        timeout=c.number("timeout", 0.0, 0.1, 86400.0) if "timeout" in c.raw else None,
+        parallel=c.integer("parallel", 0, maximum=1024),
     )
     for url in ([entry.url] if entry.url else []) + list(entry.urls):
         if not url.startswith(("http://", "https://")):
@@ -321,7 +327,7 @@ def _probe(source: str, raw: Any, base: Any = None) -> ProbeSettings:
         raise c.fail("tiers", f"must be a list of tier names ({', '.join(TIER_NAMES)})")
     return ProbeSettings(
         enabled=c.flag("enabled", True),
-        tokens=c.integer("tokens", ProbeSettings.tokens, minimum=1),
+        tokens=c.integer("tokens", ProbeSettings.tokens, minimum=1, maximum=4096),
         confidence=c.number("confidence", ProbeSettings.confidence, 0.0, 1.0),
         tiers=tuple(tiers),
     )
@@ -331,15 +337,15 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
     c = _Checker(source, "tiers", name, raw, set(Tier.__dataclass_fields__) - {"name"})
     tier = Tier(
         name=name,
-        min_thinking=c.integer("min_thinking", 0),
-        max_thinking=c.integer("max_thinking", 0),
-        max_answer=c.integer("max_answer", 512, minimum=1),
+        min_thinking=c.integer("min_thinking", 0, maximum=1 << 20),
+        max_thinking=c.integer("max_thinking", 0, maximum=1 << 20),
+        max_answer=c.integer("max_answer", 512, minimum=1, maximum=1 << 20),
         strategy=c.choice("strategy", "single", STRATEGIES),
-        samples=c.integer("samples", 1, minimum=1),
+        samples=c.integer("samples", 1, minimum=1, maximum=64),
         confidence=c.number("confidence", 0.0, 0.0, 1.0),
-        confidence_window=c.integer("confidence_window", 64, minimum=1),
+        confidence_window=c.integer("confidence_window", 64, minimum=1, maximum=4096),
         confidence_floor=c.number("confidence_floor", 0.0, 0.0, 1.0),
-        grace=c.integer("grace", 0),
+        grace=c.integer("grace", 0, maximum=1 << 20),
         model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:
@@ -388,6 +394,8 @@ def load_registry(user_file: Path | None = None) -> Registry:
         if tier.model and tier.model not in models:
             raise ConfigError(f"{src('tiers', tier.name)}: tiers.{tier.name}.model: unknown model '{tier.model}'")
     default = data.get("default_model", "gemma3-270m")
+    if not isinstance(default, str):
+        raise ConfigError(f"{sources[-1]}: default_model: must be a model name (a string)")
     if default not in models:
-        raise ConfigError(f"{sources[-1]}: default_model: unknown model '{default}'")
+        raise ConfigError(f"{sources[-1]}: default_model: unknown model '{default[:60]}'")
     return Registry(default, families, models, tiers, tuple(sources), probe)

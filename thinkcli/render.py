@@ -133,8 +133,11 @@ class StreamRenderer:
                 budget = (f"probe first (no thinking; if unsure, thinking ≤ "
                           f"{plan.probe.escalation.budget.max_thinking})")
             strategy = f" · best of {plan.samples}" if self._vote_mode else ""
-            self._console.print(f"[bold cyan]{plan.difficulty.tier}[/] · {planned.model} ({planned.family}) · "
-                                f"{budget}{strategy}", style="dim")
+            from rich.text import Text  # model names and answers are text, never Rich markup
+
+            self._console.print(Text.assemble((plan.difficulty.tier, "bold cyan"),
+                                              f" · {planned.model} ({planned.family}) · {budget}{strategy}",
+                                              style="dim"))
 
     def _thinking_text(self, item: Thinking) -> None:
         self._tokens = item.tokens
@@ -176,7 +179,7 @@ class StreamRenderer:
             from rich.text import Text
 
             self._console.print(Text("".join(self._thinking).strip(), style="dim"))
-            self._console.print(f"[cyan]╰ thought for {self._tokens}/{self._budget} tokens[/]", style="dim")
+            self._console.print(Text(f"╰ thought for {self._tokens}/{self._budget} tokens", style="dim cyan"))
 
     def _note(self, item: BudgetForced | Extended) -> None:
         if isinstance(item, BudgetForced):
@@ -219,13 +222,15 @@ class StreamRenderer:
             self._live = Live(console=self._console, refresh_per_second=8, transient=False)
             self._live.start()
         from rich.table import Table
+        from rich.text import Text
 
         table = Table.grid(padding=(0, 2))
         for key, s in sorted(self._samples.items(), key=lambda kv: str(kv[0])):
             conf = f"conf {s['confidence']:.2f}" if s["confidence"] is not None else "conf –"
             status = s["done"] or "running"
-            table.add_row(f"sample {key[1] + 1 if isinstance(key, tuple) else key}", f"{s['tokens']} tok", conf,
-                          f"answer: {s['answer'] or '…'}", status, style="dim")
+            cells = (f"sample {key[1] + 1 if isinstance(key, tuple) else key}", f"{s['tokens']} tok", conf,
+                     f"answer: {s['answer'] or '…'}", str(status))
+            table.add_row(*(Text(cell) for cell in cells), style="dim")
         self._live.update(table)
 
     def _outcome(self, outcome: Outcome) -> None:
@@ -243,7 +248,9 @@ class StreamRenderer:
                     self.err.write(outcome.done.thinking + "\n")
             summary = f"vote: {vote.get('winner')!s} ({vote.get('method')}; {vote.get('counts')})"
             if self.tty:
-                self._console.print(f"[cyan]{summary}[/]", style="dim")
+                from rich.text import Text
+
+                self._console.print(Text(summary, style="dim cyan"))
             elif self.show_stats:
                 self.err.write(summary + "\n")
             self._answer_text(outcome.done.answer)
@@ -255,7 +262,7 @@ class StreamRenderer:
         if (self.tty or self.show_stats) and self.stats_after:
             line = stats_line(outcome)
             if self.tty:
-                self._console.print(line, style="dim")
+                self._console.print(line, style="dim", markup=False, highlight=False)
             else:
                 self.err.write(line + "\n")
             self.err.flush()

@@ -19,6 +19,9 @@ from .records import Outcome
 from .registry import TIER_NAMES
 from .run import Failed, Planned, RunEvent, Scheduler, Task
 from .runtime import Runtime
+from .text import clean_json
+
+LOAD_LIMIT = 16_000_000  # bytes: a saved conversation, not a disk image
 
 COMMANDS = {
     "/help": "show this help",
@@ -222,14 +225,18 @@ class ChatSession:
             return "usage: /load FILE.json"
         path = Path(arg).expanduser()
         try:
-            data = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+            if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+                return f"cannot load {path}: not a regular file"
+            if path.is_file() and path.stat().st_size > LOAD_LIMIT:
+                return f"cannot load {path}: larger than {LOAD_LIMIT // 1_000_000} MB"
+            data = clean_json(json.loads(path.read_bytes().decode("utf-8", errors="replace")))
         except FileNotFoundError:
             return f"cannot load {path}: no such file"
         except IsADirectoryError:
             return f"cannot load {path}: a directory"
         except OSError as exc:
             return f"cannot load {path}: {exc.strerror}"
-        except ValueError:
+        except (ValueError, RecursionError):
             return f"cannot load {path}: not JSON (save a conversation with /save FILE.json)"
         problem = conversation_problem(data)
         if problem:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Union, cast
 
+from .engine.budget import BudgetSpec
 from .engine.decoder import WAIT, Decoder, Request
 from .engine.events import Answer, EngineEvent, Probed, SequenceDone, SequenceFailed, Usage
 from .engine.remote import RemoteDecoder
@@ -90,7 +91,7 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
     room = seq_room(runtime, loaded)
     forced = runtime.engine.forced(loaded)  # what a graceful end inserts must fit too
     margin = len(forced.budget[0]) + len(forced.wait[0]) + 8
-    plan, budget = task.plan, task.plan.budget
+    plan, budget, total_note = _split_total(task.plan, len(forced.budget[0]))
     messages = list(task.messages)
     first = 1 if messages and messages[0]["role"] == "system" else 0
     dropped = 0
@@ -110,16 +111,50 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
     if left < MIN_ANSWER:
         raise ContextOverflowError(f"the prompt is {len(tokens)} tokens; the context holds {room} with room for "
                                    f"an answer; {hint}")
-    notes: tuple[dict[str, object], ...] = ()
+    notes: tuple[dict[str, object], ...] = total_note
     if full > room:
         max_answer = min(budget.max_answer, left)
         max_thinking = max(0, min(budget.max_thinking, left - max_answer))
-        notes = ({"type": "budget_lowered", "reason": "context", "context": room, "prompt_tokens": len(tokens),
-                  "max_thinking": [budget.max_thinking, max_thinking], "max_answer": [budget.max_answer, max_answer]},)
+        notes = (*notes, {"type": "budget_lowered", "reason": "context", "context": room, "prompt_tokens": len(tokens),
+                          "max_thinking": [budget.max_thinking, max_thinking],
+                          "max_answer": [budget.max_answer, max_answer]})
         budget = replace(budget, max_thinking=max_thinking, max_answer=max_answer,
                          min_thinking=min(budget.min_thinking, max_thinking), grace=min(budget.grace, max_thinking))
         plan = replace(plan, budget=budget)
     return Fitted(plan, tokens, dropped, notes, rendered.text)
+
+
+ANSWER_SHARE_MIN = 16  # of a total cap (max_tokens), what the answer keeps at least (or all of a smaller cap)
+
+
+def _split_total(plan: Plan, forced: int) -> tuple[Plan, BudgetSpec, tuple[dict[str, object], ...]]:
+    """A total cap (max_tokens) split into thinking and answer so that thinking + the forced end
+    (`forced` tokens: budget message and close tag) + answer never exceed it: the answer keeps a
+    quarter (at least 16), thinking the rest; thinking that cannot fit its forced end is off. What
+    was lowered is said in a note, never silently."""
+    budget = plan.budget
+    total = budget.max_total
+    if not total:
+        return plan, budget, ()
+    thinking_on, thinking, answer = budget.thinking, budget.max_thinking, budget.max_answer
+    if not budget.thinking or budget.max_thinking == 0:
+        answer = min(budget.max_answer, total)
+    elif budget.max_thinking + forced + budget.max_answer > total:
+        answer = min(budget.max_answer, max(total // 4, min(ANSWER_SHARE_MIN, total)))
+        thinking = min(budget.max_thinking, total - answer - forced)
+        if thinking <= 0:  # no room for thinking and its graceful end: answer at once
+            thinking_on, thinking, answer = False, 0, min(budget.max_answer, total)
+        else:
+            answer = min(budget.max_answer, total - thinking - forced)
+    if (thinking, answer, thinking_on) == (budget.max_thinking, budget.max_answer, budget.thinking):
+        return plan, budget, ()
+    note: dict[str, object] = {"type": "budget_lowered", "reason": "max_tokens", "max_tokens": total,
+                               "max_thinking": [budget.max_thinking, thinking], "max_answer": [budget.max_answer, answer]}
+    if budget.thinking and not thinking_on:
+        note["thinking"] = "off: max_tokens leaves no room for thinking and its graceful end"
+    budget = replace(budget, thinking=thinking_on, max_thinking=thinking, max_answer=answer,
+                     min_thinking=min(budget.min_thinking, thinking), grace=min(budget.grace, thinking))
+    return replace(plan, budget=budget), budget, (note,)
 
 
 @dataclass
@@ -272,9 +307,9 @@ class Scheduler:
             assert probe_plan.probe is not None and probe_plan.probe.escalation is not None
             try:
                 fitted = fit(self.runtime, loaded, replace(group.task, plan=probe_plan.probe.escalation))
-            except ThinkError as exc:
+            except Exception as exc:
                 del groups[group.task.key]
-                side.append(Failed(group.task.key, group.task.plan, str(exc), group.task.prompt))
+                side.append(Failed(group.task.key, group.task.plan, failure_message(exc), group.task.prompt))
                 return
             group.probe = {**(group.probe or {}), "probe_s": round(done.elapsed_s, 4),
                            "escalated_to": fitted.plan.difficulty.tier}
@@ -306,8 +341,8 @@ class Scheduler:
                     continue
                 try:
                     fitted = fit(self.runtime, loaded, task)
-                except ThinkError as exc:
-                    side.append(Failed(task.key, task.plan, str(exc), task.prompt))
+                except Exception as exc:  # this task fails, whatever it was; the others go on
+                    side.append(Failed(task.key, task.plan, failure_message(exc), task.prompt))
                     continue
                 group = _Group(task, fitted, loaded, probing=fitted.plan.probe is not None)
                 groups[task.key] = group
@@ -403,6 +438,13 @@ class Scheduler:
             for index in range(group.n):
                 if index not in group.done:
                     decoder.cancel((key, index), "cancelled")
+
+
+def failure_message(exc: BaseException) -> str:
+    """One task's failure as its record says it: a ThinkError's own words, else what broke."""
+    if isinstance(exc, ThinkError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _rounded(value: float | None) -> float | None:

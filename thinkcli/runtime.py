@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import Paths, Settings
 from .engine.family import Family
-from .engine.remote import Endpoint, parse_remote_ref
+from .engine.remote import Endpoint, default_timeout, parse_remote_ref
 from .engine.session import Engine, Loaded
 from .errors import ModelError
 from .hub import resolve
@@ -73,7 +73,8 @@ class Runtime:
                 except OSError as exc:
                     raise ModelError(f"models.{ref}.template: cannot read {path} ({exc.strerror})") from None
             urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))
-            endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, entry.timeout, entry.parallel)
+            timeout = entry.timeout if entry.timeout is not None else default_timeout()
+            endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, timeout, entry.parallel)
             return endpoint, self.registry.family(entry.family)
         adhoc = parse_remote_ref(ref)
         return (adhoc, None) if adhoc is not None else None

@@ -25,20 +25,22 @@ from starlette.routing import Route
 
 from .engine.events import Answer, Thinking
 from .errors import ThinkError
-from .plan import Overrides, Plan, make_plan, reseeded
+from .plan import MAX_SEED, Overrides, Plan, make_plan, reseeded
 from .records import Outcome, outcome_record
 from .registry import TIER_NAMES
 from .run import Failed, RunEvent, Task
 from .runtime import Runtime
 from .service import Busy, Service
+from .text import clean_json
 
 # reasoning_effort → (tier, thinking switched off)
 EFFORTS: dict[str, tuple[str, bool]] = {
     "none": ("instant", True), "minimal": ("instant", False), "low": ("light", False),
     "medium": ("standard", False), "high": ("deep", False), "xhigh": ("deep", False), "max": ("deep", False),
 }
+# "cancelled" reaches a client only when the server cut it (shutdown): the reply is incomplete, so "length"
 FINISH = {"stop": "stop", "length": "length", "context": "length", "stopped_early": "stop", "dropped": "stop",
-          "cancelled": "stop"}
+          "cancelled": "length"}
 
 
 class ApiError(Exception):
@@ -145,10 +147,10 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
     tier = body.get("tier", "auto")
     no_think = False
     if effort is not None:
-        if effort not in EFFORTS:
+        if not isinstance(effort, str) or effort not in EFFORTS:
             raise ApiError(400, f"'reasoning_effort' must be one of {', '.join(EFFORTS)}", param="reasoning_effort")
         tier, no_think = EFFORTS[effort]
-    if tier not in ("auto", *TIER_NAMES):
+    if not isinstance(tier, str) or tier not in ("auto", *TIER_NAMES):
         raise ApiError(400, f"'tier' must be auto or one of {', '.join(TIER_NAMES)}", param="tier")
     max_tokens = _number(body, "max_completion_tokens", int, 1, limits.max_tokens)
     if max_tokens is None:
@@ -159,7 +161,7 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
         min_thinking=_number(body, "min_thinking", int, 0, limits.max_tokens),
         samples=_number(body, "samples", int, 1, 64),
         temperature=_number(body, "temperature", float, 0, 2),
-        seed=_number(body, "seed", int, -(2**63), 2**63 - 1),
+        seed=_number(body, "seed", int, 0, MAX_SEED),
         probe=_flag(body, "probe", True),
     )
     try:
@@ -185,19 +187,11 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def _cap_completion(plan: Plan, max_tokens: int) -> Plan:
-    """max_tokens caps thinking + answer together; a quarter of it (at least 16) stays for the answer."""
+    """max_tokens caps thinking + answer + forced text together: the scheduler splits it (run.fit),
+    for it alone knows how many tokens the model's forced budget end takes."""
     if plan.probe is not None and plan.probe.escalation is not None:  # the plan it may escalate to, too
         plan = replace(plan, probe=replace(plan.probe, escalation=_cap_completion(plan.probe.escalation, max_tokens)))
-    budget = plan.budget
-    if budget.max_thinking + budget.max_answer <= max_tokens:
-        return plan
-    if not budget.thinking or budget.max_thinking == 0:
-        return replace(plan, budget=replace(budget, max_answer=max_tokens))
-    answer = min(budget.max_answer, max(max_tokens // 4, min(16, max_tokens)))
-    thinking = min(budget.max_thinking, max_tokens - answer)
-    budget = replace(budget, max_thinking=thinking, max_answer=answer, min_thinking=min(budget.min_thinking, thinking),
-                     thinking=budget.thinking and thinking > 0, grace=min(budget.grace, thinking))
-    return replace(plan, budget=budget)
+    return replace(plan, budget=replace(plan.budget, max_total=max_tokens))
 
 
 def display_name(ref: str) -> str:
@@ -207,20 +201,35 @@ def display_name(ref: str) -> str:
     return Path(ref).name if looks_like_path(ref) else ref
 
 
+def served_models(runtime: Runtime) -> dict[str, str]:
+    """What this server answers to: client-facing name → model reference. Only `think`, the default
+    and the registry's aliases whose files are here (what GET /v1/models lists): a request's `model`
+    never reaches the file system as a path or a Hub repository."""
+    default = runtime.default_model
+    names = {display_name(default): default}
+    for alias in sorted(runtime.registry.models):
+        if alias != default and _available(runtime, alias):
+            names[alias] = alias
+    return names
+
+
 def model_for(name: str | None, runtime: Runtime) -> str:
-    """The `model` field: an alias, a pulled org/repo, the served default, or `think` (= default)."""
+    """The `model` field: `think` (= the default), the default's own name, or a listed alias. Anything
+    else gets one identical 404, whether or not a file of that name exists anywhere."""
     default = runtime.default_model
     if name in (None, "", "think", default, display_name(default)):
         return default
-    from .hub import parse_repo_ref
-
-    if name in runtime.registry.models or parse_repo_ref(name) is not None:
-        if not _available(runtime, name):  # a file check: loading happens on the model's decoding thread
-            raise ApiError(404, f"the model '{name}' is not downloaded here (think pull {name})",
-                           code="model_not_found", param="model")
+    assert name is not None
+    if name in runtime.registry.models and _available(runtime, name):  # a file check, no load
         return name
-    raise ApiError(404, f"the model '{name}' does not exist (GET /v1/models lists them)", code="model_not_found",
-                   param="model")
+    raise ApiError(404, f"the model '{_shown(name)}' does not exist (GET /v1/models lists them)",
+                   code="model_not_found", param="model")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A client's text quoted in a message: cut, and without control characters."""
+    clean = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return clean + ("…" if len(text) > limit else "")
 
 
 # -- stop strings ----------------------------------------------------------------------------
@@ -261,9 +270,12 @@ class StopFilter:
 # -- responses -------------------------------------------------------------------------------
 def think_extension(outcome: Outcome) -> dict[str, Any]:
     record = outcome_record(outcome, keep_thinking=False)
-    keep = ("model", "family", "tier", "score", "reasons", "strategy", "budget", "confidence", "probe", "events",
-            "samples", "vote", "timings")
-    return {key: record[key] for key in keep}
+    keep = ("model", "family", "tier", "score", "reasons", "strategy", "budget", "finish_reason", "confidence", "probe",
+            "events", "samples", "vote", "timings")
+    extension = {key: record[key] for key in keep}
+    if outcome.done.finish_reason == "cancelled":
+        extension["interrupted"] = "the server shut down before this reply was complete"
+    return extension
 
 
 def usage_of(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -349,6 +361,9 @@ class Exchange:
 
 
 def _failed(event: Failed) -> ApiError:
+    if event.error == "cancelled":  # queued when the server began to shut down, never started
+        return ApiError(503, "the server shut down before this request ran", kind="server_error",
+                        code="shutting_down", headers={"Retry-After": "5"})
     return ApiError(400 if "context" in event.error or "prompt" in event.error else 500, event.error,
                     kind="invalid_request_error" if "context" in event.error else "server_error")
 
@@ -374,9 +389,11 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
             if len(body) > limits.max_request_bytes:
                 raise ApiError(413, f"the request is larger than {limits.max_request_bytes} bytes")
         try:
-            return json.loads(body.decode("utf-8", errors="replace"))
+            return clean_json(json.loads(body.decode("utf-8", errors="replace")))
         except ValueError:
             raise ApiError(400, "the request body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "the request body is nested too deeply") from None
 
     def guarded(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -538,7 +555,7 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
         return await completions(request, chat=False)
 
     async def models(request: Request) -> Response:
-        names = [display_name(runtime.default_model), *sorted(alias for alias in runtime.registry.models if alias != runtime.default_model and _available(runtime, alias))]
+        names = list(served_models(runtime))
         tiers = {name: {"max_thinking": t.max_thinking, "max_answer": t.max_answer, "strategy": t.strategy,
                         "samples": t.samples, "model": display_name(t.model or runtime.default_model)}
                  for name, t in runtime.registry.tiers.items()}
@@ -548,8 +565,10 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
                              "reasoning_effort": {k: v[0] + (" (no thinking)" if v[1] else "") for k, v in EFFORTS.items()}})
 
     async def health(request: Request) -> Response:
+        stats = service.stats()  # models by display name: no paths for a caller without a key
+        stats["models"] = {display_name(name): value for name, value in stats["models"].items()}
         return JSONResponse({"status": "ok", "model": display_name(runtime.default_model), "parallel": service.parallel,
-                             **service.stats()})
+                             **stats})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found").response()

@@ -13,6 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ThinkError
 from .records import Outcome
@@ -60,16 +61,15 @@ class Service:
         """Queue a task; its events go to `listener`. Raises Busy when the queue is full."""
         if self.closing:
             raise Busy("the server is shutting down")
-        worker = self._worker(task.plan.model)
-        with self._lock:
+        with self._lock:  # held while queueing: a worker whose model failed takes its queue along, whole
+            worker = self._worker(task.plan.model)
             self._listeners[task.key] = listener
-        try:
-            worker.inbox.put_nowait(task)
-        except queue.Full:
-            with self._lock:
+            try:
+                worker.inbox.put_nowait(task)
+            except queue.Full:
                 del self._listeners[task.key]
                 self.counts["rejected"] += 1
-            raise Busy(f"{self.queue_size} requests are already waiting") from None
+                raise Busy(f"{self.queue_size} requests are already waiting") from None
 
     def cancel(self, key: str) -> None:
         """The client went away: stop the task (queued or running) and drop its events."""
@@ -81,15 +81,24 @@ class Service:
         for worker in workers:
             worker.scheduler.cancel(key)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             workers = {name: {"queued": w.inbox.qsize(), "running": len(w.live),
                               "decoder": dict(w.scheduler.last_decoder_stats)} for name, w in self._workers.items()}
             return {"models": workers, **self.counts}
 
+    def drain(self) -> None:
+        """Stop taking work; what runs goes on (until `shutdown`)."""
+        self.closing = True
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._listeners)
+
     def shutdown(self) -> None:
         """Stop taking work and end every task now: each ends as `cancelled` and its listener still
-        hears it, so a streaming client gets a last chunk and [DONE] instead of a cut connection."""
+        hears it, so a client gets a last chunk (or a reply) that says it was cut, not a cut connection."""
         with self._lock:
             self.closing = True
             keys = list(self._listeners)
@@ -113,19 +122,29 @@ class Service:
 
     # -- the decoding threads ---------------------------------------------------------------
     def _worker(self, model: str) -> _Worker:
-        with self._lock:
-            worker = self._workers.get(model)
-            if worker is None:
-                scheduler = Scheduler(self.runtime, parallel=self.parallel, max_samples=self.max_samples,
-                                      source="serve")
-                worker = _Worker(model, scheduler, queue.Queue(maxsize=self.queue_size))
-                worker.thread = threading.Thread(target=self._loop, args=(worker,), name=f"decode:{model}",
-                                                 daemon=True)
-                self._workers[model] = worker
-                worker.thread.start()
-            return worker
+        """The model's worker (call with the lock held), started on first use."""
+        worker = self._workers.get(model)
+        if worker is None:
+            scheduler = Scheduler(self.runtime, parallel=self.parallel, max_samples=self.max_samples,
+                                  source="serve")
+            worker = _Worker(model, scheduler, queue.Queue(maxsize=self.queue_size))
+            worker.thread = threading.Thread(target=self._loop, args=(worker,), name=f"decode:{model}",
+                                             daemon=True)
+            self._workers[model] = worker
+            worker.thread.start()
+        return worker
 
     def _loop(self, worker: _Worker) -> None:
+        try:
+            self.runtime.load(worker.model)  # on this thread: loading never blocks the event loop
+        except ThinkError as exc:  # no worker stays behind for a model that does not load
+            with self._lock:
+                del self._workers[worker.model]
+            while not worker.inbox.empty():
+                task = worker.inbox.get_nowait()
+                if task is not None:
+                    self._dispatch(worker, Failed(task.key, task.plan, str(exc), task.prompt))
+            return
         finished = threading.Event()
 
         def source() -> Iterator[Task]:

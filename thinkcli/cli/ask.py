@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..errors import UsageError
+from ..text import clean_text
 from .options import (
     GpuLayersOpt,
     JsonOpt,
@@ -51,11 +52,6 @@ def read_prompt(argument: str | None, no_stdin: bool = False) -> str:
     if not text:
         raise UsageError("empty prompt: give a prompt as an argument or on stdin")
     return text
-
-
-def clean_text(text: str) -> str:
-    """An argument with bytes that are not UTF-8 arrives with surrogate escapes: replace them."""
-    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
 def overrides_from(tier: TierChoice, model: str | None, max_thinking: int | None, min_thinking: int | None,

@@ -65,6 +65,7 @@ def batch(
         detect_format,
         open_input,
         read_items,
+        refuse_same_files,
         run_batch,
     )
     from ..batch import BatchProgress as Progressed
@@ -77,6 +78,8 @@ def batch(
     fmt = detect_format(input_path, input_format.value if input_format else None)
     if summary_file is not None:
         check_writable_file(summary_file, "--summary")
+    refuse_same_files({"INPUT": None if input_path == "-" else Path(input_path), "--output": output,
+                       "--summary": summary_file})
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
     summary = None
     with open_input(input_path) as stream, OutputStore(output) as store:

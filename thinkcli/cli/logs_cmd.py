@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..text import printable
 from .options import JsonOpt
 
 logs_app = typer.Typer(help="Show logged runs; `logs stats`: thinking spent per tier.",
@@ -21,6 +22,14 @@ def _log_path():
     from ..config import Paths
 
     return Paths.resolve().log_file
+
+
+def _check_tier(tier: str | None) -> None:
+    from ..errors import UsageError
+    from ..registry import TIER_NAMES
+
+    if tier is not None and tier not in TIER_NAMES:
+        raise UsageError(f"unknown tier '{printable(tier[:40])}' (the tiers are {', '.join(TIER_NAMES)})")
 
 
 @logs_app.callback()
@@ -42,6 +51,7 @@ def logs_list(
 
     if count < 0:
         raise UsageError(f"-n must be >= 0, got {count}")
+    _check_tier(tier)
     runs = recent(_log_path(), Query(limit=count or -1, tier=tier, model=model, text=query, source=source))
     if json_output:
         typer.echo(json.dumps(runs, ensure_ascii=False, indent=2))
@@ -65,7 +75,7 @@ def _describe(run: dict[str, Any], show_thinking: bool) -> str:
     lines = [f"#{run['id']} {stamp} {run['source']} · {run['model']} · {run['tier']} · {cost} · {run['finish_reason']}",
              f"  prompt: {_short(run['prompt'])}"]
     if show_thinking and run["thinking"]:
-        lines.append(f"  thinking: {run['thinking'].strip()}")
+        lines.append(f"  thinking: {printable(run['thinking'].strip())}")
     lines.append(f"  answer: {_short(run['answer'], 400)}")
     return "\n".join(lines) + "\n"
 
@@ -73,7 +83,7 @@ def _describe(run: dict[str, Any], show_thinking: bool) -> str:
 def _short(text: str | None, limit: int = 200) -> str:
     if not text:
         return ""
-    flat = " ".join(text.split())
+    flat = printable(" ".join(text.split()))  # a logged prompt's escape sequences are shown, not obeyed
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -87,6 +97,7 @@ def logs_stats(
     """Thinking spent per tier and model (the pay-as-you-go ledger)."""
     from ..logs import Query, ledger, total
 
+    _check_tier(tier)
     rows = ledger(_log_path(), Query(tier=tier, model=model, source=source))
     overall = total(rows)
     if json_output:
@@ -98,6 +109,7 @@ def logs_stats(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="thinking spent per tier (saved: against every run at the deep tier's fixed budget)",
                   title_justify="left")
@@ -106,7 +118,7 @@ def logs_stats(
                           ("probe kept", "right"), ("tok/s", "right"), ("first token", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in [*rows, overall]:
-        table.add_row(row.model, row.tier, str(row.runs), str(row.failed), str(row.thinking_tokens),
+        table.add_row(Text(printable(row.model)), Text(row.tier), str(row.runs), str(row.failed), str(row.thinking_tokens),
                       str(row.fixed_budget_tokens), "–" if row.saved is None else f"{row.saved:.1%}",
                       str(row.answer_tokens), f"{row.probe_kept}/{row.probed}" if row.probed else "–",
                       "–" if row.tokens_per_second is None else f"{row.tokens_per_second:.1f}",

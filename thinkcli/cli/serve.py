@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -23,6 +24,8 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="THINK_API_KEY", show_envvar=True,
                                                    help="Require Authorization: Bearer KEY.")] = None,
     max_request_bytes: Annotated[int, typer.Option("--max-request-bytes", help="Largest request body.")] = 1_000_000,
+    drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="On Ctrl-C/SIGTERM, seconds running requests "
+                                                 "may take to finish; what is still running then is cut, and says so.")] = 10.0,
     gpu_layers: GpuLayersOpt = None,
     no_log: NoLogOpt = False,
 ) -> None:
@@ -42,6 +45,8 @@ def serve(
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     if queue < 1:
         raise UsageError(f"--queue must be >= 1, got {queue}")
+    if not 0 <= drain_timeout <= 3600:
+        raise UsageError(f"--drain-timeout must be between 0 and 3600 seconds, got {drain_timeout:g}")
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
     if model:
         from dataclasses import replace
@@ -57,9 +62,10 @@ def serve(
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]
     debug = bool(os.environ.get("THINK_DEBUG"))
+    # uvicorn waits for open responses a little longer than the drain: the cut ones still get their last chunk
     config = uvicorn.Config(app, log_level="info" if debug else "critical", lifespan="off",
-                            timeout_graceful_shutdown=10, access_log=debug)
-    server = _Server(config, service.shutdown)
+                            timeout_graceful_shutdown=math.ceil(drain_timeout) + 5, access_log=debug)
+    server = _Server(config, _Drain(service, drain_timeout))
     sys.stderr.write(f"think serve · {loaded.name} ({loaded.family.name}) · http://{host}:{bound}/v1 · "
                      f"parallel {parallel}{' · API key required' if api_key else ''} · Ctrl-C stops\n")
     sys.stderr.flush()
@@ -70,9 +76,38 @@ def serve(
     sys.stderr.write("think serve: stopped\n")
 
 
+class _Drain:
+    """What a stop signal does: the first stops new work and gives running requests `seconds` to
+    finish, then cuts the rest; a second cuts them at once."""
+
+    def __init__(self, service: Any, seconds: float):
+        self.service, self.seconds = service, seconds
+        self.signals = 0
+
+    def __call__(self) -> None:
+        import threading
+
+        self.signals += 1
+        if self.signals > 1:
+            self.service.shutdown()
+            return
+        self.service.drain()
+        sys.stderr.write(f"think serve: stopping; running requests have {self.seconds:g} s to finish "
+                         "(Ctrl-C again cuts them)\n")
+        threading.Thread(target=self._cut_later, daemon=True, name="drain").start()
+
+    def _cut_later(self) -> None:
+        import time
+
+        deadline = time.monotonic() + self.seconds
+        while self.service.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.service.shutdown()
+
+
 class _Server:
-    """uvicorn's server that ends running tasks on Ctrl-C/SIGTERM (their clients get a last chunk)
-    and does not re-raise the signal afterwards: the exit code is 0."""
+    """uvicorn's server that drains on Ctrl-C/SIGTERM (see _Drain) and does not re-raise the signal
+    afterwards: the exit code is 0."""
 
     def __new__(cls, config: Any, on_exit: Any) -> Any:
         import uvicorn

@@ -33,6 +33,9 @@ class BudgetSpec:
     # `escalated`, for the scheduler to run the prompt again with thinking. 0 = no probe.
     probe_tokens: int = 0
     probe_confidence: float = 0.0
+    # Thinking + answer + forced text together at most (an API's max_tokens); 0 = no such cap. The
+    # scheduler splits it (run.fit), since only it knows how long the forced text is for the model.
+    max_total: int = 0
 
     @property
     def needs_confidence(self) -> bool:

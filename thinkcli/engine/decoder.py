@@ -31,6 +31,8 @@ from .events import (
 from .family import Sampling
 from .model import Model
 
+SEED_LIMIT = 0xFFFFFFFF  # llama.cpp reads the seed 0xFFFFFFFF as "random": seeds wrap below it
+
 
 class _Wait:
     """Yielded by a request source instead of a Request: nothing to start now, ask again next step."""
@@ -214,7 +216,7 @@ class Decoder:
             if s.min_p > 0:
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(s.min_p, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(s.temperature))
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(s.seed % SEED_LIMIT))
         slot.sampler = chain
 
     def _prefill(self, group: list[_Slot]) -> Iterator[EngineEvent]:

@@ -124,7 +124,7 @@ class Model:
 
     # -- tokens ---------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", errors="replace")  # a surrogate that got this far becomes "?", never a crash
         capacity = len(data) + 8
         buf = (self._lib.llama_token * capacity)()
         n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, special)

@@ -9,6 +9,8 @@ on) or after a closed one (thinking off), whatever the template did.
 from __future__ import annotations
 
 import functools
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ class RenderedPrompt:
 # sandbox (no attribute access to internals), bound what a hostile template can spend: loop
 # iterations, the size of strings and lists it builds, the size of its output, and wall time.
 TEMPLATE_SECONDS = 2.0
-TEMPLATE_ITERATIONS = 1_000_000
+TEMPLATE_ITERATIONS = 1_000_000  # loop iterations (lines the template's own code runs)
 TEMPLATE_MAX_ITEMS = 4_000_000  # characters of a string (or items of a list) built by `*` or a method
 TEMPLATE_OUTPUT_SLACK = 1_000_000  # output allowed beyond 4x the messages' own size
 
@@ -38,6 +40,7 @@ TEMPLATE_OUTPUT_SLACK = 1_000_000  # output allowed beyond 4x the messages' own 
 class _Budget(threading.local):
     deadline = 0.0
     iterations = 0
+    steps = 0
 
     def check(self, iterations: int = 0) -> None:
         from jinja2.sandbox import SecurityError
@@ -50,6 +53,33 @@ class _Budget(threading.local):
 
 
 _budget = _Budget()
+
+
+def _trace_template(frame: Any, event: str, arg: Any) -> Any:
+    """While a template renders, every line of the template's own compiled code counts as a step:
+    an empty `{% for %}` body is counted (and the clock checked) on each pass, not only the loops
+    that call something. Other Python code is left untraced (it is bounded by the values' sizes)."""
+    return _count_steps if frame.f_code.co_filename == "<template>" else None
+
+
+def _count_steps(frame: Any, event: str, arg: Any) -> Any:
+    if event == "line":
+        _budget.steps += 1
+        if _budget.steps & 1023 == 0:
+            _budget.check(1024)
+    return _count_steps
+
+
+# a printf width or precision of 7 digits or more, or one taken from the arguments (`%*d`)
+_WIDE_FORMAT = re.compile(r"%[-#0 +]*(?:\d{7,}|\*)|%[-#0 +]*\d*\.(?:\d{7,}|\*)|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+
+
+def _format_check(template: Any) -> None:
+    """`"%300000000d" % 1` or `"{:300000000}".format(1)` would build a 300 MB string in one C call."""
+    from jinja2.sandbox import SecurityError
+
+    if isinstance(template, str) and _WIDE_FORMAT.search(template):
+        raise SecurityError("a format width or precision above 999999")
 
 
 def _too_big(size: int) -> None:
@@ -92,7 +122,7 @@ def _compile(template: str) -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
     class LimitedSandbox(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset(["*", "**", "+"])
+        intercepted_binops = frozenset(["*", "**", "+", "%"])
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             _budget.check()
@@ -101,6 +131,8 @@ def _compile(template: str) -> Any:
             if operator == "*":
                 _size_check(left, right)
                 _size_check(right, left)
+            if operator == "%":
+                _format_check(left)
             return _checked(super().call_binop(context, operator, left, right))
 
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -112,13 +144,23 @@ def _compile(template: str) -> Any:
             return _checked(super().call(__context, __obj, *args, **kwargs))
 
         def getattr(self, obj: Any, attribute: str) -> Any:
+            if attribute in ("format", "format_map"):  # '{:300000000}'.format(1)
+                _format_check(obj)
             return _checked(super().getattr(obj, attribute))
 
         def getitem(self, obj: Any, argument: Any) -> Any:
             return _checked(super().getitem(obj, argument))
 
     env = LimitedSandbox(trim_blocks=True, lstrip_blocks=True)
-    env.filters = {name: _limited(f) for name, f in env.filters.items()}  # indent(10**9), center, ...
+    filters = dict(env.filters)
+    original_format = filters["format"]
+
+    def checked_format(value: Any, *args: Any, **kwargs: Any) -> Any:  # "%300000000d"|format(1)
+        _format_check(value)
+        return original_format(value, *args, **kwargs)
+
+    filters["format"] = checked_format
+    env.filters = {name: _limited(f) for name, f in filters.items()}  # indent(10**9), center, ...
     env.tests = {name: _limited(f) for name, f in env.tests.items()}
 
     def raise_exception(message: str) -> None:
@@ -141,9 +183,11 @@ def render_chat_template(template: str, messages: list[dict[str, str]], enable_t
 
     limit = 4 * sum(len(m.get("content") or "") for m in messages) + TEMPLATE_OUTPUT_SLACK
     _budget.deadline = time.monotonic() + TEMPLATE_SECONDS
-    _budget.iterations = 0
+    _budget.iterations = _budget.steps = 0
     parts: list[str] = []
     size = 0
+    previous = sys.gettrace()
+    sys.settrace(_trace_template)  # this thread only; taken off below, whatever happens
     try:
         compiled = _compile(template)
         stream = compiled.generate(
@@ -163,7 +207,9 @@ def render_chat_template(template: str, messages: list[dict[str, str]], enable_t
     except TemplateError as exc:  # SecurityError is a TemplateError too
         raise ModelError(f"the model's chat template failed: {exc}") from None
     except (RecursionError, MemoryError, OverflowError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ModelError(f"the model's chat template failed: {type(exc).__name__.lower()}: {exc}") from None
+        raise ModelError(f"the model's chat template failed: {type(exc).__name__.lower()}: {str(exc)[:200]}") from None
+    finally:
+        sys.settrace(previous)
     return "".join(parts)
 
 

@@ -45,6 +45,9 @@ REMOTE_END = -1  # the "token" a remote stream ends with (EOS or a stop string o
 PIECE = 0  # the "token" of any streamed piece: the policy needs the text, not the id
 RETRIES = 3
 DOWN_S = 10.0  # a replica that failed is skipped this long (its share goes to the others)
+DEFAULT_TIMEOUT = 30.0  # seconds of silence from a server before a generation request is given up
+META_TIMEOUT = 5.0  # /models, /props, /tokenize: answered at once by a live server
+WAITING_NOTE_S = 5.0  # a request silent this long gets one "waiting for the server" line
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Endpoint:
     model: str
     api_key_env: str | None = None
     template: str | None = None  # a chat template (text) given by the model entry
-    timeout: float = 600.0
+    timeout: float = DEFAULT_TIMEOUT
     parallel: int = 0  # sequences in flight per replica at most (0: no limit but --parallel)
 
     @property
@@ -71,24 +74,96 @@ class Endpoint:
         return {"Authorization": f"Bearer {key}"}
 
 
+def default_timeout() -> float:
+    """THINK_REMOTE_TIMEOUT, else DEFAULT_TIMEOUT: how long a server may stay silent."""
+    raw = os.environ.get("THINK_REMOTE_TIMEOUT")
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ModelError(f"THINK_REMOTE_TIMEOUT must be a number of seconds, got {raw[:40]!r}") from None
+    if not 0.1 <= value <= 86400:
+        raise ModelError(f"THINK_REMOTE_TIMEOUT must be between 0.1 and 86400 seconds, got {value:g}")
+    return value
+
+
 def parse_remote_ref(ref: str) -> Endpoint | None:
-    """`http://host:8080/v1#model-name` (ad hoc, no models.yaml entry) → an Endpoint."""
+    """`http://host:8080/v1#model-name` (ad hoc, no models.yaml entry) → an Endpoint. The name may be
+    left out (the server's only model is used); `?timeout=S` sets the seconds of silence allowed."""
     if not ref.startswith(("http://", "https://")):
         return None
+    from urllib.parse import parse_qs, urlsplit, urlunsplit
+
     url, _, model = ref.partition("#")
-    if not model:
-        raise ModelError(f"a remote model needs its name after '#': {url}#MODEL")
-    return Endpoint((url.rstrip("/"),), model)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError as exc:
+        raise ModelError(f"not a valid server URL: {url[:80]} ({exc})") from None
+    if not parts.hostname:
+        raise ModelError(f"not a valid server URL: {url[:80]} (no host)")
+    timeout = default_timeout()
+    query = parse_qs(parts.query)
+    unknown = sorted(set(query) - {"timeout"})
+    if unknown:
+        raise ModelError(f"unknown option '{unknown[0]}' in {url[:80]} (only ?timeout=SECONDS)")
+    if "timeout" in query:
+        try:
+            timeout = float(query["timeout"][-1])
+        except ValueError:
+            timeout = -1.0
+        if not 0.1 <= timeout <= 86400:
+            raise ModelError(f"?timeout= must be seconds between 0.1 and 86400: {url[:80]}")
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/")
+    return Endpoint((base,), model, timeout=timeout)
 
 
-def _served_names(data: dict[str, Any] | None) -> list[str]:
+def _served(data: Any) -> list[dict[str, Any]]:
+    """The model objects a `/v1/models` answer lists (anything malformed is left out)."""
+    listed = data.get("data") if isinstance(data, dict) else None
+    models = listed if isinstance(listed, list) else (data.get("models") if isinstance(data, dict) else None)
+    return [m for m in (models if isinstance(models, list) else []) if isinstance(m, dict)]
+
+
+def _served_names(data: Any) -> list[str]:
     """The model names a `/v1/models` answer lists."""
-    return [str(m.get("id")) for m in (data or {}).get("data", []) if isinstance(m, dict)]
+    return [str(m.get("id") or m.get("name") or m.get("model")) for m in _served(data)]
+
+
+def _aliases(model: dict[str, Any]) -> set[str]:
+    """Every name a served model answers to: its id, aliases, and the file stem of a path id
+    (llama-server lists a model by the path it was started with)."""
+    names = {str(model[key]) for key in ("id", "name", "model") if isinstance(model.get(key), str)}
+    aliases = model.get("aliases")
+    if isinstance(aliases, list):
+        names |= {str(a) for a in aliases if isinstance(a, str)}
+    for name in list(names):
+        stem = name.replace("\\", "/").rsplit("/", 1)[-1]
+        names |= {stem, stem.removesuffix(".gguf")}
+    return names
+
+
+def match_served(data: Any, wanted: str) -> str | None:
+    """The id to send for `wanted` (empty: the server's only model), or None if it is not served."""
+    models = _served(data)
+    if not models:
+        return wanted or None  # a server that lists nothing: take the name as given
+    if not wanted:
+        return str(models[0].get("id") or "") or None if len(models) == 1 else None
+    for model in models:
+        if wanted in _aliases(model):
+            return str(model.get("id") or wanted)
+    return None
 
 
 def _not_served(url: str, names: list[str], model: str) -> str | None:
     """Why a replica cannot serve `model` (None: it can, or it lists nothing)."""
-    return f"{url} serves {', '.join(names[:5])}, not '{model}'" if names and model not in names else None
+    if not names:
+        return None
+    if not model:
+        return f"{url} serves {len(names)} models ({', '.join(names[:5])}): name one after '#'"
+    return f"{url} serves {', '.join(names[:5])}, not '{model}'"
 
 
 def check_endpoint(endpoint: Endpoint, timeout: float = 3.0) -> list[str]:
@@ -103,7 +178,9 @@ def check_endpoint(endpoint: Endpoint, timeout: float = 3.0) -> list[str]:
             if response.status_code in (401, 403):
                 lines.append(f"{url}: refuses the API key ({response.status_code})")
                 continue
-            problem = _not_served(url, _served_names(response.json()), endpoint.model)
+            data = response.json()
+            served = match_served(data, endpoint.model)
+            problem = None if served else _not_served(url, _served_names(data), endpoint.model)
             lines.append(f"{url}: answers" + (f", but {problem}" if problem else ""))
         except ModelError as exc:
             lines.append(f"{url}: {exc}")
@@ -126,10 +203,13 @@ class RemoteModel:
     def __init__(self, name: str, endpoint: Endpoint):
         import httpx
 
-        self.endpoint = endpoint
         self.path = Path(endpoint.key)  # the engine keys decoders by it
-        self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=10.0), headers=endpoint.headers())
+        # generation may be silent up to `timeout` (prompt evaluation); the rest answers at once
+        self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=min(endpoint.timeout, 10.0)),
+                                   headers=endpoint.headers())
+        self.meta_timeout = httpx.Timeout(min(endpoint.timeout, META_TIMEOUT), connect=min(endpoint.timeout, 3.0))
         self._tokenizer: str | None = None
+        self.waiting = _Waiting(endpoint.timeout)
         served: dict[str, Any] | None = None
         failures: list[str] = []
         for url in endpoint.urls:  # the first replica that answers describes the model
@@ -142,14 +222,22 @@ class RemoteModel:
             raise ModelError(failures[0] if len(failures) == 1 else
                              f"no replica of '{name}' answers ({'; '.join(failures)})")
         self.base = url
-        problem = _not_served(url, _served_names(served), endpoint.model)
-        if problem:
-            raise ModelError(problem)
+        model = match_served(served, endpoint.model)
+        if model is None:
+            raise ModelError(_not_served(url, _served_names(served), endpoint.model) or
+                             f"{url} lists no model: name one after '#'")
+        from dataclasses import replace
+
+        self.endpoint = replace(endpoint, model=model)  # the server's own id (a file stem or alias was given)
         props = self._get(f"{_root(url)}/props", missing_ok=True) or {}
         template = endpoint.template or props.get("chat_template") or None
-        settings = props.get("default_generation_settings") or {}
-        n_ctx = int(settings.get("n_ctx") or props.get("n_ctx") or 0) or 4096
-        self.bos_text = str(props.get("bos_token") or "")
+        if not isinstance(template, str):
+            template = None
+        settings = props.get("default_generation_settings")
+        settings = settings if isinstance(settings, dict) else {}
+        n_ctx = _positive_int(settings.get("n_ctx")) or _positive_int(props.get("n_ctx")) or 4096
+        bos = props.get("bos_token")
+        self.bos_text = bos if isinstance(bos, str) else ""
         self.info = ModelInfo(path=self.path, name=name, n_ctx_train=n_ctx, n_vocab=0, n_params=0, size_bytes=0,
                               chat_template=template, gpu_layers=0)
 
@@ -158,7 +246,9 @@ class RemoteModel:
         import httpx
 
         try:
-            response = self.client.get(url)
+            response = self.client.get(url, timeout=self.meta_timeout)
+        except httpx.TimeoutException:
+            raise ModelError(f"the server at {url} did not answer within {self.meta_timeout.read:g} s") from None
         except httpx.HTTPError as exc:
             raise ModelError(f"cannot reach the server at {url} ({type(exc).__name__})") from None
         if response.status_code in (401, 403):
@@ -190,13 +280,14 @@ class RemoteModel:
                 break
             url, body = attempts[kind]
             try:
-                response = self.client.post(url, json=body)
-                tokens = response.json().get("tokens") if response.status_code == 200 else None
+                response = self.client.post(url, json=body, timeout=self.meta_timeout)
+                data = response.json() if response.status_code == 200 else None
             except Exception:
-                tokens = None
-            if isinstance(tokens, list):
+                data = None
+            ids = _token_ids(data.get("tokens") if isinstance(data, dict) else None)
+            if ids is not None:
                 self._tokenizer = kind
-                return [int(t) if isinstance(t, int) else int(t.get("id", 0)) for t in tokens]
+                return ids
         self._tokenizer = "estimate"
         return [0] * max(1, len(text) // 4)
 
@@ -221,6 +312,70 @@ class RemoteModel:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _positive_int(value: Any) -> int:
+    """A count a server reports (n_ctx), or 0 when it sent something else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31 else 0
+
+
+def _token_ids(tokens: Any) -> list[int] | None:
+    """Token ids from a tokenize answer (ints, or {"id": int} objects); None for anything else."""
+    if not isinstance(tokens, list):
+        return None
+    ids: list[int] = []
+    for token in tokens:
+        value = token.get("id") if isinstance(token, dict) else token
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        ids.append(value)
+    return ids
+
+
+def _probability(logprob: Any) -> float | None:
+    """A streamed logprob as a probability; None for anything that is not a finite number ≤ 0."""
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or not math.isfinite(logprob):
+        return None
+    return math.exp(min(float(logprob), 0.0))
+
+
+class _Waiting:
+    """One "waiting for the server" line for a request still silent after WAITING_NOTE_S: a single
+    watch thread for all requests (started when the first one waits), none per request."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.note_s = min(WAITING_NOTE_S, timeout / 2)  # said before the request is given up
+        self._since: dict[int, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, ident: int, url: str) -> None:
+        with self._lock:
+            self._since[ident] = (url, time.monotonic())
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, daemon=True, name="remote-wait")
+                self._thread.start()
+
+    def heard(self, ident: int) -> None:
+        if self._since:
+            with self._lock:
+                self._since.pop(ident, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.note_s / 2))
+            now = time.monotonic()
+            with self._lock:
+                if not self._since:
+                    self._thread = None
+                    return
+                late = [(i, url) for i, (url, since) in self._since.items() if now - since >= self.note_s]
+                for ident, _url in late:
+                    del self._since[ident]
+            for _ident, url in late[:1]:  # one line, however many wait on it
+                log.warning("waiting for the server at %s (silent for %g s; gives up after %g s)", url,
+                            self.note_s, self.timeout)
 
 
 @dataclass(eq=False)
@@ -478,7 +633,7 @@ class RemoteDecoder:
                 state.first_token = time.perf_counter()
             self.stats.tokens_generated += 1
             self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + 1
-            prob = math.exp(logprob) if logprob is not None else None
+            prob = _probability(logprob)
             if request.score_tokens and logprob is None and not self._warned:
                 self._warned = True
                 log.warning("%s sends no logprobs: the confidence stop and the probe fall back to the cap", url)
@@ -546,10 +701,13 @@ class RemoteDecoder:
         continues from what it has."""
         import httpx
 
+        timeouts = 0
         for attempt in range(RETRIES + 1):
             self.stats.requests += 1
             url = replica if attempt == 0 else self._url()
             got_text = left = False
+            ident = id(body) + attempt
+            self.model.waiting.start(ident, url)
             try:
                 target = f"{_root(url)}/completion" if native else f"{url}/completions"
                 with self.model.client.stream("POST", target, json=body) as response:
@@ -563,6 +721,7 @@ class RemoteDecoder:
                         detail = response.read().decode("utf-8", "replace")[:200]
                         raise ThinkError(f"the server at {url} refused the request ({response.status_code}): {detail}")
                     for line in response.iter_lines():
+                        self.model.waiting.heard(ident)
                         chunk = _parse_native(line) if native else _parse_event(line)
                         if chunk is not None:
                             got_text = got_text or bool(chunk[0])
@@ -578,11 +737,19 @@ class RemoteDecoder:
                 self._mark_down(url)
                 if got_text:
                     return  # continued by the caller from the text it has
+                if isinstance(exc, httpx.TimeoutException):
+                    timeouts += 1  # a server that accepts and stays silent: once more, not four times
+                    if timeouts > 1 or attempt == RETRIES:
+                        raise ThinkError(f"the server at {url} sent nothing for {self.model.endpoint.timeout:g} s "
+                                         f"({timeouts} tries); raise its timeout (models.yaml timeout:, "
+                                         "?timeout=S in the URL, THINK_REMOTE_TIMEOUT)") from None
                 if attempt == RETRIES:
                     raise ThinkError(f"the server at {url} failed {RETRIES + 1} times ({type(exc).__name__}: "
-                                     f"{exc})") from None
+                                     f"{str(exc)[:120]})") from None
                 self.stats.retries += 1
                 time.sleep(0.25 * 2**attempt)
+            finally:
+                self.model.waiting.heard(ident)
 
 
 class _Retry(Exception):
@@ -606,16 +773,24 @@ def _parse_native(line: str) -> Chunk | None:
     except json.JSONDecodeError:
         raise _Retry(f"the server sent something that is not JSON: {line[5:45]!r}") from None
     if not isinstance(data, dict):
-        return None
-    ids = data.get("tokens") or []
+        raise _Retry(f"the server sent a chunk that is not an object: {line[5:45]!r}")
+    ids = _token_ids(data.get("tokens") or []) or []
     logprob: float | None = None
-    probabilities = data.get("completion_probabilities") or []
-    if probabilities and isinstance(probabilities[0], dict) and "logprob" in probabilities[0]:
-        logprob = float(probabilities[0]["logprob"])
+    probabilities = data.get("completion_probabilities")
+    if isinstance(probabilities, list) and probabilities and isinstance(probabilities[0], dict):
+        logprob = _logprob(probabilities[0].get("logprob"))
     reason = None
     if data.get("stop"):
         reason = "length" if data.get("stop_type") == "limit" else "stop"
-    return str(data.get("content") or ""), logprob, reason, (int(ids[0]) if len(ids) == 1 else None), 0
+    content = data.get("content")
+    return content if isinstance(content, str) else "", logprob, reason, (ids[0] if len(ids) == 1 else None), 0
+
+
+def _logprob(value: Any) -> float | None:
+    """A logprob as the server sent it, if it is a finite number (never trusted beyond that)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _parse_event(line: str) -> Chunk | None:
@@ -628,23 +803,34 @@ def _parse_event(line: str) -> Chunk | None:
         data = json.loads(payload)
     except json.JSONDecodeError:
         raise _Retry(f"the server sent something that is not JSON: {payload[:40]!r}") from None
-    choices = data.get("choices") or []
-    if not choices:
+    if not isinstance(data, dict):
+        raise _Retry(f"the server sent a chunk that is not an object: {payload[:40]!r}")
+    if "error" in data and not data.get("choices"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise _Retry(f"the server reported an error mid-stream: {str(message)[:120]}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
         return None
     choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _Retry(f"the server sent a choice that is not an object: {payload[:40]!r}")
     logprob: float | None = None
     token: int | None = None
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict):
-        values = logprobs.get("token_logprobs") or []
+        values = logprobs.get("token_logprobs")
         content = logprobs.get("content")
-        if values and values[0] is not None:
-            logprob = float(values[0])
+        if isinstance(values, list) and values and values[0] is not None:
+            logprob = _logprob(values[0])
         elif isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
-            logprob = float(content[0].get("logprob", 0.0))
+            logprob = _logprob(content[0].get("logprob", 0.0))
             token = content[0].get("id") if isinstance(content[0].get("id"), int) else None  # llama-server
     index = choice.get("index", 0)
-    return str(choice.get("text") or ""), logprob, choice.get("finish_reason"), token, index if isinstance(index, int) else 0
+    text = choice.get("text")
+    reason = choice.get("finish_reason")
+    return (text if isinstance(text, str) else "", logprob, reason if isinstance(reason, str) else None, token,
+            index if isinstance(index, int) and not isinstance(index, bool) else 0)
 
 
 def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:
