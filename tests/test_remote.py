@@ -307,7 +307,7 @@ def test_think_serve_puts_the_policy_in_front_of_a_remote_server(servers, think_
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         assert "remote" in [m.id for m in client.models.list().data]
         reply = client.chat.completions.create(model="remote", messages=[{"role": "user", "content": "hi"}],
-                                               reasoning_effort="low", extra_body={"max_thinking": 10}, max_tokens=40)
+                                               reasoning_effort="low", extra_body={"max_thinking": 10}, max_tokens=200)
         assert reply.usage.completion_tokens_details.reasoning_tokens >= 10 and reply.choices[0].message.content
         assert reply.model_extra["think"]["budget"]["max_thinking"] == 10
     finally:
