@@ -231,3 +231,39 @@ def test_piped_chat_prints_no_prompts_on_stdout(tiny):
                        input="hello\n/bye\n", capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     assert ">>>" not in r.stdout and ">>>" not in r.stderr and r.stdout.strip()
+
+
+def test_a_failed_regen_keeps_the_exchange_and_load_refuses_what_is_not_a_file(tiny, tmp_path):
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"messages": [{"role": "user", "content": "word " * 3000},
+                                             {"role": "assistant", "content": "ok"}]}))
+    odd = tmp_path / "odd.json"
+    odd.write_text('{"messages": [{"role": "user", "content": "bad \\ud800 text"}, '
+                   '{"role": "assistant", "content": "fine"}]}')
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    child = spawn("-m", str(tiny("tame")), "--max-thinking", "4", env={"THINK_N_CTX": "2048"})
+    prompt(child)
+    child.sendline(f"/load {huge}")
+    child.expect("loaded 2 messages")
+    prompt(child)
+    child.sendline("/regen")  # its prompt cannot fit: the turn fails
+    child.expect("the conversation is kept")
+    prompt(child)
+    saved = tmp_path / "after.json"
+    child.sendline(f"/save {saved}")
+    child.expect("saved 2 messages")  # it said kept: it is (0 messages before)
+    for target, message in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file")):
+        prompt(child)
+        child.sendline(f"/load {target}")  # a FIFO blocked, /dev/zero ran out of memory
+        child.expect(message)
+    prompt(child)
+    child.sendline(f"/load {odd}")
+    child.expect("loaded 2 messages")
+    prompt(child)
+    child.sendline("and now?")  # a loaded lone surrogate broke every later turn
+    child.expect(r"prompt \d+ tokens")
+    prompt(child)
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    assert json.loads(saved.read_text())["messages"][1]["content"] == "ok"

@@ -266,3 +266,71 @@ def test_calibrate_writes_the_probe_threshold_of_a_model(think, tiny, think_home
     assert "probe    confidence" in r.stdout
     written = yaml.safe_load((think_home / "config" / "models.yaml").read_text())
     assert written["models"]["tiny"]["probe"] == {"confidence": probe["threshold"]}
+
+
+# -- Hardening 2 ----------------------------------------------------------------------------------
+def test_bad_checkers_are_found_before_any_work(monkeypatch):
+    from thinkcli.evaluate import check_items
+
+    with pytest.raises(UsageError, match="'number' needs a numeric answer, got 'four'"):
+        check_items([EvalItem("a", 3, "q", "four", "number")])
+    with pytest.raises(UsageError, match="bad regex"):
+        check_items([EvalItem("a", 3, "q", "(unclosed", "regex")])
+    monkeypatch.setitem(__import__("sys").modules, "math_verify", None)  # as if it were not installed
+    with pytest.raises(UsageError, match="math checker needs math-verify"):
+        check_items([EvalItem("a", 3, "q", "1/2", "math")])
+    check_items([EvalItem("a", 3, "q", "4", "number"), EvalItem("b", 4, "q", "a+", "regex")])
+
+
+def test_a_flat_zero_curve_calibrates_nothing():
+    flat = [_fixed(0, {"light": (0, 10), "deep": (3, 10)}), _fixed(256, {"light": (0, 10), "deep": (6, 10)})]
+    result = calibrate(flat, "m", tolerance=0.0)
+    assert result.chosen == {"deep": 256} and result.skipped == ("light",)  # never "light: max_thinking 0"
+    with pytest.raises(UsageError, match="no cap got any light item right"):
+        calibrate([_fixed(0, {"light": (0, 5)}), _fixed(64, {"light": (0, 5)})], "m", 0.0)
+
+
+def test_write_calibration_edits_models_yaml_keeping_comments_and_anchors(tmp_path, tiny):
+    from thinkcli.evaluate import Calibration, write_calibration
+    from thinkcli.registry import load_registry
+
+    path = tmp_path / "models.yaml"
+    path.write_text("# my models, my comments\n"
+                    f"models:\n  tiny:   # the small one\n    path: {tiny('tame')}\n    family: qwen3\n"
+                    "tiers:\n  light: &light   # an anchor\n    max_thinking: 100\n  standard:\n    <<: *light\n"
+                    "    max_answer: 300\n")
+    registry = load_registry(path)
+    write_calibration(path, Calibration("tiny", 0.0, {"light": 32}, {"light": 1.0}, {"light": {32: 1.0}}), registry)
+    text = path.read_text()
+    assert "# my models, my comments" in text and "# the small one" in text and "&light" in text and "*light" in text
+    written = yaml.safe_load(text)
+    assert written["models"]["tiny"]["tiers"]["light"]["max_thinking"] == 32
+    assert written["tiers"]["standard"]["max_thinking"] == 100  # the merge key still works
+    assert not (tmp_path / "models.yaml.tmp").exists()
+
+
+def test_eval_refuses_what_would_fail_after_the_work(think, tiny, think_home, tmp_path):
+    model = str(tiny("tame"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "How many?", "answer": "four", "checker": "number"}) + "\n")
+    out = tmp_path / "never"
+    r = think("eval", str(bad), "-m", model, "-o", str(out), "--policies", "0")
+    assert r.returncode == 2 and "'number' needs a numeric answer" in r.stderr and not out.exists()
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(json.dumps({"prompt": "hi", "answer": "4"}) + "\n")
+    r = think("eval", str(ok), "-m", model, "-o", str(out), "--policies", "0", "--plot",
+              str(tmp_path / "no-such-dir" / "c.png"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and not out.exists()
+    (think_home / "config" / "models.yaml").mkdir(parents=True)  # cannot be replaced by a file
+    r = think("eval", str(ok), "-m", model, "-o", str(out), "--policies", "0,8", "--calibrate", "--write")
+    assert r.returncode == 2 and "is a directory" in r.stderr and not out.exists()
+
+
+def test_the_table_is_printed_even_when_the_plot_fails(think, tiny, tmp_path):
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(json.dumps({"prompt": "hi", "answer": "4"}) + "\n")
+    too_long = tmp_path / ("c" * 300 + ".png")  # its folder is writable; the name itself cannot be created
+    r = think("eval", str(ok), "-m", str(tiny("tame")), "-o", str(tmp_path / "o"), "--policies", "0", "--plot",
+              str(too_long), "--no-curve")
+    assert r.returncode == 1 and "accuracy" in r.stdout  # the figures, whatever happened to the plot
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in r.stderr

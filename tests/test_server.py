@@ -283,15 +283,50 @@ def test_api_key_and_clean_exit_on_sigint(tiny):
         with pytest.raises(openai.AuthenticationError):
             served.client(api_key="wrong").models.list()
         assert served.client(api_key="sekrit").models.list().data
+        for header in ("bearer sekrit", "BEARER  sekrit"):  # the scheme is case-insensitive (RFC 7235)
+            assert httpx.get(f"{served.url}/models", headers={"Authorization": header}).status_code == 200
+        assert httpx.get(f"{served.url}/models", headers={"Authorization": "Basic sekrit"}).status_code == 401
         assert httpx.get(f"{served.base}/health").status_code == 200  # health needs no key
         served.proc.send_signal(signal.SIGINT)
         assert served.proc.wait(timeout=30) == 0
         assert "sekrit" not in served.proc.stderr.read()
 
 
+def test_an_oversized_body_gets_its_413_not_a_reset(server):
+    big = b'{"messages": [{"role": "user", "content": "' + b"x" * 5_000_000 + b'"}]}'
+    reply = httpx.post(f"{server.url}/chat/completions", content=big, headers={"content-type": "application/json"},
+                       timeout=60)
+    assert reply.status_code == 413 and "larger than" in reply.json()["error"]["message"]
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{server.url}/chat/completions", data=big, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+
+
+def test_a_request_of_n_draws_is_taken_whatever_the_queue_size(tiny):
+    with serve("-m", str(tiny("tame")), "--queue", "1") as served:
+        reply = served.client().chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}],
+                                                         n=3, max_tokens=12)
+        assert len(reply.choices) == 3  # 429 forever before: its 3 draws never fitted a queue of 1
+
+
+def test_a_context_error_names_no_cli_flag(server):
+    with pytest.raises(openai.BadRequestError) as failure:
+        server.client().chat.completions.create(model="think", messages=[{"role": "user", "content": "word " * 3000}])
+    assert "THINK_N_CTX" not in str(failure.value) and "config.yaml" not in str(failure.value)
+
+
 def test_bad_serve_arguments_are_one_line(think, tiny):
     r = think("serve", "-m", str(tiny("tame")), "--parallel", "0")
     assert r.returncode == 2 and "--parallel must be between 1 and 64" in r.stderr
+    r = think("serve", "-m", str(tiny("tame")), "--max-request-bytes", "-1")
+    assert r.returncode == 2 and "--max-request-bytes must be >= 1" in r.stderr
+    r = think("serve", "-m", str(tiny("tame")), "--drain-timeout", "-1")
+    assert r.returncode == 2 and "--drain-timeout must be between" in r.stderr
     r = think("serve", "-m", "/nonexistent.gguf")
     assert r.returncode == 1 and "model file not found" in r.stderr
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -109,6 +110,25 @@ def _as_number(text: str) -> float | None:
     if fraction and int(fraction[2]):
         return int(fraction[1]) / int(fraction[2])
     return None
+
+
+def check_items(items: list[EvalItem]) -> None:
+    """Every item's checker can judge its expected answer: refused before any work, naming the line
+    (a `number` on "four", a bad regex, `math` without math-verify were found only after the run)."""
+    for item in items:
+        where = f"item {item.id} (line {item.line})"
+        if item.checker == "number" and _as_number(item.answer) is None:
+            raise UsageError(f"{where}: the checker 'number' needs a numeric answer, got '{item.answer[:40]}'")
+        if item.checker == "regex":
+            try:
+                re.compile(item.answer)
+            except re.error as exc:
+                raise UsageError(f"{where}: bad regex '{item.answer[:40]}': {exc}") from None
+        if item.checker == "math":
+            try:
+                import math_verify  # noqa: F401
+            except ImportError:
+                raise UsageError(f"{where}: the math checker needs math-verify: pip install 'thinkcli[eval]'") from None
 
 
 def check(answer: str, expected: str, checker: str = "auto") -> tuple[bool, str | None]:
@@ -292,6 +312,7 @@ class Calibration:
     best: dict[str, float]
     curve: dict[str, dict[int, float]]
     probe: ProbeCalibration | None = None
+    skipped: tuple[str, ...] = ()  # tiers no cap got any item right: left as they are
 
     def tiers_override(self, registry: Registry) -> dict[str, dict[str, int]]:
         """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
@@ -344,6 +365,7 @@ def calibrate(scores: list[PolicyScore], model: str, tolerance: float) -> Calibr
     chosen: dict[str, int] = {}
     best: dict[str, float] = {}
     curve: dict[str, dict[int, float]] = {}
+    skipped: list[str] = []
     for tier in TIER_NAMES:
         points = {s.cap: s.by_tier[tier].accuracy for s in fixed if tier in s.by_tier}
         accuracies = {cap: acc for cap, acc in points.items() if cap is not None and acc is not None}
@@ -352,48 +374,88 @@ def calibrate(scores: list[PolicyScore], model: str, tolerance: float) -> Calibr
         top = max(accuracies.values())
         curve[tier] = accuracies
         best[tier] = top
+        if top <= 0:  # nothing right at any cap: a flat 0 % curve says nothing about the cap (never "0 tokens")
+            skipped.append(tier)
+            continue
         chosen[tier] = min(cap for cap, acc in accuracies.items() if acc >= top - tolerance - 1e-12)
     if not chosen:
+        if skipped:
+            raise UsageError(f"no cap got any {', '.join(skipped)} item right: nothing to calibrate from "
+                             "(a larger model, more items, or larger caps)")
         raise UsageError("no item was scored under the fixed caps: nothing to calibrate")
-    return Calibration(model, tolerance, chosen, best, curve)
+    return Calibration(model, tolerance, chosen, best, curve, skipped=tuple(skipped))
+
+
+def check_writable_models_file(path: Path) -> None:
+    """`--write` will be able to replace the user's models.yaml: checked before any work."""
+    try:
+        import ruamel.yaml  # noqa: F401
+    except ImportError:
+        raise UsageError("--write edits models.yaml keeping its comments: pip install 'thinkcli[eval]' "
+                         "(ruamel.yaml)") from None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if path.is_dir():
+        raise UsageError(f"--write: {path} is a directory, not a models.yaml")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--write: {path} is not writable")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--write: {folder} is not writable (for {path})")
 
 
 def write_calibration(path: Path, calibration: Calibration, registry: Registry) -> None:
-    """Merge `models.<alias>.tiers` into the user's models.yaml (atomic; re-validated before it stays)."""
-    import yaml
+    """Merge `models.<alias>.tiers` into the user's models.yaml, as an edit: its comments, anchors and
+    order stay (ruamel.yaml round trip). Atomic, and re-validated before it replaces the file."""
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     from .registry import load_registry
 
     if calibration.model not in registry.models:
         raise UsageError(f"--write needs a model alias from models.yaml, not '{calibration.model}' "
                          "(add it under models: first)")
-    data: dict[str, Any] = {}
-    old_text = path.read_text(encoding="utf-8") if path.exists() else None
-    if old_text:
-        loaded = yaml.safe_load(old_text)
-        if not isinstance(loaded, dict):
-            raise ThinkError(f"{path}: top level must be a mapping")
-        data = loaded
-    models = data.setdefault("models", {}) or {}
-    data["models"] = models
-    entry = models.setdefault(calibration.model, {}) or {}
-    models[calibration.model] = entry
-    tiers = entry.setdefault("tiers", {}) or {}
-    entry["tiers"] = tiers
+    yaml = YAML()  # round trip
+    yaml.preserve_quotes = True
+    old_text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        data = yaml.load(old_text) if old_text.strip() else None
+    except YAMLError as exc:
+        raise ThinkError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        from ruamel.yaml.comments import CommentedMap
+
+        data = CommentedMap()
+    if not isinstance(data, dict):
+        raise ThinkError(f"{path}: top level must be a mapping")
+
+    def section(parent: Any, key: str) -> Any:
+        if not isinstance(parent.get(key), dict):
+            parent[key] = {}
+        return parent[key]
+
+    entry = section(section(data, "models"), calibration.model)
+    tiers = section(entry, "tiers")
     for tier, fields in calibration.tiers_override(registry).items():
-        tiers[tier] = {**(tiers.get(tier) or {}), **fields}
+        target = section(tiers, tier)
+        for field_name, value in fields.items():
+            target[field_name] = value
     if calibration.probe is not None:
-        probe = entry.setdefault("probe", {}) or {}
-        entry["probe"] = {**probe, "confidence": calibration.probe.threshold}
+        section(entry, "probe")["confidence"] = calibration.probe.threshold
+    buffer = StringIO()
+    yaml.dump(data, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
-    temp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     try:
+        temp.write_text(buffer.getvalue(), encoding="utf-8")
         load_registry(temp)
-    except ThinkError:
+        temp.replace(path)
+    except OSError as exc:
+        raise ThinkError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
         temp.unlink(missing_ok=True)
-        raise
-    temp.replace(path)
 
 
 # -- running ------------------------------------------------------------------------------------

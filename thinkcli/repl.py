@@ -69,6 +69,7 @@ class ChatSession:
     messages: list[dict[str, str]] = field(default_factory=list)
     last: TurnStats | None = None
     notices: list[str] = field(default_factory=list)
+    popped: list[dict[str, str]] = field(default_factory=list)  # what /regen took out, until its turn ends
 
     # -- turns ------------------------------------------------------------------------------
     def conversation(self, user_text: str) -> tuple[dict[str, str], ...]:
@@ -198,11 +199,19 @@ class ChatSession:
         return None  # the loop handles /regen: it needs to stream
 
     def pop_last_prompt(self) -> str | None:
+        """Take the last exchange out to answer its prompt again (`restore_popped` puts it back if that fails)."""
         if len(self.messages) < 2:
             return None
         prompt = self.messages[-2]["content"]
+        self.popped = self.messages[-2:]
         del self.messages[-2:]
         return prompt
+
+    def restore_popped(self) -> bool:
+        """A /regen that failed: the exchange it took out goes back, as the message says."""
+        popped, self.popped = self.popped, []
+        self.messages += popped
+        return bool(popped)
 
     def _cmd_save(self, arg: str) -> str:
         if not arg:

@@ -9,6 +9,7 @@ each response says what the policy did. Errors are OpenAI-style objects with 4xx
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import threading
 import time
@@ -309,15 +310,15 @@ class Exchange:
             raise ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down",
                            headers={"Retry-After": "5"})
         plan = self.parsed.plan
+        tasks = []
         for index, key in enumerate(self.keys):
             seeded = reseeded(plan, plan.seed + 1000 * index) if index else plan  # n different draws
-            task = Task(key, self.parsed.prompt, seeded, self.parsed.messages)
-            try:
-                self.service.submit(task, self._listener(index))
-            except Busy as exc:
-                self.cancel()
-                raise ApiError(429, f"server busy: {exc}; retry shortly", kind="rate_limit_error",
-                               code="server_busy", headers={"Retry-After": "1"}) from None
+            tasks.append((Task(key, self.parsed.prompt, seeded, self.parsed.messages), self._listener(index)))
+        try:
+            self.service.submit_all(tasks)
+        except Busy as exc:
+            raise ApiError(429, f"server busy: {exc}; retry shortly", kind="rate_limit_error",
+                           code="server_busy", headers={"Retry-After": "1"}) from None
 
     def _listener(self, index: int) -> Any:
         """Events arrive on the decoding thread; they are handed to the event loop in bunches (one
@@ -360,11 +361,28 @@ class Exchange:
         return item
 
 
+DRAIN_LIMIT = 64_000_000  # bytes of an oversized body read (and dropped) before the 413; past that, the connection closes
+
+
+async def _discard(request: Request, limit: int) -> None:
+    from starlette.requests import ClientDisconnect
+
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                return
+    except (ClientDisconnect, RuntimeError):  # RuntimeError: the stream was already consumed
+        return
+
+
 def _failed(event: Failed) -> ApiError:
     if event.error == "cancelled":  # queued when the server began to shut down, never started
         return ApiError(503, "the server shut down before this request ran", kind="server_error",
                         code="shutting_down", headers={"Retry-After": "5"})
-    return ApiError(400 if "context" in event.error or "prompt" in event.error else 500, event.error,
+    message = event.error.split("; raise n_ctx")[0]  # the CLI's hint (flags, variables) means nothing to a client
+    return ApiError(400 if "context" in event.error or "prompt" in event.error else 500, message,
                     kind="invalid_request_error" if "context" in event.error else "server_error")
 
 
@@ -374,20 +392,27 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
     async def authorised(request: Request) -> None:
         if api_key is None:
             return
-        given = request.headers.get("authorization", "")
-        if given != f"Bearer {api_key}":
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
             raise ApiError(401, "invalid or missing API key (Authorization: Bearer …)", kind="authentication_error",
                            code="invalid_api_key")
 
     async def read_json(request: Request) -> Any:
+        too_large = ApiError(413, f"the request is larger than {limits.max_request_bytes} bytes",
+                             headers={"Connection": "close"})
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
-            raise ApiError(413, f"the request is larger than {limits.max_request_bytes} bytes")
-        body = b""
+            await _discard(request, DRAIN_LIMIT)  # read what was sent, so the client reads the 413, not a reset
+            raise too_large
+        parts: list[bytes] = []
+        size = 0
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_request_bytes:
-                raise ApiError(413, f"the request is larger than {limits.max_request_bytes} bytes")
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limits.max_request_bytes:
+                await _discard(request, DRAIN_LIMIT)
+                raise too_large
+        body = b"".join(parts)
         try:
             return clean_json(json.loads(body.decode("utf-8", errors="replace")))
         except ValueError:

@@ -59,17 +59,22 @@ class Service:
     # -- from the server's threads ----------------------------------------------------------
     def submit(self, task: Task, listener: Listener) -> None:
         """Queue a task; its events go to `listener`. Raises Busy when the queue is full."""
+        self.submit_all([(task, listener)])
+
+    def submit_all(self, tasks: list[tuple[Task, Listener]]) -> None:
+        """Queue one request's tasks (its n draws) together or not at all. Raises Busy when the queue
+        is full; a request is always taken when nothing waits, however many draws it has."""
         if self.closing:
             raise Busy("the server is shutting down")
         with self._lock:  # held while queueing: a worker whose model failed takes its queue along, whole
-            worker = self._worker(task.plan.model)
-            self._listeners[task.key] = listener
-            try:
-                worker.inbox.put_nowait(task)
-            except queue.Full:
-                del self._listeners[task.key]
+            worker = self._worker(tasks[0][0].plan.model)
+            waiting = worker.inbox.qsize()
+            if waiting and waiting + len(tasks) > self.queue_size:
                 self.counts["rejected"] += 1
-                raise Busy(f"{self.queue_size} requests are already waiting") from None
+                raise Busy(f"{self.queue_size} requests are already waiting")
+            for task, listener in tasks:
+                self._listeners[task.key] = listener
+                worker.inbox.put_nowait(task)
 
     def cancel(self, key: str) -> None:
         """The client went away: stop the task (queued or running) and drop its events."""
@@ -127,7 +132,7 @@ class Service:
         if worker is None:
             scheduler = Scheduler(self.runtime, parallel=self.parallel, max_samples=self.max_samples,
                                   source="serve")
-            worker = _Worker(model, scheduler, queue.Queue(maxsize=self.queue_size))
+            worker = _Worker(model, scheduler, queue.Queue())  # bounded by submit_all
             worker.thread = threading.Thread(target=self._loop, args=(worker,), name=f"decode:{model}",
                                              daemon=True)
             self._workers[model] = worker

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..text import clean_text
 from .ask import gpu_layers_value
 from .options import GpuLayersOpt, MaxThinkingOpt, ModelOpt, NoLogOpt, NoProbeOpt, NoThinkOpt, TierChoice, TierOpt
 
@@ -108,7 +109,9 @@ def chat(
             return
         if not text.strip():
             continue
+        text = clean_text(text)
         seed_offset = 0
+        session.popped = []
         if text.strip().startswith("/"):
             if text.strip().split()[0] == "/regen":
                 text = session.pop_last_prompt() or ""
@@ -136,12 +139,14 @@ def chat(
             continue
         except ThinkError as exc:
             renderer.close()
+            session.restore_popped()  # a failed /regen keeps the exchange it was to replace
             err.write(f"error: {exc} (the conversation is kept)\n")
             continue
         except Exception as exc:  # a bug must not end the session and lose the conversation
             if os.environ.get("THINK_DEBUG"):
                 raise
             renderer.close()
+            session.restore_popped()
             err.write(f"error: internal error ({exc}); the conversation is kept, THINK_DEBUG=1 shows details\n")
             continue
         finally:

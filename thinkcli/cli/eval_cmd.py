@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import ThinkError, UsageError
 from .ask import gpu_layers_value
 from .options import GpuLayersOpt, JsonOpt, MaxAnswerOpt, ModelOpt, NoLogOpt, SeedOpt, TemperatureOpt
 
@@ -61,6 +61,8 @@ def eval_command(
         calibrate,
         calibration_dict,
         check_directory,
+        check_items,
+        check_writable_models_file,
         parse_policies,
         run_eval,
         save_results,
@@ -82,9 +84,12 @@ def eval_command(
         for item in items:
             typer.echo(json.dumps(item.as_dict(), ensure_ascii=False))
         return
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot writes a PNG: give a file name ending in .png, got {plot}")
+    if plot is not None:
+        _check_plot(plot)
+    check_items(items)  # every checker can judge its answer: found now, not after the run
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
+    if write:
+        check_writable_models_file(runtime.paths.models_file)
     base = Overrides(model=model, max_answer=max_answer, temperature=temperature, seed=seed).validate()
     chosen = policies_text or (CALIBRATION_CAPS if calibrate_tiers else DEFAULT_POLICIES)
     policies = parse_policies(chosen, base, runtime.default_model)
@@ -126,8 +131,6 @@ def eval_command(
     extra: dict[str, Any] = {"set": eval_set, "model": model_name, "items": len(items),
                              "calibration": calibration_dict(calibration) if calibration else None}
     json_path, csv_path = save_results(directory, scores, extra)
-    if plot is not None:
-        png_curve(points, title, plot)
     if calibration is not None and write:
         write_calibration(runtime.paths.models_file, calibration, runtime.registry)
 
@@ -142,11 +145,33 @@ def eval_command(
         if calibration is not None:
             _print_calibration(calibration, runtime.registry)
     notes = [f"results: {json_path}, {csv_path}, {directory / 'items.csv'}"]
-    if plot is not None:
-        notes.append(f"curve: {plot}")
+    plot_failed = None
+    if plot is not None:  # after the table: a plot that fails never costs the figures
+        try:
+            png_curve(points, title, plot)
+            notes.append(f"curve: {plot}")
+        except ThinkError as exc:
+            plot_failed = str(exc)
+        except (OSError, ValueError, RuntimeError) as exc:
+            plot_failed = f"the curve could not be drawn to {plot}: {getattr(exc, 'strerror', None) or exc}"
     if calibration is not None and write:
         notes.append(f"calibration written to {runtime.paths.models_file} (models.{model_name})")
     sys.stderr.write("\n".join(notes) + "\n")
+    if plot_failed:
+        raise ThinkError(plot_failed)
+
+
+def _check_plot(plot: Path) -> None:
+    """--plot can be drawn: a .png in a writable folder, and matplotlib installed (checked before the run)."""
+    from ..batch import check_writable_file
+
+    if plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot writes a PNG: give a file name ending in .png, got {plot}")
+    check_writable_file(plot, "--plot")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'thinkcli[eval]'") from None
 
 
 def _slug(text: str) -> str:
@@ -183,6 +208,8 @@ def _print_calibration(calibration: Calibration, registry: Any) -> None:
     import yaml
 
     lines = [f"calibration for {calibration.model} (tolerance {calibration.tolerance:.0%} accuracy):"]
+    for tier in calibration.skipped:
+        lines.append(f"  {tier:<8} left as it is: no cap got any of its items right (a flat 0 % curve)")
     current = registry.tiers_for(calibration.model)
     for tier, cap in calibration.chosen.items():
         curve = ", ".join(f"{c}: {a:.0%}" for c, a in sorted(calibration.curve[tier].items()))

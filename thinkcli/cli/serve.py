@@ -45,6 +45,8 @@ def serve(
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     if queue < 1:
         raise UsageError(f"--queue must be >= 1, got {queue}")
+    if max_request_bytes < 1:
+        raise UsageError(f"--max-request-bytes must be >= 1, got {max_request_bytes}")
     if not 0 <= drain_timeout <= 3600:
         raise UsageError(f"--drain-timeout must be between 0 and 3600 seconds, got {drain_timeout:g}")
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)

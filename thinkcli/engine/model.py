@@ -66,6 +66,15 @@ def check_gguf_file(path: Path) -> None:
         raise ModelError(f"not a GGUF model file: {path}")
 
 
+def default_threads() -> int:
+    """Decode threads when none are configured: half the logical cores (at least one).
+
+    llama.cpp's workers spin while they wait for each other, so one thread that another process
+    keeps off its core stalls every step: with all cores, one busy neighbour cut decoding 35-fold
+    on a 2-core machine; with half, it degrades gently (benchmarks/bench_threads.py prints both)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     path: Path
@@ -97,7 +106,7 @@ class Model:
             raise ModelError(f"llama.cpp could not load {path.name}{hint}")
         self.ptr = model
         self.path = path
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.threads = threads or default_threads()
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
