@@ -272,3 +272,23 @@ def test_ctrl_c_during_a_vote_prints_no_stray_counter(tiny):
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before)
     assert child.exitstatus == 130 and "interrupted" in plain
     assert "thought for" not in plain and "/1800 tokens" not in plain  # the single-answer counter of old
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "thinkcli", "eval", "builtin", "--dump"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()  # `| head -1`: the rest of the ~45 KB meets a closed pipe
+    assert proc.wait(timeout=60) == 0  # Click's own handler made it exit 1
+    assert proc.stderr.read() == b""
+
+
+def test_closed_standard_streams(tmp_path):
+    def run(redirect: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(f"{sys.executable} -m thinkcli classify 'What is 2+2?' {redirect}", shell=True, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
+    quiet = run("<&- 2>&-")  # no stdin, no stderr: the answer still comes
+    assert quiet.returncode == 0 and quiet.stdout.strip()
+    closed = run(">&-")
+    assert closed.returncode == 1 and closed.stderr == "error: stdout is closed: there is nowhere to write the answer\n"

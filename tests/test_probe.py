@@ -145,3 +145,19 @@ def test_classify_probe_shows_what_the_model_measured(think, tiny, think_home):
     assert data["probe"]["answer"] == "a" * 12
     text = think("classify", "--probe", "Prove that there are infinitely many primes.").stdout
     assert "confident: auto answers without thinking" in text and "not run for deep prompts" in text
+
+
+def test_a_prompted_model_escalates_on_its_cached_prompt(think, tiny, tmp_path, think_home):
+    """The thinking instruction heads the prompt on and off, so escalation re-evaluates only the tail
+    (3 of 50 prompt tokens came from the cache before)."""
+    from tinymodel import write_tiny_gguf
+
+    template = (Path(__file__).parent / "data" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+    model = write_tiny_gguf(tmp_path / "prompted.gguf", "tame", template=template)
+    config(think_home, model)
+    (think_home / "config" / "models.yaml").write_text(
+        (think_home / "config" / "models.yaml").read_text().replace("family: qwen3", "family: prompted"))
+    record = ask(think, "Name a colour.")
+    assert record["family"] == "prompted" and record["probe"]["kept"] is False
+    usage = record["usage"]
+    assert usage["cached_prompt_tokens"] >= usage["prompt_tokens"] - 8, usage

@@ -58,8 +58,9 @@ def test_thinking_on_starts_inside_an_open_block_and_off_after_a_closed_one(path
     assert on.rstrip().endswith(family.think_open.rstrip()), on[-80:]
     tail = off[off.rfind("And 3+3?"):]
     assert tail.rfind(family.think_open) <= tail.rfind(family.think_close), "thinking off must not end inside a block"
-    if family.thinking_instruction:  # models without native thinking are told how to think, only when on
-        assert family.thinking_instruction in on and family.thinking_instruction not in off
+    if family.thinking_instruction:  # models without native thinking are told how to think; off, the block is empty
+        assert family.thinking_instruction in on and family.thinking_instruction in off
+        assert off.rstrip().endswith(family.think_close) and on.startswith(off[: off.rindex(family.think_open)])
 
 
 def test_plain_layout_for_a_base_model():

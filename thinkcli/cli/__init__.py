@@ -11,9 +11,26 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+
+class PipeClosed(Exception):
+    """stdout's reader went away (`think ask … | head -c1`): not an error of ours."""
+
+
+class _Group(TyperGroup):
+    """Turns a closed pipe into PipeClosed before Click's own handler sees it (Click exits 1)."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise PipeClosed() from None
+
 
 app = typer.Typer(
     name="think",
+    cls=_Group,
     help="Local inference-time scaling: little compute for easy prompts, a lot for hard ones.",
     no_args_is_help=True,
     add_completion=False,
@@ -91,9 +108,28 @@ def _warnings_as_lines() -> None:
     logger.propagate = False
 
 
+def _standard_streams() -> None:
+    """A closed stdin or stderr becomes /dev/null (an answer is never lost for want of stderr), and
+    the hole is filled, so no file opened later takes descriptor 0, 1 or 2 by accident. A closed
+    stdout leaves nowhere for the answer: one line on stderr, exit 1."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="replace", closefd=False))
+            if fd == 1:
+                error_line("stdout is closed: there is nowhere to write the answer")
+                sys.exit(1)
+
+
 def main() -> None:
     import signal
 
+    _standard_streams()
     _warnings_as_lines()
     debug = bool(os.environ.get("THINK_DEBUG"))
     # Ctrl-C must interrupt even when started with SIGINT ignored (a background job, some CI runners).
@@ -102,7 +138,7 @@ def main() -> None:
         code = app(standalone_mode=False, prog_name="think")  # returns Exit codes (130 for Ctrl-C)
     except (KeyboardInterrupt, typer.Abort):
         code = 130
-    except BrokenPipeError:
+    except (BrokenPipeError, PipeClosed):
         # a downstream `head` closed the pipe: not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

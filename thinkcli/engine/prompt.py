@@ -241,7 +241,9 @@ def render_prompt(messages: list[dict[str, str]], family: Family, thinking: bool
     if family.plain_template or not chat_template:  # no template: base-model layout
         return RenderedPrompt(_plain(messages, family, thinking), thinking)
 
-    if thinking and family.thinking_instruction:
+    if family.thinking_instruction:
+        # On or off, the same instruction heads the conversation (off closes the block empty, below), so a
+        # prompt thought over after the probe, or the next chat turn, shares every token up to the answer.
         messages = _with_instruction(messages, family.thinking_instruction)
     try:
         text = render_chat_template(chat_template, messages, thinking, bos_token, eos_token)
@@ -257,6 +259,9 @@ def render_prompt(messages: list[dict[str, str]], family: Family, thinking: bool
     elif not thinking and inside:
         # The template always opens thinking (R1 distills): close it empty.
         text = text + "\n\n" + family.think_close + "\n\n"
+    elif not thinking and family.thinking_instruction:
+        # A prompted model was told to think in tags: an empty block says "not this time".
+        text = text + family.think_open + "\n\n" + family.think_close + "\n\n"
     return RenderedPrompt(text, thinking)
 
 
