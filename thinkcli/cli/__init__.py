@@ -21,7 +21,7 @@ class PipeClosed(Exception):
 class _Group(TyperGroup):
     """Turns a closed pipe into PipeClosed before Click's own handler sees it (Click exits 1)."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a Click context (the copy of Click that Typer vendors)
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
