@@ -311,6 +311,13 @@ def test_a_huge_csv_cell_is_read_and_a_broken_row_is_its_own_error(think, tiny, 
     assert r.returncode == 1 and "internal error" not in r.stderr
 
 
+def test_unused_csv_columns_are_named_once(think, tiny, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("id,prompt,notes,source\na,hello,x,y\nb,hi,z,w\n")
+    r = think("batch", str(src), "-o", str(tmp_path / "out.jsonl"), "-m", str(tiny("tame")), *FAST)
+    assert r.returncode == 0 and r.stderr.count("warning: the CSV's columns notes, source are not used") == 1
+
+
 def test_a_csv_row_the_reader_refuses_is_an_error_record_and_the_rest_is_read(monkeypatch):
     import csv
     import io

@@ -226,3 +226,16 @@ def test_doctor_with_a_broken_config_reports_everything_else_too(think, think_ho
     assert r.returncode == 1
     assert "llama_cpp_python" in r.stdout and "backend" in r.stdout and "hf_cache" in r.stdout
     assert "is not valid YAML" in r.stdout
+
+
+def test_a_path_entry_under_home_is_listed_as_there(think, tiny, think_home, tmp_path):
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    model = home / "models" / "mine.gguf"
+    model.write_bytes(tiny("tame").read_bytes())
+    (think_home / "config").mkdir(parents=True, exist_ok=True)
+    (think_home / "config" / "models.yaml").write_text("models:\n  mine:\n    path: ~/models/mine.gguf\n    family: qwen3\n")
+    r = think("models", "--json", env={"HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    listed = {m["name"]: m for m in json.loads(r.stdout)}
+    assert listed["mine"]["downloaded"] is True and listed["mine"]["path"] == str(model)  # "no" before

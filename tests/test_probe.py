@@ -144,7 +144,11 @@ def test_classify_probe_shows_what_the_model_measured(think, tiny, think_home):
     assert data["tier"] == "light" and data["probe"]["kept"] is True and data["probe"]["applies"] is True
     assert data["probe"]["answer"] == "a" * 12
     text = think("classify", "--probe", "Prove that there are infinitely many primes.").stdout
-    assert "confident: auto answers without thinking" in text and "not run for deep prompts" in text
+    assert "confident: auto answers without thinking" in text
+    assert "auto probes only instant, light prompts, and this one is deep" in text
+    config(think_home, tiny("confident"), "probe:\n  enabled: false\n")
+    text = think("classify", "--probe", "Name a colour.").stdout
+    assert "the probe is off for tiny (models.yaml probe: enabled: false)" in text  # it blamed the tier before
 
 
 def test_a_prompted_model_escalates_on_its_cached_prompt(think, tiny, tmp_path, think_home):

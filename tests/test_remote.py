@@ -538,3 +538,24 @@ def test_a_model_on_llama_server_is_named_as_a_user_would(think):
     assert r.returncode == 1 and "serves 2 models (a.gguf, b): name one after '#'" in r.stderr
     r, _ = scripted_ask(think, {"/v1/models": two, "/v1/completions": STREAM_OK}, "#bee", "--json")
     assert r.returncode == 0, r.stderr
+
+
+def test_model_text_is_never_rich_markup_on_a_terminal():
+    """A Best-of-N answer containing markup crashed `ask` on a terminal and lost the answer."""
+    import pexpect
+    from conftest import REPO
+
+    stream = (b'data: {"choices": [{"index": 0, "text": "The answer is [/bold] [red]x", "finish_reason": null}]}\n\n'
+              b'data: {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+    server = Scripted({"/v1/models": MODELS, "/v1/completions": stream})
+    try:
+        child = pexpect.spawn(sys.executable, ["-m", "thinkcli", "ask", "-m", server.url + "#tame", "--no-think",
+                                               "--samples", "2", "--max-answer", "8", "hi"],
+                              cwd=str(REPO), env={**os.environ, "TERM": "xterm"}, encoding="utf-8", timeout=60,
+                              dimensions=(40, 200))
+        child.expect(pexpect.EOF)
+        child.close()
+    finally:
+        server.close()
+    assert child.exitstatus == 0, child.before
+    assert "The answer is [/bold] [red]x" in child.before and "Traceback" not in child.before

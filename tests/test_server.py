@@ -163,6 +163,7 @@ def test_completions_endpoint_and_stop_strings(server):
     client = server.client()
     text = client.completions.create(model="think", prompt="hello", max_tokens=20, extra_body={"tier": "instant"})
     assert text.choices[0].text and text.object == "text_completion"
+    assert text.usage.prompt_tokens <= len("hello") + 1  # the raw prompt (and BOS), never wrapped in the chat template
     full = client.chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}], max_tokens=20,
                                           seed=7)
     answer = full.choices[0].message.content

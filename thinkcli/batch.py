@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from .run import Failed, Scheduler, Task, failure_message, messages_for
 from .runtime import Runtime
 from .text import clean_json
 
+log = logging.getLogger("thinkcli")
 CSV_FIELD_LIMIT = 64 * 1024 * 1024  # Python's default (131,072 characters) refuses a long pasted document
 
 FORMATS = ("txt", "jsonl", "csv")
@@ -103,6 +105,11 @@ def read_items(stream: TextIO, fmt: str, field_name: str = "prompt") -> Iterator
             raise UsageError(f"the CSV header cannot be read: {exc}") from None
         if header is None or field_name not in header:
             raise UsageError(f"the CSV has no column '{field_name}' (use --field)")
+        unused = [name for name in header if name not in (field_name, "id")]
+        if unused:  # said once, not dropped silently
+            log.warning("the CSV's column%s %s %s not used: a record keeps only its id and the answer to '%s'",
+                        "s" if len(unused) > 1 else "", ", ".join(unused[:5]), "are" if len(unused) > 1 else "is",
+                        field_name)
         while True:
             try:
                 row = next(reader)

@@ -97,6 +97,23 @@ def probe_only_plan(prompt: str, registry: Registry, overrides: Overrides, defau
     return probed
 
 
+def probe_blocked(plan: Plan, registry: Registry, overrides: Overrides) -> str | None:
+    """Why `auto` would not probe this prompt (None: it would, unless its escalation tier runs on another model)."""
+    settings = registry.probe_for(plan.model)
+    explicit = (overrides.max_thinking, overrides.min_thinking, overrides.samples, overrides.strategy)
+    if overrides.tier != "auto":
+        return f"the tier is chosen ({overrides.tier}), not auto"
+    if not overrides.probe or overrides.no_think:
+        return "--no-probe or --no-think is given"
+    if any(v is not None for v in explicit):
+        return "a budget or strategy is given explicitly"
+    if not settings.enabled:
+        return f"the probe is off for {plan.model} (models.yaml probe: enabled: false)"
+    if plan.difficulty.tier not in settings.tiers:
+        return f"auto probes only {', '.join(settings.tiers)} prompts, and this one is {plan.difficulty.tier}"
+    return None
+
+
 def _with_probe(plan: Plan, registry: Registry, overrides: Overrides, default_model: str,
                 measure_only: bool = False) -> Plan | None:
     """The probe plan for an auto-tier prompt in the probe's band: thinking off, the tier's answer
@@ -107,9 +124,7 @@ def _with_probe(plan: Plan, registry: Registry, overrides: Overrides, default_mo
                             probe_tokens=settings.tokens, probe_confidence=settings.confidence)
         return replace(plan, budget=budget, strategy="single", samples=1,
                        probe=Probe(settings.tokens, settings.confidence, None))
-    explicit = (overrides.max_thinking, overrides.min_thinking, overrides.samples, overrides.strategy)
-    if (overrides.tier != "auto" or not overrides.probe or overrides.no_think or any(v is not None for v in explicit)
-            or not settings.enabled or plan.difficulty.tier not in settings.tiers):
+    if probe_blocked(plan, registry, overrides) is not None:
         return None
     target = "light" if plan.difficulty.tier == "instant" else plan.difficulty.tier
     escalation = _tier_plan(replace(plan.difficulty, tier=target), registry, overrides, default_model)

@@ -125,8 +125,12 @@ class StreamRenderer:
                         f"{thinking[0]}→{thinking[1]}, answer {answer[0]}→{answer[1]}]")  # type: ignore[index]
                 self.err.write(text + "\n")
             elif note.get("type") == "probe" and self.show_thinking:
-                self.err.write(f"[probe: confidence {note['confidence']} < {note['threshold']} on {note['tokens']} "
-                               f"answer tokens: thinking at the {note['escalated_to']} tier]\n")
+                if note.get("confidence") is None:  # a server that sends no logprobs: nothing to judge by
+                    self.err.write(f"[probe: no token probabilities to judge by: thinking at the "
+                                   f"{note['escalated_to']} tier]\n")
+                else:
+                    self.err.write(f"[probe: confidence {note['confidence']} < {note['threshold']} on "
+                                   f"{note['tokens']} answer tokens: thinking at the {note['escalated_to']} tier]\n")
         if self.tty and self.show_thinking:
             budget = f"thinking ≤ {plan.budget.max_thinking}" if plan.budget.thinking else "no thinking"
             if plan.probe is not None and plan.probe.escalation is not None:

@@ -44,6 +44,7 @@ class Task:
     messages: tuple[dict[str, str], ...]  # the conversation to render (ends with the prompt)
     keep_cache: bool = False  # chat: the reply stays in the KV cache for the next turn
     drop_history: bool = False  # chat: drop the oldest exchanges to fit, instead of failing
+    raw: bool = False  # the prompt is the model's text as it is (/v1/completions): no chat template
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
         raise ContextOverflowError(f"the prompt ({len(task.prompt)} characters) cannot fit the context of {room} "
                                    f"tokens; {hint}")
     while True:
-        rendered = runtime.engine.render(loaded, messages, budget.thinking)
+        rendered = runtime.engine.render(loaded, messages, budget.thinking, raw=task.raw)
         tokens = loaded.model.prompt_tokens(rendered.text)
         full = len(tokens) + budget.max_thinking + budget.max_answer + margin
         if full <= room or not task.drop_history or len(messages) - first <= 1:

@@ -76,6 +76,7 @@ class Parsed:
     stream: bool
     include_usage: bool
     stop: tuple[str, ...]
+    raw: bool = False  # /v1/completions: the prompt goes to the model as it is, no chat template
 
 
 # -- request parsing (pure: tested without a server) -------------------------------------------
@@ -177,7 +178,7 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
     options = body.get("stream_options") or {}
     n = _number(body, "n", int, 1, limits.max_n) or 1
     return Parsed(prompt, tuple(messages), plan, n, stream, bool(isinstance(options, dict) and options.get("include_usage")),
-                  _stop(body))
+                  _stop(body), raw=not chat)
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -313,7 +314,8 @@ class Exchange:
         tasks = []
         for index, key in enumerate(self.keys):
             seeded = reseeded(plan, plan.seed + 1000 * index) if index else plan  # n different draws
-            tasks.append((Task(key, self.parsed.prompt, seeded, self.parsed.messages), self._listener(index)))
+            task = Task(key, self.parsed.prompt, seeded, self.parsed.messages, raw=self.parsed.raw)
+            tasks.append((task, self._listener(index)))
         try:
             self.service.submit_all(tasks)
         except Busy as exc:

@@ -39,9 +39,12 @@ def classify_command(
         typer.echo(f"  - {reason}")
     if probe:
         p = data["probe"]
-        verdict = ("confident: auto answers without thinking" if p["kept"]
-                   else f"unsure: auto thinks (the {p['escalates_to']} tier)")
-        applies = "" if p["applies"] else f" (the probe is not run for {difficulty.tier} prompts on this model)"
+        if p["confidence"] is None:
+            verdict = f"not measured (no token probabilities): auto thinks (the {p['escalates_to']} tier)"
+        else:
+            verdict = ("confident: auto answers without thinking" if p["kept"]
+                       else f"unsure: auto thinks (the {p['escalates_to']} tier)")
+        applies = "" if p["applies"] else f" (auto does not probe it: {p['not_run_because']})"
         typer.echo(f"probe:  {p['model']}: confidence {p['confidence']} on {p['tokens']} answer tokens, threshold "
                    f"{p['threshold']} → {verdict}{applies}")
         typer.echo(f"        answer so far: {p['answer']!r}")
@@ -50,7 +53,7 @@ def classify_command(
 def run_probe(text: str, model: str | None) -> dict[str, Any]:
     """The probe on the model: its confidence, verdict and first answer tokens (nothing logged)."""
     from ..errors import ThinkError
-    from ..plan import Overrides, make_plan, probe_only_plan
+    from ..plan import Overrides, make_plan, probe_blocked, probe_only_plan
     from ..records import Outcome
     from ..run import Failed, Scheduler, Task, messages_for
     from ..runtime import Runtime
@@ -65,7 +68,9 @@ def run_probe(text: str, model: str | None) -> dict[str, Any]:
         if isinstance(event, Outcome):
             measured = event.probe or {}
             tier = real.difficulty.tier
-            return {"model": event.model, "applies": real.probe is not None, **measured,
+            blocked = None if real.probe is not None else (
+                probe_blocked(real, runtime.registry, overrides) or "its escalation tier runs on another model")
+            return {"model": event.model, "applies": real.probe is not None, "not_run_because": blocked, **measured,
                     "escalates_to": "light" if tier == "instant" else tier, "answer": event.done.answer}
     raise ThinkError("the probe produced no result")
 

@@ -265,6 +265,17 @@ def render_prompt(messages: list[dict[str, str]], family: Family, thinking: bool
     return RenderedPrompt(text, thinking)
 
 
+def render_raw(text: str, family: Family, thinking: bool) -> RenderedPrompt:
+    """A text completion's prompt, untouched but for the thinking block: opened when thinking is on
+    (unless the text already is inside one), closed empty when it is off and the text left one open."""
+    inside = _ends_inside_thinking(text, family)
+    if thinking and not inside:
+        text = text + family.think_open + "\n"
+    elif not thinking and inside:
+        text = text + "\n\n" + family.think_close + "\n\n"
+    return RenderedPrompt(text, thinking)
+
+
 def _with_instruction(messages: list[dict[str, str]], instruction: str) -> list[dict[str, str]]:
     if messages and messages[0]["role"] == "system":
         first = {"role": "system", "content": messages[0]["content"].rstrip() + "\n\n" + instruction}

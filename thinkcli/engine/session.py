@@ -16,7 +16,7 @@ from .decoder import Decoder, Request
 from .events import EngineEvent
 from .family import Family, Sampling, detect_family
 from .model import Model
-from .prompt import RenderedPrompt, render_prompt
+from .prompt import RenderedPrompt, render_prompt, render_raw
 from .remote import Endpoint, RemoteDecoder, RemoteModel
 from .thinking import ThinkingParser
 
@@ -94,7 +94,9 @@ class Engine:
             self._decoders[key] = current
         return current
 
-    def render(self, loaded: Loaded, messages: list[dict[str, str]], thinking: bool) -> RenderedPrompt:
+    def render(self, loaded: Loaded, messages: list[dict[str, str]], thinking: bool, raw: bool = False) -> RenderedPrompt:
+        if raw:  # a text completion: the last message is the model's text as it is
+            return render_raw(messages[-1]["content"], loaded.family, thinking)
         model = loaded.model
         bos = model.piece(model.bos).decode("utf-8", "replace") if model.bos >= 0 else ""
         eos = model.piece(model.eos).decode("utf-8", "replace") if model.eos >= 0 else ""
