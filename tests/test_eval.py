@@ -321,16 +321,26 @@ def test_eval_refuses_what_would_fail_after_the_work(think, tiny, think_home, tm
     r = think("eval", str(ok), "-m", model, "-o", str(out), "--policies", "0", "--plot",
               str(tmp_path / "no-such-dir" / "c.png"))
     assert r.returncode == 2 and "does not exist" in r.stderr and not out.exists()
-    (think_home / "config" / "models.yaml").mkdir(parents=True)  # cannot be replaced by a file
-    r = think("eval", str(ok), "-m", model, "-o", str(out), "--policies", "0,8", "--calibrate", "--write")
-    assert r.returncode == 2 and "is a directory" in r.stderr and not out.exists()
+    r = think("eval", str(ok), "-m", model, "-o", str(out), "--policies", "0", "--plot", str(tmp_path / ("c" * 300 + ".png")))
+    assert r.returncode == 2 and "File name too long" in r.stderr and not out.exists()
+
+
+def test_a_models_yaml_that_cannot_be_replaced_is_refused_before_the_work(tmp_path):
+    from thinkcli.evaluate import check_writable_models_file
+
+    folder = tmp_path / "models.yaml"
+    folder.mkdir()
+    with pytest.raises(UsageError, match="is a directory"):
+        check_writable_models_file(folder)
+    check_writable_models_file(tmp_path / "new" / "models.yaml")  # a file that --write will create is fine
 
 
 def test_the_table_is_printed_even_when_the_plot_fails(think, tiny, tmp_path):
     ok = tmp_path / "ok.jsonl"
     ok.write_text(json.dumps({"prompt": "hi", "answer": "4"}) + "\n")
-    too_long = tmp_path / ("c" * 300 + ".png")  # its folder is writable; the name itself cannot be created
+    full = tmp_path / "curve.png"
+    full.symlink_to("/dev/full")  # passes every check before the run; writing it fails (no space left)
     r = think("eval", str(ok), "-m", str(tiny("tame")), "-o", str(tmp_path / "o"), "--policies", "0", "--plot",
-              str(too_long), "--no-curve")
+              str(full), "--no-curve")
     assert r.returncode == 1 and "accuracy" in r.stdout  # the figures, whatever happened to the plot
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in r.stderr

@@ -386,13 +386,18 @@ def test_a_non_streamed_reply_cut_by_the_drain_is_not_presented_as_complete(tmp_
             r=httpx.post(f"{served.url}/chat/completions", json=body, timeout=60)))
         thread.start()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not served.decoder().get("tokens_generated"):
+        while time.monotonic() < deadline and not _generated(served):
             time.sleep(0.01)  # a condition: the request is decoding
         served.proc.send_signal(signal.SIGTERM)
         thread.join(timeout=60)
         reply = result["r"].json()
         assert reply["choices"][0]["finish_reason"] == "length" and reply["think"]["interrupted"]
         assert served.proc.wait(timeout=30) == 0
+
+
+def _generated(served: Served) -> int:
+    models = served.health()["models"]  # empty until the request's model has its decoding thread
+    return sum(int(m["decoder"].get("tokens_generated") or 0) for m in models.values())
 
 
 def test_a_request_never_names_a_file_or_a_repo(tmp_path, tiny):

@@ -248,6 +248,13 @@ def refuse_same_files(paths: dict[str, Path | None]) -> None:
 
 def check_writable_file(path: Path, option: str) -> None:
     """Refuse, before any work, an output path that cannot be written (never create directories)."""
+    try:
+        _check_writable(path, option)
+    except OSError as exc:  # a name too long, a loop of links …
+        raise UsageError(f"{option} {path}: {exc.strerror}") from None
+
+
+def _check_writable(path: Path, option: str) -> None:
     if path.is_dir():
         raise UsageError(f"{option} {path} is a directory: give a file name")
     parent = path.parent if str(path.parent) else Path(".")

@@ -84,8 +84,31 @@ def read_set(path: Path) -> list[EvalItem]:
     return items
 
 
+REASONER = "reasoner"
+REASONER_SEED = 5_000_000  # the tiny reasoner was trained on problems of another seed
+REASONER_ITEMS = 200
+
+
+def reasoner_set(seed: int = 0, band: str = "") -> list[EvalItem]:
+    """The tiny reasoner's problems, fresh: 60 % easy and 40 % hard (most real queries are easy), or one band."""
+    from .arithmetic import problems
+
+    share = {"": 0.4, "easy": 0.0, "hard": 1.0}[band]
+    items = []
+    for i, p in enumerate(problems(REASONER_SEED + seed, REASONER_ITEMS, hard_share=share), start=1):
+        items.append(EvalItem(f"{p.kind}-{'hard' if p.hard else 'easy'}-{i}", i, p.question, str(p.answer), "number",
+                              None, 2 if p.hard else 1, p.kind))
+    return items
+
+
 def load_set(name: str, seed: int = 0) -> list[EvalItem]:
-    """`builtin` (or `builtin:LEVEL`) for the bundled set, else a JSONL file."""
+    """`builtin` (or `builtin:LEVEL`) for the bundled set, `reasoner[:easy|:hard]` for the tiny reasoner's
+    problems, else a JSONL file."""
+    if name == REASONER or name.startswith(REASONER + ":"):
+        _, _, band = name.partition(":")
+        if band not in ("", "easy", "hard"):
+            raise UsageError(f"unknown band '{band}' of the reasoner set (easy or hard)")
+        return reasoner_set(seed, band)
     if name == BUILTIN or name.startswith(BUILTIN + ":"):
         _, _, level = name.partition(":")
         if level and (not level.isdigit() or int(level) not in LEVELS):

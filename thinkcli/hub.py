@@ -56,7 +56,7 @@ def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
     entry = registry.models[ref]
     family = registry.families[entry.family]
     if entry.embedded:
-        return ResolvedModel(ref, embedded_path(), family, entry)
+        return ResolvedModel(ref, packaged_path(entry.file) if entry.file else embedded_path(), family, entry)
     if entry.path:
         path = Path(entry.path).expanduser()
         if not path.exists():
@@ -66,6 +66,14 @@ def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
     if cached is None:
         raise ModelError(f"model '{ref}' is not downloaded: run `think pull {ref}`")
     return ResolvedModel(ref, cached, family, entry)
+
+
+def packaged_path(name: str) -> Path:
+    """A model file shipped inside the package (thinkcli/data/), like the tiny reasoner."""
+    path = Path(__file__).with_name("data") / Path(name).name
+    if not path.is_file():
+        raise ModelError(f"the packaged model file {path} is missing: reinstall thinkcli")
+    return path
 
 
 def embedded_path() -> Path:

@@ -179,7 +179,7 @@ def _slug(text: str) -> str:
 
 
 def _set_identity(name: str, seed: int) -> str:
-    if name.startswith("builtin"):
+    if name.startswith(("builtin", "reasoner")):
         return f"{name} (seed {seed})"
     return str(Path(name).resolve())
 

