@@ -292,3 +292,15 @@ def test_closed_standard_streams(tmp_path):
     assert quiet.returncode == 0 and quiet.stdout.strip()
     closed = run(">&-")
     assert closed.returncode == 1 and closed.stderr == "error: stdout is closed: there is nowhere to write the answer\n"
+
+
+def test_seeds_llama_cpp_would_read_as_random_are_refused(think, tiny):
+    for seed in ("-1", "4294967295"):
+        r = think("ask", "-m", str(tiny("tame")), "--seed", seed, "hi")
+        assert r.returncode == 2 and "--seed must be between 0 and 4294967294" in r.stderr
+
+
+def test_default_threads_leave_room_for_other_processes():
+    from thinkcli.engine.model import default_threads
+
+    assert default_threads() == max(1, (os.cpu_count() or 2) // 2)

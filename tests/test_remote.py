@@ -559,3 +559,22 @@ def test_model_text_is_never_rich_markup_on_a_terminal():
         server.close()
     assert child.exitstatus == 0, child.before
     assert "The answer is [/bold] [red]x" in child.before and "Traceback" not in child.before
+
+
+def test_a_hostile_template_from_props_fails_fast_in_one_line(think):
+    hostile = '{% set s = "x" * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}'
+    props = json.dumps({"chat_template": hostile}).encode()
+    r, _ = scripted_ask(think, {"/v1/models": MODELS, "/props": props, "/v1/completions": STREAM_OK})
+    assert r.returncode == 1 and r.stderr.startswith("error: the model's chat template failed"), r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_a_probe_without_token_probabilities_says_so(think, think_home):
+    server = Scripted({"/v1/models": MODELS, "/v1/completions": STREAM_OK})
+    try:
+        r = think("ask", "-m", server.url + "#tame", "hello", timeout=60)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    assert "[probe: no token probabilities to judge by: thinking at the light tier]" in r.stderr
+    assert "confidence None" not in r.stderr

@@ -451,3 +451,10 @@ def test_requests_without_an_effort_get_the_escalation_probe(server):
     assert forced.model_extra["think"]["probe"] is None
     with pytest.raises(openai.BadRequestError, match="'probe' must be true or false"):
         client.chat.completions.create(model="think", messages=messages, extra_body={"probe": "yes"})
+
+
+def test_a_lone_surrogate_in_a_request_is_answered(server):
+    body = b'{"messages": [{"role": "user", "content": "bad \\ud800 text"}], "max_tokens": 8, "tier": "instant"}'
+    reply = httpx.post(f"{server.url}/chat/completions", content=body, headers={"content-type": "application/json"},
+                       timeout=60)
+    assert reply.status_code == 200, reply.text  # 500 before
