@@ -16,29 +16,14 @@ import os
 import statistics
 import time
 
-from thinkcli.engine.budget import BudgetSpec
-from thinkcli.engine.events import SequenceDone
-from thinkcli.engine.family import Sampling
+from bench_ask import think_engine  # benchmarks/ is on the path when a benchmark runs as a script
+
 from thinkcli.engine.model import default_threads
-from thinkcli.engine.session import Engine, Job
 from thinkcli.hub import embedded_path
-from thinkcli.registry import load_registry
 
 
 def decode(threads: int, tokens: int) -> float:
-    registry = load_registry(None)
-    engine = Engine(threads=threads, n_ctx=1024)
-    loaded = engine.load("gemma", embedded_path(), registry.families["plain"], registry.families)
-    job = Job("b", [{"role": "user", "content": "Tell me a long story about a dragon who learns to fly."}],
-              BudgetSpec(thinking=False, max_thinking=0, max_answer=tokens), Sampling(temperature=0.0))
-    done = None
-    for event in engine.generate(loaded, [job]):
-        if isinstance(event, SequenceDone):
-            done = event
-    engine.close()
-    assert done is not None and done.first_token_s is not None
-    count = done.usage.answer_tokens
-    return (count - 1) / max(done.elapsed_s - done.first_token_s, 1e-9)
+    return think_engine(embedded_path(), tokens, threads)[1]  # bench_ask's decode of the same model
 
 
 def _spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
