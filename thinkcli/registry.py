@@ -380,9 +380,10 @@ def load_registry(user_file: Path | None = None) -> Registry:
     raw_tiers = data.get("tiers") or {}
     raw_probe = data.get("probe")
     probe = _probe(str(sources[-1]), raw_probe) if raw_probe is not None else ProbeSettings()
+    # the global tiers first: a bad one is named in its own file, not in a model that merges it
+    tiers = {n: _tier(src("tiers", n), n, r) for n, r in (data.get("tiers") or {}).items()}
     models = {n: _model(src("models", n), n, r, families, raw_tiers, raw_probe)
               for n, r in (data.get("models") or {}).items()}
-    tiers = {n: _tier(src("tiers", n), n, r) for n, r in (data.get("tiers") or {}).items()}
     strange = [t for t in tiers if t not in TIER_NAMES]
     if strange:
         raise ConfigError(f"{src('tiers', strange[0])}: tiers.{strange[0]}: unknown tier (the tiers are "
