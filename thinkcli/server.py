@@ -32,7 +32,7 @@ from .registry import TIER_NAMES
 from .run import Failed, RunEvent, Task
 from .runtime import Runtime
 from .service import Busy, Service
-from .text import clean_json
+from .text import clean_json, printable
 
 # reasoning_effort → (tier, thinking switched off)
 EFFORTS: dict[str, tuple[str, bool]] = {
@@ -229,9 +229,8 @@ def model_for(name: str | None, runtime: Runtime) -> str:
 
 
 def _shown(text: str, limit: int = 80) -> str:
-    """A client's text quoted in a message: cut, and without control characters."""
-    clean = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return clean + ("…" if len(text) > limit else "")
+    """A client's text quoted in a message: cut, its control characters made visible."""
+    return printable(text[:limit]) + ("…" if len(text) > limit else "")
 
 
 # -- stop strings ----------------------------------------------------------------------------
