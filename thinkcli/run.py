@@ -92,7 +92,8 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
     room = seq_room(runtime, loaded)
     forced = runtime.engine.forced(loaded)  # what a graceful end inserts must fit too
     margin = len(forced.budget[0]) + len(forced.wait[0]) + 8
-    plan, budget, total_note = _split_total(task.plan, len(forced.budget[0]))
+    plan, total_note = _split_total(task.plan, len(forced.budget[0]))
+    budget = plan.budget
     messages = list(task.messages)
     first = 1 if messages and messages[0]["role"] == "system" else 0
     dropped = 0
@@ -119,16 +120,21 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
         notes = (*notes, {"type": "budget_lowered", "reason": "context", "context": room, "prompt_tokens": len(tokens),
                           "max_thinking": [budget.max_thinking, max_thinking],
                           "max_answer": [budget.max_answer, max_answer]})
-        budget = replace(budget, max_thinking=max_thinking, max_answer=max_answer,
-                         min_thinking=min(budget.min_thinking, max_thinking), grace=min(budget.grace, max_thinking))
-        plan = replace(plan, budget=budget)
+        plan = replace(plan, budget=_lowered(budget, max_thinking, max_answer))
     return Fitted(plan, tokens, dropped, notes, rendered.text)
+
+
+def _lowered(budget: BudgetSpec, max_thinking: int, max_answer: int, thinking: bool | None = None) -> BudgetSpec:
+    """A budget with smaller caps; the minimum and the grace never exceed the new thinking cap."""
+    return replace(budget, max_thinking=max_thinking, max_answer=max_answer,
+                   thinking=budget.thinking if thinking is None else thinking,
+                   min_thinking=min(budget.min_thinking, max_thinking), grace=min(budget.grace, max_thinking))
 
 
 ANSWER_SHARE_MIN = 16  # of a total cap (max_tokens), what the answer keeps at least (or all of a smaller cap)
 
 
-def _split_total(plan: Plan, forced: int) -> tuple[Plan, BudgetSpec, tuple[dict[str, object], ...]]:
+def _split_total(plan: Plan, forced: int) -> tuple[Plan, tuple[dict[str, object], ...]]:
     """A total cap (max_tokens) split into thinking and answer so that thinking + the forced end
     (`forced` tokens: budget message and close tag) + answer never exceed it: the answer keeps a
     quarter (at least 16), thinking the rest; thinking that cannot fit its forced end is off. What
@@ -136,7 +142,7 @@ def _split_total(plan: Plan, forced: int) -> tuple[Plan, BudgetSpec, tuple[dict[
     budget = plan.budget
     total = budget.max_total
     if not total:
-        return plan, budget, ()
+        return plan, ()
     thinking_on, thinking, answer = budget.thinking, budget.max_thinking, budget.max_answer
     if not budget.thinking or budget.max_thinking == 0:
         answer = min(budget.max_answer, total)
@@ -148,14 +154,12 @@ def _split_total(plan: Plan, forced: int) -> tuple[Plan, BudgetSpec, tuple[dict[
         else:
             answer = min(budget.max_answer, total - thinking - forced)
     if (thinking, answer, thinking_on) == (budget.max_thinking, budget.max_answer, budget.thinking):
-        return plan, budget, ()
+        return plan, ()
     note: dict[str, object] = {"type": "budget_lowered", "reason": "max_tokens", "max_tokens": total,
                                "max_thinking": [budget.max_thinking, thinking], "max_answer": [budget.max_answer, answer]}
     if budget.thinking and not thinking_on:
         note["thinking"] = "off: max_tokens leaves no room for thinking and its graceful end"
-    budget = replace(budget, thinking=thinking_on, max_thinking=thinking, max_answer=answer,
-                     min_thinking=min(budget.min_thinking, thinking), grace=min(budget.grace, thinking))
-    return replace(plan, budget=budget), budget, (note,)
+    return replace(plan, budget=_lowered(budget, thinking, answer, thinking_on)), (note,)
 
 
 @dataclass

@@ -57,10 +57,6 @@ class Service:
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "rejected": 0}
 
     # -- from the server's threads ----------------------------------------------------------
-    def submit(self, task: Task, listener: Listener) -> None:
-        """Queue a task; its events go to `listener`. Raises Busy when the queue is full."""
-        self.submit_all([(task, listener)])
-
     def submit_all(self, tasks: list[tuple[Task, Listener]]) -> None:
         """Queue one request's tasks (its n draws) together or not at all. Raises Busy when the queue
         is full; a request is always taken when nothing waits, however many draws it has."""

@@ -332,11 +332,9 @@ def _token_ids(tokens: Any) -> list[int] | None:
     return ids
 
 
-def _probability(logprob: Any) -> float | None:
-    """A streamed logprob as a probability; None for anything that is not a finite number ≤ 0."""
-    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or not math.isfinite(logprob):
-        return None
-    return math.exp(min(float(logprob), 0.0))
+def _probability(logprob: float | None) -> float | None:
+    """A parsed logprob (finite, see _logprob) as a probability; a server's "logprob" above 0 counts as 1."""
+    return math.exp(min(logprob, 0.0)) if logprob is not None else None
 
 
 class _Waiting:
