@@ -19,8 +19,8 @@ from thinkcli.engine.budget import BudgetSpec
 from thinkcli.engine.events import SequenceDone
 from thinkcli.engine.family import Sampling
 from thinkcli.engine.session import Engine, Job
-from thinkcli.hub import embedded_path
-from thinkcli.registry import load_registry
+from thinkcli.models.hub import embedded_path
+from thinkcli.policy.registry import load_registry
 
 PROMPT = "Question: Tell me a long story about a dragon who learns to fly.\nAnswer:"
 

@@ -20,8 +20,8 @@ from thinkcli.engine.decoder import Decoder
 from thinkcli.engine.events import SequenceDone
 from thinkcli.engine.family import Sampling
 from thinkcli.engine.session import Engine, Job
-from thinkcli.hub import embedded_path
-from thinkcli.registry import load_registry
+from thinkcli.models.hub import embedded_path
+from thinkcli.policy.registry import load_registry
 
 QUESTION = "Explain why the sky is blue, step by step."
 
@@ -133,9 +133,9 @@ def deep_mix(loaded, bare8: float) -> None:
 
     32 sequences of 32 tokens, as in the batch section: the deep items' samples ride in the same
     decode steps as the other items, so the whole mix runs near the bare batched limit."""
-    from thinkcli.plan import Overrides, make_plan
-    from thinkcli.run import Scheduler, Task, messages_for
-    from thinkcli.runtime import Runtime
+    from thinkcli.policy.plan import Overrides, make_plan
+    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.runtime import Runtime
 
     runtime = Runtime.create(threads=loaded.model.threads)
     runtime.engine._loaded[str(loaded.model.path)] = loaded  # the stop-less family: fixed token counts

@@ -58,10 +58,10 @@ def start_server(model: Path, slots: int, threads: int) -> tuple[subprocess.Pope
 
 def run_tasks(alias: str, thinking: bool) -> tuple[int, float]:
     """(tokens generated, seconds) for the 32 prompts through the scheduler at --parallel 8."""
-    from thinkcli.plan import Overrides, make_plan
-    from thinkcli.records import Outcome
-    from thinkcli.run import Scheduler, Task, messages_for
-    from thinkcli.runtime import Runtime
+    from thinkcli.output.records import Outcome
+    from thinkcli.policy.plan import Overrides, make_plan
+    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.runtime import Runtime
 
     runtime = Runtime.create(log=False)
     runtime.load(alias)  # loading is not what is measured
@@ -134,8 +134,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-remote-"))
     os.environ["THINK_HOME"] = str(home)
     from thinkcli.config import Paths
-    from thinkcli.hub import resolve
-    from thinkcli.registry import load_registry
+    from thinkcli.models.hub import resolve
+    from thinkcli.policy.registry import load_registry
 
     model = resolve("gemma3-270m", load_registry(None), Paths.resolve()).path
     one, one_url = start_server(model, 8, 2)
@@ -158,7 +158,7 @@ def main() -> None:
               f"two replicas / one = {rates['two'] / rates['one']:.2f}")
 
         from thinkcli.engine.prompt import render_prompt
-        from thinkcli.registry import load_registry as load
+        from thinkcli.policy.registry import load_registry as load
 
         registry = load(home / "config" / "models.yaml")
         family = registry.family("plain-fixed")

@@ -44,9 +44,9 @@ MODELS_YAML = "default_model: gemma-fixed" + FIXED_FAMILY + """models:
 
 
 def batch_rate() -> float:
-    from thinkcli.plan import Overrides, make_plan
-    from thinkcli.run import Scheduler, Task, messages_for
-    from thinkcli.runtime import Runtime
+    from thinkcli.policy.plan import Overrides, make_plan
+    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.runtime import Runtime
 
     runtime = Runtime.create()
     scheduler = Scheduler(runtime, parallel=8)
@@ -56,7 +56,7 @@ def batch_rate() -> float:
         return [Task(str(i), p, make_plan(p, runtime.registry, overrides, runtime.default_model), messages_for(p))
                 for i, p in enumerate(prompts)]
 
-    from thinkcli.records import Outcome
+    from thinkcli.output.records import Outcome
 
     list(scheduler.run(tasks(PROMPTS[:1])))  # load the model, build the context
     started = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from bench_ask import think_engine  # benchmarks/ is on the path when a benchmark runs as a script
 
 from thinkcli.engine.model import default_threads
-from thinkcli.hub import embedded_path
+from thinkcli.models.hub import embedded_path
 
 
 def decode(threads: int, tokens: int) -> float:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import re
 
-from thinkcli.arithmetic import KINDS, add_problem, count_problem, draw, mul_problem, problems, sub_problem
-from thinkcli.evalset import load_set
+from thinkcli.frontends.eval.arithmetic import (
+    KINDS,
+    add_problem,
+    count_problem,
+    draw,
+    mul_problem,
+    problems,
+    sub_problem,
+)
+from thinkcli.frontends.eval.sets import load_set
 
 
 def _solve(question: str) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, two_model_config
 
-from thinkcli.batch import OutputStore, count_items, read_items
+from thinkcli.frontends.batch import OutputStore, count_items, read_items
 
 FAST = ["--max-thinking", "8", "--max-answer", "4"]
 
@@ -194,7 +194,7 @@ def test_failed_items_are_retried_by_a_rerun_and_every_error_record_has_every_ke
     assert first.returncode == 1
     failed = next(rec for rec in records(out) if rec["id"] == "long")
     assert "raise n_ctx" in failed["error"] and failed["line"] == 2
-    from thinkcli.records import RECORD_KEYS
+    from thinkcli.output.records import RECORD_KEYS
 
     assert set(RECORD_KEYS) - {"thinking"} <= set(failed) and failed["answer"] is None and failed["usage"] is None
     ok = next(rec for rec in records(out) if rec["id"] == "ok")
@@ -252,9 +252,9 @@ def test_a_deep_tier_routed_to_a_second_model_runs_there(think, tiny, think_home
 
 
 def test_deep_samples_share_decode_steps_with_other_items(tiny, tmp_path, think_home):
-    from thinkcli.batch import OutputStore, most_samples, run_batch
-    from thinkcli.plan import Overrides
-    from thinkcli.runtime import Runtime
+    from thinkcli.frontends.batch import OutputStore, most_samples, run_batch
+    from thinkcli.policy.plan import Overrides
+    from thinkcli.scheduler.runtime import Runtime
 
     (think_home / "config").mkdir(parents=True)
     (think_home / "config" / "models.yaml").write_text(
@@ -264,7 +264,7 @@ def test_deep_samples_share_decode_steps_with_other_items(tiny, tmp_path, think_
     )
     prompts = ["hi", "Prove that there are infinitely many primes.", "hello", "What is 2+2?",
                "Prove that sqrt 2 is irrational.", "thanks", "Why is the sky blue?", "good morning"]
-    items = [__import__("thinkcli.batch", fromlist=["Item"]).Item(str(i), i, p) for i, p in enumerate(prompts, 1)]
+    items = [__import__("thinkcli.frontends.batch", fromlist=["Item"]).Item(str(i), i, p) for i, p in enumerate(prompts, 1)]
     runtime = Runtime.create()
     with OutputStore(tmp_path / "out.jsonl") as store:
         events = list(run_batch(runtime, items, store, Overrides(probe=False), parallel=8))
@@ -322,10 +322,10 @@ def test_a_csv_row_the_reader_refuses_is_an_error_record_and_the_rest_is_read(mo
     import csv
     import io
 
-    import thinkcli.batch
+    import thinkcli.frontends.batch
 
     previous = csv.field_size_limit(10)
-    monkeypatch.setattr(thinkcli.batch, "CSV_FIELD_LIMIT", 10)
+    monkeypatch.setattr(thinkcli.frontends.batch, "CSV_FIELD_LIMIT", 10)
     try:
         items = list(read_items(io.StringIO("prompt\n" + "x" * 20 + "\nfine\n"), "csv"))
     finally:

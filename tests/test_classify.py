@@ -2,7 +2,7 @@ import json
 import time
 from pathlib import Path
 
-from thinkcli.classify import TIERS, classify
+from thinkcli.policy.classify import TIERS, classify
 
 DATA = [json.loads(line) for line in (Path(__file__).parent / "data" / "prompts.jsonl").read_text().splitlines()]
 

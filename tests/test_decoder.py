@@ -10,7 +10,7 @@ from thinkcli.engine.budget import BudgetSpec
 from thinkcli.engine.events import BudgetForced, Extended, SequenceDone, Started, Thinking
 from thinkcli.engine.session import Engine, Job
 from thinkcli.errors import ContextOverflowError
-from thinkcli.registry import load_registry
+from thinkcli.policy.registry import load_registry
 
 REG = load_registry(None)
 

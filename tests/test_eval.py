@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinkcli.classify import classify
 from thinkcli.errors import UsageError
-from thinkcli.evalset import EvalItem, builtin_set, load_set, read_set
-from thinkcli.evaluate import Policy, calibrate, check, parse_policies, score_policy
-from thinkcli.plan import Overrides
+from thinkcli.frontends.eval.runner import Policy, calibrate, check, parse_policies, score_policy
+from thinkcli.frontends.eval.sets import EvalItem, builtin_set, load_set, read_set
+from thinkcli.policy.classify import classify
+from thinkcli.policy.plan import Overrides
 
 
 @pytest.mark.parametrize("answer, expected, checker, correct", [
@@ -235,7 +235,7 @@ def test_eval_on_the_builtin_set_with_the_embedded_model(think, think_home, tmp_
 
 
 def test_probe_calibration_keeps_the_answers_that_need_no_thinking():
-    from thinkcli.evaluate import calibrate_probe
+    from thinkcli.frontends.eval.runner import calibrate_probe
 
     items = [EvalItem(key, 0, "q", "1") for key in "abcd"]
     confidence = {"a": 0.9, "b": 0.7, "c": 0.5, "d": 0.3}
@@ -270,7 +270,7 @@ def test_calibrate_writes_the_probe_threshold_of_a_model(think, tiny, think_home
 
 # -- Hardening 2 ----------------------------------------------------------------------------------
 def test_bad_checkers_are_found_before_any_work(monkeypatch):
-    from thinkcli.evaluate import check_items
+    from thinkcli.frontends.eval.runner import check_items
 
     with pytest.raises(UsageError, match="'number' needs a numeric answer, got 'four'"):
         check_items([EvalItem("a", 3, "q", "four", "number")])
@@ -291,8 +291,8 @@ def test_a_flat_zero_curve_calibrates_nothing():
 
 
 def test_write_calibration_edits_models_yaml_keeping_comments_and_anchors(tmp_path, tiny):
-    from thinkcli.evaluate import Calibration, write_calibration
-    from thinkcli.registry import load_registry
+    from thinkcli.frontends.eval.runner import Calibration, write_calibration
+    from thinkcli.policy.registry import load_registry
 
     path = tmp_path / "models.yaml"
     path.write_text("# my models, my comments\n"
@@ -326,7 +326,7 @@ def test_eval_refuses_what_would_fail_after_the_work(think, tiny, think_home, tm
 
 
 def test_a_models_yaml_that_cannot_be_replaced_is_refused_before_the_work(tmp_path):
-    from thinkcli.evaluate import check_writable_models_file
+    from thinkcli.frontends.eval.runner import check_writable_models_file
 
     folder = tmp_path / "models.yaml"
     folder.mkdir()

@@ -15,7 +15,7 @@ from conftest import REPO
 from hubserver import Hub
 
 from thinkcli.errors import ModelError
-from thinkcli.hub import choose_files, quant_of, safe_filename
+from thinkcli.models.hub import choose_files, quant_of, safe_filename
 
 
 @pytest.fixture

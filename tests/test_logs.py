@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import REPO
 
-from thinkcli.logs import SCHEMA_VERSION, Query, RunLog, ledger, migrate, recent, spent_thinking_tokens
+from thinkcli.output.logs import SCHEMA_VERSION, Query, RunLog, ledger, migrate, recent, spent_thinking_tokens
 
 FAST = ["--max-thinking", "8", "--max-answer", "4"]
 
@@ -152,7 +152,7 @@ def test_concurrent_writers_in_several_processes_lose_nothing(tmp_path):
     record = {"prompt": "p", "model": "m", "tier": "light", "usage": {"thinking_tokens": 3, "answer_tokens": 1},
               "budget": {"samples": 1}}
     script = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-              "from pathlib import Path\nfrom thinkcli.logs import RunLog\n"
+              "from pathlib import Path\nfrom thinkcli.output.logs import RunLog\n"
               f"log = RunLog(Path({str(path)!r}))\n"
               f"for i in range(100): log.write({record!r}, 'batch', str(i), 10)\n")
     procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(4)]
@@ -188,7 +188,7 @@ def test_spent_thinking_counts_every_sample():
 
 
 def test_a_log_of_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path):
-    from thinkcli.logs import MIGRATIONS
+    from thinkcli.output.logs import MIGRATIONS
 
     path = tmp_path / "logs.db"
     conn = sqlite3.connect(path, isolation_level=None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from thinkcli.errors import UsageError
-from thinkcli.plan import Overrides, make_plan
-from thinkcli.registry import load_registry
+from thinkcli.policy.plan import Overrides, make_plan
+from thinkcli.policy.registry import load_registry
 
 REG = load_registry()
 HARD = "Prove that there are infinitely many primes."

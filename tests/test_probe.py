@@ -7,8 +7,8 @@ from pathlib import Path
 
 from thinkcli.engine.budget import BudgetSpec, ForcedText, SequencePolicy
 from thinkcli.engine.thinking import ThinkingParser
-from thinkcli.plan import Overrides, make_plan
-from thinkcli.registry import load_registry
+from thinkcli.policy.plan import Overrides, make_plan
+from thinkcli.policy.registry import load_registry
 
 END = 99
 FORCED = ForcedText(close=([50], "</think>"), budget=([70, 50], "Up.</think>"), wait=([80], "Wait"),

@@ -10,7 +10,7 @@ import pytest
 from thinkcli.engine.family import detect_family
 from thinkcli.engine.prompt import render_chat_template, render_prompt
 from thinkcli.errors import ModelError
-from thinkcli.registry import load_registry
+from thinkcli.policy.registry import load_registry
 
 DATA = Path(__file__).parent / "data"
 REG = load_registry()

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from thinkcli.hub import packaged_path
+from thinkcli.models.hub import packaged_path
 
 
 @pytest.fixture(scope="module")

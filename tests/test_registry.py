@@ -1,7 +1,7 @@
 import pytest
 
 from thinkcli.errors import ConfigError
-from thinkcli.registry import TIER_NAMES, load_registry
+from thinkcli.policy.registry import TIER_NAMES, load_registry
 
 
 def test_shipped_registry_validates():

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from thinkcli.records import RECORD_KEYS
+from thinkcli.output.records import RECORD_KEYS
 
 pytest.importorskip("sse_starlette", reason="llama-cpp-python[server] is not installed")
 
@@ -348,7 +348,7 @@ def test_an_interrupted_run_leaves_nothing_for_the_next_one(servers, think_home)
     from thinkcli.engine.budget import BudgetSpec
     from thinkcli.engine.events import SequenceDone
     from thinkcli.engine.session import Job
-    from thinkcli.runtime import Runtime
+    from thinkcli.scheduler.runtime import Runtime
 
     remote_config(think_home, servers)
     runtime = Runtime.create(log=False)
@@ -367,9 +367,9 @@ def test_an_interrupted_run_leaves_nothing_for_the_next_one(servers, think_home)
 
 
 def test_a_per_replica_limit_caps_what_runs_at_once(servers, think_home, tmp_path):
-    from thinkcli.batch import Item, OutputStore, run_batch
-    from thinkcli.plan import Overrides
-    from thinkcli.runtime import Runtime
+    from thinkcli.frontends.batch import Item, OutputStore, run_batch
+    from thinkcli.policy.plan import Overrides
+    from thinkcli.scheduler.runtime import Runtime
 
     second = Server(servers["tame"].model, servers["tame"].kind)
     try:
@@ -390,10 +390,10 @@ def test_a_per_replica_limit_caps_what_runs_at_once(servers, think_home, tmp_pat
 
 
 def test_best_of_n_shares_one_request_with_n_where_the_server_takes_it(servers, think_home):
-    from thinkcli.plan import Overrides, make_plan
-    from thinkcli.records import Outcome
-    from thinkcli.run import Scheduler, Task, messages_for
-    from thinkcli.runtime import Runtime
+    from thinkcli.output.records import Outcome
+    from thinkcli.policy.plan import Overrides, make_plan
+    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.runtime import Runtime
 
     remote_config(think_home, servers)
     runtime = Runtime.create(log=False)

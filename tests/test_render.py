@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import re
 
-from thinkcli.classify import Difficulty
+from thinkcli.cli.render import StreamRenderer
 from thinkcli.engine.budget import BudgetSpec
 from thinkcli.engine.events import Answer, BudgetForced, ForcedEvent, Progress, SequenceDone, Started, Thinking, Usage
-from thinkcli.plan import Plan
-from thinkcli.records import Outcome, outcome_record
-from thinkcli.registry import load_registry
-from thinkcli.render import StreamRenderer
-from thinkcli.run import Planned
+from thinkcli.engine.vote import Vote
+from thinkcli.output.records import Outcome, outcome_record
+from thinkcli.policy.classify import Difficulty
+from thinkcli.policy.plan import Plan
+from thinkcli.policy.registry import load_registry
+from thinkcli.scheduler.run import Planned
 
 REG = load_registry()
 
@@ -38,7 +39,7 @@ def stream(samples: int = 1):
                         (ForcedEvent("budget_forced", 4, 3, "cap"),), "paris" if samples > 1 else None)
     outcome = Outcome("t", "hi", "tiny", "qwen3", plan, done, 0.1, 0.3, 0.0,
                       samples=(done,) * samples if samples > 1 else (),
-                      vote={"winner": "paris", "counts": {"paris": samples}, "method": "majority"} if samples > 1 else None)
+                      vote=Vote("paris", {"paris": samples}, {}, "majority") if samples > 1 else None)
     return [
         Planned("t", plan, "tiny", "qwen3", 0.1),
         Started(("t", 0), 9, 0),

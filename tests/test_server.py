@@ -17,7 +17,7 @@ import openai
 import pytest
 from conftest import REPO
 
-from thinkcli.server import StopFilter
+from thinkcli.frontends.serve.app import StopFilter
 
 
 class Served:

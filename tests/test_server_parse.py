@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from thinkcli.server import ApiError, Limits, parse_request
+from thinkcli.frontends.serve.app import ApiError, Limits, parse_request
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
@@ -25,7 +25,7 @@ BODY = st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6) | st.fixed_dic
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory):
-    from thinkcli.runtime import Runtime
+    from thinkcli.scheduler.runtime import Runtime
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("THINK_HOME", str(tmp_path_factory.mktemp("parse_home")))

@@ -14,10 +14,10 @@ def test_extraction_priorities():
 
 
 def test_tally_majority_and_confidence_tiebreak():
-    assert tally([("4", 0.5), ("4", 0.5), ("5", 0.9)])["winner"] == "4"
+    assert tally([("4", 0.5), ("4", 0.5), ("5", 0.9)]).winner == "4"
     tie = tally([("4", 0.2), ("5", 0.9)])
-    assert tie["winner"] == "5" and tie["method"] == "confidence-tiebreak"
-    assert tally([(None, 0.9), (None, 0.1)])["winner"] is None
+    assert tie.winner == "5" and tie.method == "confidence-tiebreak"
+    assert tally([(None, 0.9), (None, 0.1)]).winner is None
 
 
 def test_adaptive_stop_rule():

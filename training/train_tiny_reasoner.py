@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout: thinkcli without installing it
-from thinkcli.arithmetic import KINDS, Problem, draw
+from thinkcli.frontends.eval.arithmetic import KINDS, Problem, draw
 
 TRAIN_SEED = 20261202  # the eval sets use other seeds (thinkcli/evalset.py)
 CHATML_THINK_TEMPLATE = (
@@ -168,9 +168,12 @@ def build_model(vocab: int, width: int, layers: int, heads: int, ff: int, contex
 
 
 # -- data --------------------------------------------------------------------------------------
-def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float):  # type: ignore[no-untyped-def]
+def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
+            easy_direct: float = 0.0):
     """Endless (ids, targets, mask) batches: problems packed back to back into rows of `length`
-    tokens, the loss only on what the assistant says."""
+    tokens, the loss only on what the assistant says. `easy_direct` of the direct (thinking off)
+    answers are drawn from the easy band: a direct answer is only learnable on small numbers, and
+    uniform sizes spend most direct samples on numbers no 4-layer pass can add in its head."""
     import torch
 
     rng = random.Random(seed)
@@ -178,8 +181,9 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
     buffer_mask: list[int] = []
     while True:
         while len(buffer_ids) < rows * (length + 1):
-            problem = draw(rng, rng.choice(KINDS))
             thinking = rng.random() < think_share
+            band = False if not thinking and rng.random() < easy_direct else None
+            problem = draw(rng, rng.choice(KINDS), band)
             cut = rng.randrange(len(problem.trace)) if thinking and rng.random() < 0.1 else None
             prompt, reply = chat_text(problem, thinking, cut)
             p, r = tokenizer.encode(prompt), tokenizer.encode(reply)
@@ -193,6 +197,33 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
 
 
 # -- GGUF --------------------------------------------------------------------------------------
+TENSOR_NAMES = {"attn_norm.weight": "attn_norm.weight", "q.weight": "attn_q.weight", "k.weight": "attn_k.weight",
+                "v.weight": "attn_v.weight", "o.weight": "attn_output.weight", "ffn_norm.weight": "ffn_norm.weight",
+                "gate.weight": "ffn_gate.weight", "up.weight": "ffn_up.weight", "down.weight": "ffn_down.weight"}
+
+
+def gguf_names(layers: int) -> dict[str, str]:
+    """torch state-dict name -> GGUF tensor name."""
+    names = {"embed.weight": "token_embd.weight", "norm.weight": "output_norm.weight", "output.weight": "output.weight"}
+    for i in range(layers):
+        names.update({f"blocks.{i}.{ours}": f"blk.{i}.{theirs}" for ours, theirs in TENSOR_NAMES.items()})
+    return names
+
+
+def load_gguf(model, path: Path, layers: int) -> None:  # type: ignore[no-untyped-def]
+    """Start from an earlier stage's GGUF (F32, written by write_gguf): the second training stage
+    fine-tunes the shipped model instead of training from nothing again."""
+    import gguf
+    import torch
+
+    tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    state = model.state_dict()
+    for ours, theirs in gguf_names(layers).items():
+        data = np.array(tensors[theirs].data, dtype=np.float32).reshape(state[ours].shape)
+        state[ours] = torch.from_numpy(data.copy())
+    model.load_state_dict(state)
+
+
 def write_gguf(model, tokenizer: Tokenizer, config: dict, path: Path) -> None:  # type: ignore[no-untyped-def]
     import gguf
 
@@ -225,15 +256,8 @@ def write_gguf(model, tokenizer: Tokenizer, config: dict, path: Path) -> None:  
     w.add_add_bos_token(False)
     w.add_add_space_prefix(False)
     w.add_chat_template(CHATML_THINK_TEMPLATE)
-    w.add_tensor("token_embd.weight", sd["embed.weight"])
-    w.add_tensor("output_norm.weight", sd["norm.weight"])
-    w.add_tensor("output.weight", sd["output.weight"])
-    names = {"attn_norm.weight": "attn_norm.weight", "q.weight": "attn_q.weight", "k.weight": "attn_k.weight",
-             "v.weight": "attn_v.weight", "o.weight": "attn_output.weight", "ffn_norm.weight": "ffn_norm.weight",
-             "gate.weight": "ffn_gate.weight", "up.weight": "ffn_up.weight", "down.weight": "ffn_down.weight"}
-    for i in range(config["layers"]):
-        for ours, theirs in names.items():
-            w.add_tensor(f"blk.{i}.{theirs}", sd[f"blocks.{i}.{ours}"])
+    for ours, theirs in gguf_names(config["layers"]).items():
+        w.add_tensor(theirs, sd[ours])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -293,6 +317,10 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--think-share", type=float, default=0.7)
+    parser.add_argument("--easy-direct", type=float, default=0.0,
+                        help="share of the direct answers drawn from the easy band (1-2 digits, short words)")
+    parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
+    parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
     args = parser.parse_args()
 
@@ -307,6 +335,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     checkpoint = args.work / "checkpoint.pt"
     step, spent = 0, 0.0
+    if args.init_from and not checkpoint.exists():
+        load_gguf(model, args.init_from, config["layers"])
+        print(f"starting from {args.init_from}", flush=True)
     if checkpoint.exists():
         state = torch.load(checkpoint)
         model.load_state_dict(state["model"])
@@ -316,7 +347,8 @@ def main() -> None:
     if not args.export_only:
         params = sum(p.numel() for p in model.parameters())
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
-        data = batches(tokenizer, TRAIN_SEED + step, args.rows, args.length, args.think_share)
+        data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
+                       args.easy_direct)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
@@ -353,7 +385,15 @@ def main() -> None:
         save()
     model.eval()
     write_gguf(model, tokenizer, config, args.out)
-    (args.out.with_suffix(".json")).write_text(json.dumps({**config, "steps": step, "seed": TRAIN_SEED}, indent=2) + "\n")
+    stage = {"steps": step, "seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share,
+             "easy_direct": args.easy_direct, "lr": args.lr}
+    earlier = args.init_from.with_suffix(".json") if args.init_from else None
+    stages = json.loads(earlier.read_text()).get("stages", []) if earlier and earlier.exists() else []
+    if earlier and not stages and earlier.exists():  # the first stage's file predates the list
+        old = json.loads(earlier.read_text())
+        stages = [{"steps": old["steps"], "seed": old["seed"], "think_share": 0.7, "easy_direct": 0.0, "lr": 2e-3}]
+    meta = {**config, "stages": [*stages, stage]}
+    (args.out.with_suffix(".json")).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.out} after {step} steps", flush=True)
 
 

@@ -30,7 +30,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..plan import Overrides
+    from ..policy.plan import Overrides
 
 
 def read_prompt(argument: str | None, no_stdin: bool = False) -> str:
@@ -58,7 +58,7 @@ def overrides_from(tier: TierChoice, model: str | None, max_thinking: int | None
                    max_answer: int | None, no_think: bool, samples: int | None, strategy: StrategyChoice | None,
                    temperature: float | None, seed: int | None, no_probe: bool = False) -> Overrides:
     """The command-line choices shared by ask and batch, validated once."""
-    from ..plan import Overrides
+    from ..policy.plan import Overrides
 
     return Overrides(tier=tier.value, model=model, max_thinking=max_thinking, min_thinking=min_thinking,
                      max_answer=max_answer, no_think=no_think, samples=samples,
@@ -101,10 +101,10 @@ def ask(
 ) -> None:
     """Answer one prompt, spending thinking by its difficulty tier."""
     from ..errors import ThinkError
-    from ..plan import make_plan
-    from ..render import JsonRenderer, StreamRenderer
-    from ..run import Failed, Scheduler, Task, messages_for
-    from ..runtime import Runtime
+    from ..policy.plan import make_plan
+    from ..scheduler.run import Failed, Scheduler, Task, messages_for
+    from ..scheduler.runtime import Runtime
+    from .render import JsonRenderer, StreamRenderer
 
     overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
                                temperature, seed, no_probe)
@@ -112,7 +112,7 @@ def ask(
     text = read_prompt(prompt, no_stdin)
     runtime = Runtime.create(gpu_layers=layers, log=not no_log)
     if pull_missing and model:
-        from ..hub import ensure_pulled
+        from ..models.hub import ensure_pulled
 
         ensure_pulled(model, runtime.registry, offline=runtime.settings.offline)
     plan = make_plan(text, runtime.registry, overrides, runtime.default_model)

@@ -56,7 +56,7 @@ def batch(
     """Answer every prompt of a file (resumable JSONL).
 
     Each item's budget follows its own tier; tiers that name other models run on them."""
-    from ..batch import (
+    from ..frontends.batch import (
         BatchDone,
         OutputStore,
         RecordWritten,
@@ -68,8 +68,8 @@ def batch(
         refuse_same_files,
         run_batch,
     )
-    from ..batch import BatchProgress as Progressed
-    from ..runtime import Runtime
+    from ..frontends.batch import BatchProgress as Progressed
+    from ..scheduler.runtime import Runtime
 
     if parallel < 1 or parallel > 64:
         raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
@@ -118,7 +118,7 @@ class BatchProgress:
     """A Rich bar on a terminal; a plain line every few seconds when stderr is piped."""
 
     def __init__(self, total: int | None):
-        from ..render import is_terminal
+        from .render import is_terminal
 
         self.total = total
         self.tty = is_terminal(sys.stderr)

@@ -35,7 +35,7 @@ def _line_reader(history_path) -> Callable[[str], str]:
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
 
-    from ..repl import COMMANDS
+    from ..frontends.chat import COMMANDS
 
     history_path.parent.mkdir(parents=True, exist_ok=True)
     bindings = KeyBindings()
@@ -84,10 +84,10 @@ def chat(
 
     /help lists the slash commands; Ctrl-C stops a reply, Ctrl-D leaves."""
     from ..errors import ThinkError
-    from ..plan import Overrides
-    from ..render import StreamRenderer
-    from ..repl import ChatSession
-    from ..runtime import Runtime
+    from ..frontends.chat import ChatSession
+    from ..policy.plan import Overrides
+    from ..scheduler.runtime import Runtime
+    from .render import StreamRenderer
 
     overrides = Overrides(tier=tier.value, model=model, max_thinking=max_thinking, no_think=no_think,
                           probe=not no_probe).validate()

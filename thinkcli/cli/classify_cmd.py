@@ -22,7 +22,7 @@ def classify_command(
     """Show a prompt's difficulty tier and why.
 
     Prints the tier, the score (0 easy … 1 hard) and the reasons; --probe also asks the model."""
-    from ..classify import classify
+    from ..policy.classify import classify
 
     text = read_prompt(prompt, no_stdin)
     difficulty = classify(text)
@@ -53,10 +53,10 @@ def classify_command(
 def run_probe(text: str, model: str | None) -> dict[str, Any]:
     """The probe on the model: its confidence, verdict and first answer tokens (nothing logged)."""
     from ..errors import ThinkError
-    from ..plan import Overrides, make_plan, probe_blocked, probe_only_plan
-    from ..records import Outcome
-    from ..run import Failed, Scheduler, Task, messages_for
-    from ..runtime import Runtime
+    from ..output.records import Outcome
+    from ..policy.plan import Overrides, make_plan, probe_blocked, probe_only_plan
+    from ..scheduler.run import Failed, Scheduler, Task, messages_for
+    from ..scheduler.runtime import Runtime
 
     runtime = Runtime.create(log=False)
     overrides = Overrides(model=model)
@@ -66,7 +66,7 @@ def run_probe(text: str, model: str | None) -> dict[str, Any]:
         if isinstance(event, Failed):
             raise ThinkError(event.error)
         if isinstance(event, Outcome):
-            measured = event.probe or {}
+            measured = event.probe.as_dict() if event.probe else {}
             tier = real.difficulty.tier
             blocked = None if real.probe is not None else (
                 probe_blocked(real, runtime.registry, overrides) or "its escalation tier runs on another model")

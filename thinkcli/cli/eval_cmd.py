@@ -16,7 +16,7 @@ from .ask import gpu_layers_value
 from .options import GpuLayersOpt, JsonOpt, MaxAnswerOpt, ModelOpt, NoLogOpt, SeedOpt, TemperatureOpt
 
 if TYPE_CHECKING:
-    from ..evaluate import Calibration, PolicyScore
+    from ..frontends.eval.runner import Calibration, PolicyScore
 
 
 def eval_command(
@@ -50,8 +50,7 @@ def eval_command(
     """Measure what thinking buys, policy by policy.
 
     Prints a table per policy, the scaling curve, and (--calibrate) per-tier caps."""
-    from ..evalset import load_set
-    from ..evaluate import (
+    from ..frontends.eval.runner import (
         CALIBRATION_CAPS,
         DEFAULT_POLICIES,
         EvalDone,
@@ -68,8 +67,9 @@ def eval_command(
         save_results,
         write_calibration,
     )
-    from ..plan import Overrides
-    from ..runtime import Runtime
+    from ..frontends.eval.sets import load_set
+    from ..policy.plan import Overrides
+    from ..scheduler.runtime import Runtime
 
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
@@ -115,7 +115,7 @@ def eval_command(
             case EvalDone():
                 scores = event.scores
 
-    from ..curve import Point, png_curve, terminal_curve
+    from ..frontends.eval.curve import Point, png_curve, terminal_curve
 
     title = f"{model_name} on {eval_set} ({len(items)} items)"
     points = [Point(s.policy, s.mean_thinking, s.accuracy, s.fixed) for s in scores if s.items]
@@ -123,7 +123,7 @@ def eval_command(
     if calibrate_tiers:
         from dataclasses import replace
 
-        from ..evaluate import calibrate_probe, policy_file, read_records
+        from ..frontends.eval.runner import calibrate_probe, policy_file, read_records
 
         records = {p.name: read_records(policy_file(directory, p)) for p in policies}
         calibration = replace(calibrate(scores, model_name, tolerance),
@@ -139,7 +139,7 @@ def eval_command(
     else:
         _print_table(scores, title)
         if not no_curve and points:
-            from ..render import is_terminal
+            from .render import is_terminal
 
             typer.echo(terminal_curve(points, title, color=is_terminal(sys.stdout)))
         if calibration is not None:
@@ -163,7 +163,7 @@ def eval_command(
 
 def _check_plot(plot: Path) -> None:
     """--plot can be drawn: a .png in a writable folder, and matplotlib installed (checked before the run)."""
-    from ..batch import check_writable_file
+    from ..frontends.batch import check_writable_file
 
     if plot.suffix.lower() != ".png":
         raise UsageError(f"--plot writes a PNG: give a file name ending in .png, got {plot}")
@@ -188,7 +188,7 @@ def _print_table(scores: list[PolicyScore], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..registry import TIER_NAMES
+    from ..policy.registry import TIER_NAMES
 
     tiers = [t for t in TIER_NAMES if any(t in s.by_tier for s in scores)]
     table = Table(title=title, title_justify="left")
@@ -233,7 +233,7 @@ class _Progress:
     """One stderr line per policy (a live count on a terminal)."""
 
     def __init__(self, total: int):
-        from ..render import is_terminal
+        from .render import is_terminal
 
         self.total = total
         self.tty = is_terminal(sys.stderr)

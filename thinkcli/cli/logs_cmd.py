@@ -26,7 +26,7 @@ def _log_path():
 
 def _check_tier(tier: str | None) -> None:
     from ..errors import UsageError
-    from ..registry import TIER_NAMES
+    from ..policy.registry import TIER_NAMES
 
     if tier is not None and tier not in TIER_NAMES:
         raise UsageError(f"unknown tier '{printable(tier[:40])}' (the tiers are {', '.join(TIER_NAMES)})")
@@ -47,7 +47,7 @@ def logs_list(
     if ctx.invoked_subcommand is not None:
         return
     from ..errors import UsageError
-    from ..logs import Query, recent
+    from ..output.logs import Query, recent
 
     if count < 0:
         raise UsageError(f"-n must be >= 0, got {count}")
@@ -95,7 +95,7 @@ def logs_stats(
     source: SourceFilter = None,
 ) -> None:
     """Thinking spent per tier and model (the pay-as-you-go ledger)."""
-    from ..logs import Query, ledger, total
+    from ..output.logs import Query, ledger, total
 
     _check_tier(tier)
     rows = ledger(_log_path(), Query(tier=tier, model=model, source=source))

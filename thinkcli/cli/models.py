@@ -13,7 +13,7 @@ from .options import JsonOpt
 
 
 def _runtime():
-    from ..runtime import Runtime
+    from ..scheduler.runtime import Runtime
 
     return Runtime.create()
 
@@ -26,7 +26,7 @@ def pull(
     """Download a GGUF model (resumable, checksummed).
 
     Files go to the Hugging Face cache, shared with other tools."""
-    from ..hub import pull as do_pull
+    from ..models.hub import pull as do_pull
 
     runtime = _runtime()
     paths = do_pull(name, runtime.registry, offline=offline or runtime.settings.offline, progress=not quiet)
@@ -38,7 +38,7 @@ def models(json_output: JsonOpt = False) -> None:
     """List models: aliases and models pulled by repo.
 
     Shows family, quantization, size, whether downloaded, and the tiers using each."""
-    from ..hub import cached_file, cached_repo_models, quant_of
+    from ..models.hub import cached_file, cached_repo_models, quant_of
 
     runtime = _runtime()
     reg = runtime.registry
@@ -47,7 +47,7 @@ def models(json_output: JsonOpt = False) -> None:
         path = None
         if entry.embedded and entry.file:  # shipped inside the package
             from ..errors import ModelError
-            from ..hub import packaged_path
+            from ..models.hub import packaged_path
 
             try:
                 path = str(packaged_path(entry.file))
@@ -100,7 +100,7 @@ def rm(
 ) -> None:
     """Delete a downloaded model from the Hugging Face cache."""
     from ..errors import ThinkError
-    from ..hub import cached_file, parse_repo_ref, remove_model
+    from ..models.hub import cached_file, parse_repo_ref, remove_model
 
     runtime = _runtime()
     entry = runtime.registry.models.get(name) or parse_repo_ref(name)
@@ -131,8 +131,8 @@ def doctor(json_output: JsonOpt = False) -> None:
     from ..config import Paths, Settings
     from ..engine.model import backend_info
     from ..errors import ConfigError
-    from ..hub import hub_cache_dir
-    from ..registry import load_registry
+    from ..models.hub import hub_cache_dir
+    from ..policy.registry import load_registry
 
     paths = Paths.resolve()
     problems: list[str] = []

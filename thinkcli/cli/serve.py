@@ -35,9 +35,9 @@ def serve(
     reasoning_effort picks a tier; absent, the classifier decides."""
     import uvicorn
 
-    from ..runtime import Runtime
-    from ..server import Limits, create_app
-    from ..service import Service
+    from ..frontends.serve.app import Limits, create_app
+    from ..frontends.serve.service import Service
+    from ..scheduler.runtime import Runtime
 
     if not 1 <= parallel <= 64:
         raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")

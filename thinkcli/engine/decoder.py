@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextOverflowError, GenerationError
-from .budget import SequencePolicy, chunk_events, step_events
+from .budget import chunk_events, step_events
 from .events import (
     EngineEvent,
     FinishReason,
@@ -28,29 +28,10 @@ from .events import (
     Started,
     Usage,
 )
-from .family import Sampling
 from .model import Model
+from .protocol import Pending, Request, Wait
 
 SEED_LIMIT = 0xFFFFFFFF  # llama.cpp reads the seed 0xFFFFFFFF as "random": seeds wrap below it
-
-
-class _Wait:
-    """Yielded by a request source instead of a Request: nothing to start now, ask again next step."""
-
-
-WAIT: Any = _Wait()
-
-
-@dataclass
-class Request:
-    key: Hashable
-    prompt: list[int]
-    policy: SequencePolicy
-    sampling: Sampling
-    score_tokens: bool = False  # read token probabilities off the logits (confidence)
-    keep_cache: bool = False  # keep generated tokens cached after the end (chat)
-    group: Hashable = None  # requests of one prompt (Best-of-N samples); None: the request alone
-    text: str = ""  # the rendered prompt (a remote engine sends the text, not the ids)
 
 
 @dataclass(eq=False)  # slots compare by identity: field-wise equality would walk token lists
@@ -118,7 +99,7 @@ class Decoder:
         self._admit: Callable[[], bool] | None = None
 
     # -- public ---------------------------------------------------------------------------
-    def run(self, requests: Iterable[Request], parallel: int | None = None,
+    def run(self, requests: Iterable[Pending], parallel: int | None = None,
             admit: Callable[[], bool] | None = None) -> Iterator[EngineEvent]:
         """Generate for every request, at most `parallel` (default n_seq) at a time; yields events.
 
@@ -167,7 +148,7 @@ class Decoder:
             self.ctx = None
 
     # -- filling slots ---------------------------------------------------------------------
-    def _fill(self, pending: Iterator[Request]) -> Generator[EngineEvent, None, bool]:
+    def _fill(self, pending: Iterator[Pending]) -> Generator[EngineEvent, None, bool]:
         """Give free slots new requests; prompts with equal tokens share one evaluation."""
         groups: dict[tuple[int, ...], list[_Slot]] = {}
         live = sum(slot.request is not None for slot in self.slots)
@@ -182,7 +163,7 @@ class Decoder:
                 for group in groups.values():
                     yield from self._prefill(group)
                 return True
-            if request is WAIT:  # the source has nothing right now (a server between requests)
+            if isinstance(request, Wait):  # the source has nothing right now (a server between requests)
                 break
             self._assign(slot, request)
             groups.setdefault(tuple(request.prompt), []).append(slot)

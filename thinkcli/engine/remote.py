@@ -37,6 +37,7 @@ from .events import (
     Usage,
 )
 from .model import ModelInfo
+from .protocol import Pending, Request, Wait
 from .thinking import THINKING
 
 log = logging.getLogger("thinkcli")
@@ -378,7 +379,7 @@ class _Waiting:
 
 @dataclass(eq=False)
 class _Live:
-    request: Any  # decoder.Request
+    request: Request
     events: queue.Queue[Any]  # the queue of the run() that started it (a later run never sees its events)
     home: str  # the replica it runs on (a continuation goes back there: its cache is there)
     cancelled: FinishReason | None = None
@@ -437,10 +438,8 @@ class RemoteDecoder:
         self._warned = False
         self._lock = threading.Lock()
 
-    def run(self, requests: Iterable[Any], parallel: int | None = None,
+    def run(self, requests: Iterable[Pending], parallel: int | None = None,
             admit: Callable[[], bool] | None = None) -> Iterator[EngineEvent]:
-        from .decoder import WAIT
-
         limit = min(parallel or self.n_seq, self.n_seq)
         cap = self.model.endpoint.parallel
         if cap:
@@ -457,7 +456,7 @@ class RemoteDecoder:
                     if request is None:
                         exhausted = True
                         break
-                    if request is WAIT:
+                    if isinstance(request, Wait):
                         waiting = True
                         break
                     admitted.append(self._admit(request))
@@ -493,7 +492,7 @@ class RemoteDecoder:
         self.model.close()
 
     # -- one sequence ----------------------------------------------------------------------
-    def _admit(self, request: Any) -> _Live:
+    def _admit(self, request: Request) -> _Live:
         live = _Live(request, self._events, self._url(free=True))
         with self._lock:
             self._in_flight[live.home] = self._in_flight.get(live.home, 0) + 1

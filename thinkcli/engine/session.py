@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .budget import BudgetSpec, ForcedText, SequencePolicy
-from .decoder import Decoder, Request
+from .decoder import Decoder
 from .events import EngineEvent
 from .family import Family, Sampling, detect_family
 from .model import Model
 from .prompt import RenderedPrompt, render_prompt, render_raw
+from .protocol import ModelHandle, Request, SequenceDecoder
 from .remote import Endpoint, RemoteDecoder, RemoteModel
 from .thinking import ThinkingParser
 
@@ -26,7 +27,7 @@ class Loaded:
     """A model ready to generate: weights, its family, and when it took to load."""
 
     name: str
-    model: Model
+    model: ModelHandle  # a local GGUF (model.Model) or a served one (remote.RemoteModel)
     family: Family
     load_s: float
 
@@ -70,10 +71,10 @@ class Engine:
             started = time.perf_counter()
             model = RemoteModel(name, endpoint)
             chosen = family or families[detect_family(model.info.chat_template)]
-            self._loaded[endpoint.key] = Loaded(name, model, chosen, time.perf_counter() - started)  # type: ignore[arg-type]
+            self._loaded[endpoint.key] = Loaded(name, model, chosen, time.perf_counter() - started)
         return self._loaded[endpoint.key]
 
-    def decoder(self, loaded: Loaded, n_seq: int, seq_room: int | None = None) -> Decoder | RemoteDecoder:
+    def decoder(self, loaded: Loaded, n_seq: int, seq_room: int | None = None) -> SequenceDecoder:
         """A context where n_seq sequences of `seq_room` tokens fit together (unified KV cache).
 
         Kept per model (chat reuses its cache across turns); rebuilt only when too small. A remote
@@ -86,6 +87,7 @@ class Engine:
                 remote = RemoteDecoder(loaded.model, n_seq, room)
                 self._remote[key] = remote
             return remote
+        assert isinstance(loaded.model, Model)
         current = self._decoders.get(key)
         if current is None or current.n_seq < n_seq or current.seq_room < room:
             if current is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from typing import Any
+from dataclasses import dataclass, replace
 
 BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 FINAL = re.compile(r"(?:final answer|the answer is|answer)\s*[:=]?\s*(?:is\s*)?(.+)", re.IGNORECASE)
@@ -52,7 +52,26 @@ def extract_answer(text: str) -> str | None:
     return _normalise(short) if len(short.split()) <= 8 else None
 
 
-def tally(answers: list[tuple[str | None, float | None]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Vote:
+    """A Best-of-N tally: the winner, how it won, and (once the samples are known) who voted what."""
+
+    winner: str | None
+    counts: dict[str, int]
+    weights: dict[str, float]
+    method: str  # majority, confidence-tiebreak, none
+    answers: tuple[str | None, ...] = ()
+    winner_sample: int | None = None
+
+    def with_samples(self, answers: tuple[str | None, ...], winner_sample: int) -> Vote:
+        return replace(self, answers=answers, winner_sample=winner_sample)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"winner": self.winner, "counts": self.counts, "weights": self.weights, "method": self.method,
+                "answers": list(self.answers), "winner_sample": self.winner_sample}
+
+
+def tally(answers: list[tuple[str | None, float | None]]) -> Vote:
     """Majority vote; ties broken by summed confidence. None answers do not vote."""
     counts: Counter[str] = Counter()
     weight: dict[str, float] = defaultdict(float)
@@ -62,16 +81,12 @@ def tally(answers: list[tuple[str | None, float | None]]) -> dict[str, Any]:
         counts[answer] += 1
         weight[answer] += confidence if confidence is not None else 1.0
     if not counts:
-        return {"winner": None, "counts": {}, "weights": {}, "method": "none"}
+        return Vote(None, {}, {}, "none")
     ranked = sorted(counts, key=lambda a: (counts[a], weight[a]), reverse=True)
     top = ranked[0]
     tied = len(ranked) > 1 and counts[ranked[1]] == counts[top]
-    return {
-        "winner": top,
-        "counts": dict(counts),
-        "weights": {a: round(w, 4) for a, w in weight.items()},
-        "method": "confidence-tiebreak" if tied else "majority",
-    }
+    return Vote(top, dict(counts), {a: round(w, 4) for a, w in weight.items()},
+                "confidence-tiebreak" if tied else "majority")
 
 
 def cannot_be_overtaken(counts: Counter[str], running: int) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..engine.budget import BudgetSpec
+from ..errors import UsageError
 from .classify import Difficulty, classify
-from .engine.budget import BudgetSpec
-from .errors import UsageError
 from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
 
 DEFAULT_VOTE_SAMPLES = 4

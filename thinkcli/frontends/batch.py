@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, Union
 
-from .errors import ThinkError, UsageError
-from .logs import spent_thinking_tokens
-from .plan import Overrides, Plan, make_plan
-from .records import Outcome, batch_record, error_record, outcome_record
-from .run import Failed, Scheduler, Task, failure_message, messages_for
-from .runtime import Runtime
-from .text import clean_json
+from ..errors import ThinkError, UsageError
+from ..output.logs import spent_thinking_tokens
+from ..output.records import Outcome, batch_record, error_record, outcome_record
+from ..policy.plan import Overrides, Plan, make_plan
+from ..scheduler.run import Failed, Scheduler, Task, failure_message, messages_for
+from ..scheduler.runtime import Runtime
+from ..text import clean_json
 
 log = logging.getLogger("thinkcli")
 CSV_FIELD_LIMIT = 64 * 1024 * 1024  # Python's default (131,072 characters) refuses a long pasted document

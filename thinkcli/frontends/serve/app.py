@@ -24,15 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .engine.events import Answer, Thinking
-from .errors import ThinkError
-from .plan import MAX_SEED, Overrides, Plan, make_plan, reseeded
-from .records import Outcome, outcome_record
-from .registry import TIER_NAMES
-from .run import Failed, RunEvent, Task
-from .runtime import Runtime
+from ...engine.events import Answer, Thinking
+from ...errors import ThinkError
+from ...output.records import Outcome, outcome_record
+from ...policy.plan import MAX_SEED, Overrides, Plan, make_plan, reseeded
+from ...policy.registry import TIER_NAMES
+from ...scheduler.run import Failed, RunEvent, Task
+from ...scheduler.runtime import Runtime
+from ...text import clean_json, printable
 from .service import Busy, Service
-from .text import clean_json, printable
 
 # reasoning_effort → (tier, thinking switched off)
 EFFORTS: dict[str, tuple[str, bool]] = {
@@ -198,7 +198,7 @@ def _cap_completion(plan: Plan, max_tokens: int) -> Plan:
 
 def display_name(ref: str) -> str:
     """How a model is named to clients: its alias or repo, or the file name of a .gguf path."""
-    from .hub import looks_like_path
+    from ...models.hub import looks_like_path
 
     return Path(ref).name if looks_like_path(ref) else ref
 
@@ -379,12 +379,14 @@ async def _discard(request: Request, limit: int) -> None:
 
 
 def _failed(event: Failed) -> ApiError:
-    if event.error == "cancelled":  # queued when the server began to shut down, never started
+    """A task's failure as the client sees it, by its kind (never by its words)."""
+    if event.kind == "cancelled":  # queued when the server began to shut down, never started
         return ApiError(503, "the server shut down before this request ran", kind="server_error",
                         code="shutting_down", headers={"Retry-After": "5"})
     message = event.error.split("; raise n_ctx")[0]  # the CLI's hint (flags, variables) means nothing to a client
-    return ApiError(400 if "context" in event.error or "prompt" in event.error else 500, message,
-                    kind="invalid_request_error" if "context" in event.error else "server_error")
+    if event.kind == "context":
+        return ApiError(400, message, kind="invalid_request_error")
+    return ApiError(500, message, kind="server_error")
 
 
 def create_app(runtime: Runtime, service: Service, api_key: str | None = None, limits: Limits | None = None) -> Starlette:
@@ -616,7 +618,7 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
 
 def _available(runtime: Runtime, alias: str) -> bool:
     """On disk (a file check), or served elsewhere (asked only when a request runs on it)."""
-    from .hub import resolve
+    from ...models.hub import resolve
 
     entry = runtime.registry.models.get(alias)
     if entry is not None and entry.remote:

@@ -8,16 +8,70 @@ the server to come read the same record. The README documents these keys once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Union
 
-from .engine.events import SequenceDone
-from .plan import Plan
+from ..engine.events import SequenceDone
+from ..engine.vote import Vote
+from ..policy.plan import Plan
+
+Record = dict[str, Any]
+"""A JSON record as written (--json, a JSONL line, a log row) or read back from disk: built only here."""
 
 # Every key of a record, in order. A failed batch item carries them all (null where unknown).
 RECORD_KEYS = (
     "id", "line", "prompt", "model", "family", "tier", "score", "reasons", "strategy", "budget", "thinking", "answer",
     "finish_reason", "confidence", "probe", "usage", "timings", "events", "samples", "vote", "error",
 )
+
+
+@dataclass(frozen=True)
+class BudgetLowered:
+    """The scheduler lowered a budget to fit the context, or a request's total cap (max_tokens)."""
+
+    reason: Literal["context", "max_tokens"]
+    max_thinking: tuple[int, int]  # (asked, given)
+    max_answer: tuple[int, int]
+    context: int = 0  # reason "context": the room and the prompt it had to hold
+    prompt_tokens: int = 0
+    max_tokens: int = 0  # reason "max_tokens": the cap
+    thinking_off: str | None = None  # why thinking is off, where the cap left no room for it
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"type": "budget_lowered", "reason": self.reason}
+        if self.reason == "context":
+            data.update(context=self.context, prompt_tokens=self.prompt_tokens)
+        else:
+            data["max_tokens"] = self.max_tokens
+        data.update(max_thinking=list(self.max_thinking), max_answer=list(self.max_answer))
+        if self.thinking_off:
+            data["thinking"] = self.thinking_off
+        return data
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What the escalation probe measured, and what came of it (the record's `probe`)."""
+
+    tokens: int
+    confidence: float | None  # None: no token probabilities to judge by
+    threshold: float
+    kept: bool
+    probe_s: float | None = None  # set when it escalated
+    escalated_to: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"tokens": self.tokens, "confidence": self.confidence,
+                                   "threshold": self.threshold, "kept": self.kept}
+        if self.escalated_to is not None:
+            data.update(probe_s=self.probe_s, escalated_to=self.escalated_to)
+        return data
+
+
+Note = Union[BudgetLowered, ProbeReport]
+
+
+def note_dict(note: Note) -> dict[str, object]:
+    return note.as_dict() if isinstance(note, BudgetLowered) else {"type": "probe", **note.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -34,9 +88,9 @@ class Outcome:
     total_s: float
     started_at: float  # perf_counter() when the task got its first slot
     samples: tuple[SequenceDone, ...] = ()
-    vote: dict[str, Any] | None = None
-    notes: tuple[dict[str, Any], ...] = ()  # scheduler events (budget lowered to fit the context)
-    probe: dict[str, Any] | None = None  # the escalation probe: what it measured, kept or escalated
+    vote: Vote | None = None
+    notes: tuple[BudgetLowered, ...] = ()  # budgets lowered to fit the context or max_tokens
+    probe: ProbeReport | None = None  # the escalation probe: what it measured, kept or escalated
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -50,10 +104,10 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, Any]:
+def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> Record:
     """The JSON record of a finished prompt (ask --json, batch lines)."""
     plan, done = outcome.plan, outcome.done
-    record: dict[str, Any] = {
+    record: Record = {
         "prompt": outcome.prompt,
         "model": outcome.model,
         "family": outcome.family,
@@ -71,7 +125,7 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, An
         "answer": done.answer,
         "finish_reason": done.finish_reason,
         "confidence": _round(done.confidence),
-        "probe": outcome.probe,
+        "probe": outcome.probe.as_dict() if outcome.probe else None,
         "usage": done.usage.as_dict(),
         "timings": {
             "load_s": round(outcome.load_s, 4),
@@ -79,9 +133,9 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, An
             "tokens_per_second": _round(outcome.tokens_per_second, 2),
             "total_s": round(outcome.total_s, 4),
         },
-        "events": [*outcome.notes, *(event.as_dict() for event in done.events)],
+        "events": [*(note.as_dict() for note in outcome.notes), *(event.as_dict() for event in done.events)],
         "samples": None,
-        "vote": outcome.vote,
+        "vote": outcome.vote.as_dict() if outcome.vote else None,
     }
     if not keep_thinking:
         del record["thinking"]
@@ -100,15 +154,15 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> dict[str, An
     return record
 
 
-def batch_record(item_id: str, line: int, record: dict[str, Any]) -> dict[str, Any]:
+def batch_record(item_id: str, line: int, record: Record) -> Record:
     """A batch line: the id and input line first, then the outcome record, then `error: null`."""
     return {"id": item_id, "line": line, **record, "error": None}
 
 
 def error_record(item_id: str, line: int, prompt: str | None, error: str, plan: Plan | None = None,
-                 model: str | None = None, keep_thinking: bool = True) -> dict[str, Any]:
+                 model: str | None = None, keep_thinking: bool = True) -> Record:
     """A failed item: every key of a record (as `outcome_record` keeps them), null where unknown."""
-    record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
+    record: Record = dict.fromkeys(RECORD_KEYS)
     if not keep_thinking:
         del record["thinking"]
     record.update(id=item_id, line=line, prompt=prompt, model=model, error=error)

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ThinkError
-from .records import Outcome
-from .run import Failed, Planned, RunEvent, Scheduler, Task
-from .runtime import Runtime
+from ...errors import ThinkError
+from ...output.records import Outcome
+from ...scheduler.run import Failed, Planned, RunEvent, Scheduler, Task
+from ...scheduler.runtime import Runtime
 
 Listener = Callable[[RunEvent], None]
 

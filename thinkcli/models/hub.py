@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import Paths
-from .engine.family import Family
-from .errors import ModelError
-from .registry import ModelEntry, Registry
+from ..config import Paths
+from ..engine.family import Family
+from ..errors import ModelError
+from ..policy.registry import ModelEntry, Registry
 
 EMBEDDED_FILE = "gemma-3-270m-q4_k_m.gguf"
 QUANT_RE = re.compile(r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|F16|BF16|F32|MXFP4)(?=[-_.]|$)", re.IGNORECASE)
@@ -70,7 +70,7 @@ def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
 
 def packaged_path(name: str) -> Path:
     """A model file shipped inside the package (thinkcli/data/), like the tiny reasoner."""
-    path = Path(__file__).with_name("data") / Path(name).name
+    path = Path(__file__).resolve().parents[1] / "data" / Path(name).name
     if not path.is_file():
         raise ModelError(f"the packaged model file {path} is missing: reinstall thinkcli")
     return path

@@ -13,9 +13,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Thinking
-from .records import Outcome, outcome_record
-from .run import Planned, RunEvent
+from ..engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Thinking
+from ..output.records import BudgetLowered, Outcome, ProbeReport, outcome_record
+from ..scheduler.run import Planned, RunEvent
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -38,10 +38,10 @@ def stats_line(outcome: Outcome) -> str:
     if outcome.done.first_token_s is not None:
         parts.append(f"first token {outcome.done.first_token_s:.2f}s")
     if outcome.probe:
-        verdict = "kept, no thinking" if outcome.probe.get("kept") else "unsure, escalated"
-        parts.append(f"probe {outcome.probe.get('confidence')} ({verdict})")
+        verdict = "kept, no thinking" if outcome.probe.kept else "unsure, escalated"
+        parts.append(f"probe {outcome.probe.confidence} ({verdict})")
     if outcome.vote:
-        counts = outcome.vote.get("counts") or {}
+        counts = outcome.vote.counts
         parts.append("vote " + (", ".join(f"{a}×{c}" for a, c in counts.items()) or "none"))
     return " · ".join(parts)
 
@@ -118,19 +118,17 @@ class StreamRenderer:
         self._budget = plan.budget.max_thinking
         self._vote_mode = plan.samples > 1
         for note in planned.notes:
-            if note.get("type") == "budget_lowered":
-                thinking = note["max_thinking"]
-                answer = note["max_answer"]
-                text = (f"[budget lowered to fit the context of {note['context']} tokens: thinking "
-                        f"{thinking[0]}→{thinking[1]}, answer {answer[0]}→{answer[1]}]")  # type: ignore[index]
-                self.err.write(text + "\n")
-            elif note.get("type") == "probe" and self.show_thinking:
-                if note.get("confidence") is None:  # a server that sends no logprobs: nothing to judge by
+            if isinstance(note, BudgetLowered) and note.reason == "context":
+                thinking, answer = note.max_thinking, note.max_answer
+                self.err.write(f"[budget lowered to fit the context of {note.context} tokens: thinking "
+                               f"{thinking[0]}→{thinking[1]}, answer {answer[0]}→{answer[1]}]\n")
+            elif isinstance(note, ProbeReport) and self.show_thinking:
+                if note.confidence is None:  # a server that sends no logprobs: nothing to judge by
                     self.err.write(f"[probe: no token probabilities to judge by: thinking at the "
-                                   f"{note['escalated_to']} tier]\n")
+                                   f"{note.escalated_to} tier]\n")
                 else:
-                    self.err.write(f"[probe: confidence {note['confidence']} < {note['threshold']} on "
-                                   f"{note['tokens']} answer tokens: thinking at the {note['escalated_to']} tier]\n")
+                    self.err.write(f"[probe: confidence {note.confidence} < {note.threshold} on "
+                                   f"{note.tokens} answer tokens: thinking at the {note.escalated_to} tier]\n")
         if self.tty and self.show_thinking:
             budget = f"thinking ≤ {plan.budget.max_thinking}" if plan.budget.thinking else "no thinking"
             if plan.probe is not None and plan.probe.escalation is not None:
@@ -242,7 +240,7 @@ class StreamRenderer:
             if self._live is not None:
                 self._live.stop()
                 self._live = None
-            vote = outcome.vote or {}
+            vote = outcome.vote
             if self.show_thinking and outcome.done.thinking:
                 if self.tty:
                     from rich.text import Text
@@ -250,7 +248,8 @@ class StreamRenderer:
                     self._console.print(Text(outcome.done.thinking, style="dim"))
                 else:
                     self.err.write(outcome.done.thinking + "\n")
-            summary = f"vote: {vote.get('winner')!s} ({vote.get('method')}; {vote.get('counts')})"
+            summary = (f"vote: {vote.winner!s} ({vote.method}; {vote.counts})" if vote is not None
+                       else "vote: None (None; None)")
             if self.tty:
                 from rich.text import Text
 

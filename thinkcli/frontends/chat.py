@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .engine.events import Answer, Started
-from .errors import ThinkError
-from .plan import Overrides, make_plan
-from .records import Outcome
-from .registry import TIER_NAMES
-from .run import Failed, Planned, RunEvent, Scheduler, Task
-from .runtime import Runtime
-from .text import clean_json
+from ..engine.events import Answer, Started
+from ..errors import ThinkError
+from ..output.records import Outcome
+from ..policy.plan import Overrides, make_plan
+from ..policy.registry import TIER_NAMES
+from ..scheduler.run import Failed, Planned, RunEvent, Scheduler, Task
+from ..scheduler.runtime import Runtime
+from ..text import clean_json
 
 LOAD_LIMIT = 16_000_000  # bytes: a saved conversation, not a disk image
 

@@ -9,14 +9,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Paths, Settings
-from .engine.family import Family
-from .engine.remote import Endpoint, default_timeout, parse_remote_ref
-from .engine.session import Engine, Loaded
-from .errors import ModelError
-from .hub import resolve
-from .logs import RunLog
-from .registry import Registry, load_registry
+from ..config import Paths, Settings
+from ..engine.family import Family
+from ..engine.remote import Endpoint, default_timeout, parse_remote_ref
+from ..engine.session import Engine, Loaded
+from ..errors import ModelError
+from ..models.hub import resolve
+from ..output.logs import RunLog
+from ..policy.registry import Registry, load_registry
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Runtime:
                 path = Path(entry.template).expanduser()
                 try:
                     if path.suffix == ".gguf":
-                        from .engine.model import gguf_chat_template
+                        from ..engine.model import gguf_chat_template
 
                         template = gguf_chat_template(path)
                     else:

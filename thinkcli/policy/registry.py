@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine.family import Family, Sampling
-from .errors import ConfigError
+from ..engine.family import Family, Sampling
+from ..errors import ConfigError
 
 TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
@@ -113,8 +113,9 @@ class Registry:
 
 def shipped_path() -> Path:
     """The models.yaml inside the installed package (or the repo root in a checkout)."""
-    inside = Path(__file__).with_name("models.yaml")
-    return inside if inside.exists() else Path(__file__).resolve().parent.parent / "models.yaml"
+    package = Path(__file__).resolve().parents[1]
+    inside = package / "models.yaml"
+    return inside if inside.exists() else package.parent / "models.yaml"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

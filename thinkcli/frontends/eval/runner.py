@@ -22,15 +22,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
-from .batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
-from .classify import classify
-from .engine.vote import NUMBER, extract_answer
-from .errors import ThinkError, UsageError
-from .evalset import EvalItem
-from .logs import spent_thinking_tokens
-from .plan import Overrides
-from .registry import TIER_NAMES, Registry
-from .runtime import Runtime
+from ...engine.vote import NUMBER, extract_answer
+from ...errors import ThinkError, UsageError
+from ...output.logs import spent_thinking_tokens
+from ...policy.classify import classify
+from ...policy.plan import Overrides
+from ...policy.registry import TIER_NAMES, Registry
+from ...scheduler.runtime import Runtime
+from ..batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
+from .sets import EvalItem
 
 DEFAULT_POLICIES = "auto,0,256,1024"
 CALIBRATION_CAPS = "auto,auto-noprobe,0,64,256,1024,4096"
@@ -412,7 +412,7 @@ def write_calibration(path: Path, calibration: Calibration, registry: Registry) 
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    from .registry import load_registry
+    from ...policy.registry import load_registry
 
     if calibration.model not in registry.models:
         raise UsageError(f"--write needs a model alias from models.yaml, not '{calibration.model}' "

@@ -121,7 +121,7 @@ class RunLog:
         """Add one run. Never raises: a full disk or a locked file must not cost the answer."""
         if self._broken:
             return
-        from .errors import ThinkError
+        from ..errors import ThinkError
 
         row = row_of(record, source, key, deep_budget)
         with self._lock:
@@ -222,7 +222,7 @@ def _locked(exc: sqlite3.Error) -> bool:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the file to SCHEMA_VERSION; refuse a file written by a newer thinkcli."""
-    from .errors import ThinkError
+    from ..errors import ThinkError
 
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
@@ -329,7 +329,7 @@ def open_for_reading(path: Path) -> sqlite3.Connection | None:
 
 def _query(path: Path, sql: str, params: list[Any]) -> list[sqlite3.Row]:
     """Rows of one read; a file that is not a run log (or is damaged, or locked) is one line naming it."""
-    from .errors import ThinkError
+    from ..errors import ThinkError
 
     try:
         conn = open_for_reading(path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ThinkError, UsageError
+from ...errors import ThinkError, UsageError
 
 CHECKERS = ("auto", "exact", "number", "contains", "regex", "math")
 BUILTIN = "builtin"
@@ -44,7 +44,7 @@ class EvalItem:
 
 def read_set(path: Path) -> list[EvalItem]:
     """A labelled JSONL set; the first bad line is refused with its number (nothing runs)."""
-    from .registry import TIER_NAMES
+    from ...policy.registry import TIER_NAMES
 
     if not path.exists():
         raise ThinkError(f"evaluation set not found: {path}")
@@ -52,7 +52,7 @@ def read_set(path: Path) -> list[EvalItem]:
         raise ThinkError(f"evaluation set {path} is a directory")
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
-    from .batch import jsonl_objects
+    from ..batch import jsonl_objects
 
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, raw, error in jsonl_objects(handle):
