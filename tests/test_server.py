@@ -17,8 +17,6 @@ import openai
 import pytest
 from conftest import REPO
 
-from thinkcli.frontends.serve.app import StopFilter
-
 
 class Served:
     def __init__(self, proc: subprocess.Popen, url: str):
@@ -171,14 +169,6 @@ def test_completions_endpoint_and_stop_strings(server):
     cut = client.chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}], max_tokens=20,
                                          seed=7, stop=[stop])
     assert cut.choices[0].message.content == answer[: answer.find(stop)] and cut.choices[0].finish_reason == "stop"
-
-
-def test_stop_filter_holds_back_a_possible_stop_string():
-    f = StopFilter(("END",))
-    assert f.feed("abcE") == "ab" and f.feed("N") == "c" and f.feed("D tail") == "" and f.stopped
-    g = StopFilter(())
-    assert g.feed("x") == "x" and g.flush() == ""
-    assert StopFilter(("##",)).apply("one # two ## three") == ("one # two ", True)
 
 
 def test_models_and_health(server):

@@ -57,3 +57,18 @@ def test_multi_token_channel_tags_of_gpt_oss():
     parser = ThinkingParser(close, thinking=True)
     feed_all(parser, ["think", "ing<|end|>", "<|start|>assistant", "<|channel|>final<|message|>", "Hi"])
     assert parser.thinking == "thinking" and parser.answer == "Hi"
+
+
+def test_a_stop_string_is_held_back_until_it_is_certain_then_ends_the_answer():
+    """A request's `stop` (think serve) is cut here, where the hold-back lives (it was a server-side filter)."""
+    parser = ThinkingParser("</think>", thinking=False, stop=("END",))
+    assert _texts(parser.feed("abcE")) == ["abc"] and parser.feed("N") == []
+    assert parser.feed("D tail") == [] and parser.phase == "done" and parser.answer == "abc"
+    free = ThinkingParser("</think>", thinking=False)
+    assert _texts(free.feed("x")) == ["x"] and free.flush() == []
+    hashes = ThinkingParser("</think>", thinking=False, stop=("##",))
+    assert _texts(hashes.feed("one # two ## three")) == ["one # two "] and hashes.phase == "done"
+
+
+def _texts(chunks):
+    return [chunk.text for chunk in chunks]

@@ -43,6 +43,7 @@ class Job:
     keep_cache: bool = False
     score_tokens: bool = False
     group: Hashable = None  # jobs of one prompt (Best-of-N samples) share a group
+    stop: tuple[str, ...] = ()  # extra stop strings for the answer (the family's own always apply)
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Engine:
         if prompt is None:
             text = self.render(loaded, job.messages, job.budget.thinking).text
             prompt = loaded.model.prompt_tokens(text)
-        policy = make_policy(loaded, job.budget, self.forced(loaded))
+        policy = make_policy(loaded, job.budget, self.forced(loaded), job.stop)
         return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group, text)
 
     def forced(self, loaded: Loaded) -> ForcedText:
@@ -154,7 +155,8 @@ def forced_text(loaded: Loaded) -> ForcedText:
     )
 
 
-def make_policy(loaded: Loaded, budget: BudgetSpec, forced: ForcedText) -> SequencePolicy:
+def make_policy(loaded: Loaded, budget: BudgetSpec, forced: ForcedText, stop: tuple[str, ...] = ()) -> SequencePolicy:
+    """A sequence's policy; the parser cuts the answer at a stop string (and holds back what may start one)."""
     family = loaded.family
-    parser = ThinkingParser(family.think_close, budget.thinking, family.stop, family.answer_prefix)
+    parser = ThinkingParser(family.think_close, budget.thinking, (*family.stop, *stop), family.answer_prefix)
     return SequencePolicy(budget, parser, forced, loaded.model.is_end)

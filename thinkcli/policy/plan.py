@@ -11,6 +11,7 @@ from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
 
 DEFAULT_VOTE_SAMPLES = 4
 MAX_SEED = 2**32 - 2  # llama.cpp takes 32-bit seeds, and 2**32 - 1 means "random"
+MAX_TEMPERATURE = 5.0  # the CLI's and the server's limit alike
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class Overrides:
             raise UsageError(f"unknown strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
-        if self.temperature is not None and not 0 <= self.temperature <= 5:
-            raise UsageError(f"--temperature must be between 0 and 5, got {self.temperature}")
+        if self.temperature is not None and not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise UsageError(f"--temperature must be between 0 and {MAX_TEMPERATURE:g}, got {self.temperature}")
         if (self.min_thinking is not None and self.max_thinking is not None
                 and self.min_thinking > self.max_thinking):
             raise UsageError("--min-thinking must not exceed --max-thinking")

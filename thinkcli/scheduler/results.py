@@ -26,6 +26,7 @@ class Task:
     keep_cache: bool = False  # chat: the reply stays in the KV cache for the next turn
     drop_history: bool = False  # chat: drop the oldest exchanges to fit, instead of failing
     raw: bool = False  # the prompt is the model's text as it is (/v1/completions): no chat template
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these (a server request's `stop`)
 
 
 @dataclass(frozen=True)

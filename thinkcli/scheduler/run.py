@@ -319,7 +319,7 @@ class _ModelRun:
                 continue
             job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
                       keep_cache=task.keep_cache and state.n == 1,
-                      score_tokens=plan.budget.needs_confidence or state.n > 1, group=task.key)
+                      score_tokens=plan.budget.needs_confidence or state.n > 1, group=task.key, stop=task.stop)
             yield self.runtime.engine.request(self.loaded, job, prompt=state.fitted.prompt_tokens,
                                               text=state.fitted.text)
 
