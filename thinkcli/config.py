@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .text import Json
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Settings:
 
     def _apply(self, values: dict[tuple[str, str], Any]) -> Settings:
         """Apply {(setting, where it came from): value}; a bad value is named with its source."""
-        changes: dict[str, Any] = {}
+        changes: Json = {}
         for (key, where), value in values.items():
             if key not in self.__dataclass_fields__:
                 raise ConfigError(f"{where}: unknown setting (known: {', '.join(self.__dataclass_fields__)})")
@@ -97,7 +98,7 @@ class Settings:
 SETTING_RANGES = {"threads": (0, 1024), "n_ctx": (256, 1 << 20)}
 
 
-def shown(value: Any, limit: int = 60) -> str:
+def shown(value: object, limit: int = 60) -> str:
     """A value quoted in an error message: its type for a structure (never its expansion), cut."""
     if isinstance(value, (dict, list, tuple, set)):
         return f"a {'mapping' if isinstance(value, dict) else 'list'}"
@@ -144,7 +145,7 @@ def parse_gpu_layers(value: str) -> int:
     return layers
 
 
-def _read_settings(path: Path) -> dict[str, Any]:
+def _read_settings(path: Path) -> Json:
     import yaml
 
     try:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+Json = dict[str, Any]
+"""A JSON object from outside or on its way out (a record, a request body, a server's reply): its
+values are whatever JSON holds, checked where they are read. The one place the code says Any for it."""
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -25,7 +29,7 @@ def clean_text(text: str) -> str:
         return _SURROGATE.sub("\ufffd", text)
 
 
-def clean_json(value: Any) -> Any:
+def clean_json(value: object) -> object:
     """A decoded JSON value with every string (keys too) cleaned."""
     if isinstance(value, str):
         return clean_text(value)

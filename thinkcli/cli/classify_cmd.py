@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from ..text import Json
 from .ask import read_prompt
 from .options import JsonOpt, ModelOpt, NoStdinOpt
 
@@ -26,7 +27,7 @@ def classify_command(
 
     text = read_prompt(prompt, no_stdin)
     difficulty = classify(text)
-    data: dict[str, Any] = difficulty.as_dict()
+    data: Json = difficulty.as_dict()
     if probe:
         data["probe"] = run_probe(text, model)
     if json_output:
@@ -50,7 +51,7 @@ def classify_command(
         typer.echo(f"        answer so far: {p['answer']!r}")
 
 
-def run_probe(text: str, model: str | None) -> dict[str, Any]:
+def run_probe(text: str, model: str | None) -> Json:
     """The probe on the model: its confidence, verdict and first answer tokens (nothing logged)."""
     from ..errors import ThinkError
     from ..output.records import Outcome

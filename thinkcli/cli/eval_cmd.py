@@ -7,16 +7,21 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import ThinkError, UsageError
+from ..text import Json
 from .ask import gpu_layers_value
 from .options import GpuLayersOpt, JsonOpt, MaxAnswerOpt, ModelOpt, NoLogOpt, SeedOpt, TemperatureOpt
 
 if TYPE_CHECKING:
-    from ..frontends.eval.runner import Calibration, PolicyScore
+    from ..frontends.eval.curve import Point
+    from ..frontends.eval.runner import Calibration, Policy, PolicyScore
+    from ..frontends.eval.sets import EvalItem
+    from ..policy.registry import Registry
+    from ..scheduler.runtime import Runtime
 
 
 def eval_command(
@@ -50,35 +55,12 @@ def eval_command(
     """Measure what thinking buys, policy by policy.
 
     Prints a table per policy, the scaling curve, and (--calibrate) per-tier caps."""
-    from ..frontends.eval.runner import (
-        CALIBRATION_CAPS,
-        DEFAULT_POLICIES,
-        EvalDone,
-        ItemDone,
-        PolicyScored,
-        PolicyStarted,
-        calibrate,
-        calibration_dict,
-        check_directory,
-        check_items,
-        check_writable_models_file,
-        parse_policies,
-        run_eval,
-        save_results,
-        write_calibration,
-    )
+    from ..frontends.eval.runner import CALIBRATION_CAPS, DEFAULT_POLICIES, check_items, parse_policies
     from ..frontends.eval.sets import load_set
     from ..policy.plan import Overrides
     from ..scheduler.runtime import Runtime
 
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {limit}")
-    if not 1 <= parallel <= 64:
-        raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
-    if not 0 <= tolerance <= 1:
-        raise UsageError(f"--tolerance must be between 0 and 1, got {tolerance}")
-    if write and not calibrate_tiers:
-        raise UsageError("--write goes with --calibrate")
+    _check_options(limit, parallel, tolerance, write, calibrate_tiers)
     items = load_set(eval_set, set_seed)[:limit]
     if dump:
         for item in items:
@@ -89,6 +71,8 @@ def eval_command(
     check_items(items)  # every checker can judge its answer: found now, not after the run
     runtime = Runtime.create(gpu_layers=gpu_layers_value(gpu_layers), log=not no_log)
     if write:
+        from ..frontends.eval.runner import check_writable_models_file
+
         check_writable_models_file(runtime.paths.models_file)
     base = Overrides(model=model, max_answer=max_answer, temperature=temperature, seed=seed).validate()
     chosen = policies_text or (CALIBRATION_CAPS if calibrate_tiers else DEFAULT_POLICIES)
@@ -99,8 +83,48 @@ def eval_command(
     runtime.load(model_name)  # a missing model fails here, in one line, before any directory is made
     directory = output or Path(f"eval-{_slug(Path(eval_set).stem if eval_set.endswith('.jsonl') else eval_set)}"
                                f"-{_slug(model_name)}")
+    from ..frontends.eval.runner import check_directory
+
     check_directory(directory, {"set": _set_identity(eval_set, set_seed), "model": model_name,
                                 "max_answer": max_answer, "temperature": temperature, "seed": seed})
+    scores = _run(runtime, items, policies, directory, parallel)
+    calibration = _calibration(items, policies, scores, directory, model_name, tolerance) if calibrate_tiers else None
+    from ..frontends.eval.runner import calibration_dict, save_results, write_calibration
+
+    extra: Json = {"set": eval_set, "model": model_name, "items": len(items),
+                   "calibration": calibration_dict(calibration) if calibration else None}
+    json_path, csv_path = save_results(directory, scores, extra)
+    notes = [f"results: {json_path}, {csv_path}, {directory / 'items.csv'}"]
+    if calibration is not None and write:
+        write_calibration(runtime.paths.models_file, calibration, runtime.registry)
+    title = f"{model_name} on {eval_set} ({len(items)} items)"
+    if json_output:
+        typer.echo(json_path.read_text(encoding="utf-8").rstrip("\n"))
+    else:
+        _print_results(scores, title, calibration, runtime.registry, curve=not no_curve)
+    plot_failed = _draw(scores, title, plot, notes) if plot is not None else None
+    if calibration is not None and write:
+        notes.append(f"calibration written to {runtime.paths.models_file} (models.{model_name})")
+    sys.stderr.write("\n".join(notes) + "\n")
+    if plot_failed:
+        raise ThinkError(plot_failed)
+
+
+def _check_options(limit: int | None, parallel: int, tolerance: float, write: bool, calibrate_tiers: bool) -> None:
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {limit}")
+    if not 1 <= parallel <= 64:
+        raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
+    if not 0 <= tolerance <= 1:
+        raise UsageError(f"--tolerance must be between 0 and 1, got {tolerance}")
+    if write and not calibrate_tiers:
+        raise UsageError("--write goes with --calibrate")
+
+
+def _run(runtime: Runtime, items: list[EvalItem], policies: list[Policy], directory: Path,
+         parallel: int) -> list[PolicyScore]:
+    """Every policy over the items, with a progress line; the scores at the end."""
+    from ..frontends.eval.runner import EvalDone, ItemDone, PolicyScored, PolicyStarted, run_eval
 
     progress = _Progress(len(items))
     scores: list[PolicyScore] = []
@@ -114,51 +138,50 @@ def eval_command(
                 progress.done(event.score)
             case EvalDone():
                 scores = event.scores
+    return scores
 
-    from ..frontends.eval.curve import Point, png_curve, terminal_curve
 
-    title = f"{model_name} on {eval_set} ({len(items)} items)"
-    points = [Point(s.policy, s.mean_thinking, s.accuracy, s.fixed) for s in scores if s.items]
-    calibration: Calibration | None = None
-    if calibrate_tiers:
-        from dataclasses import replace
+def _calibration(items: list[EvalItem], policies: list[Policy], scores: list[PolicyScore], directory: Path,
+                 model_name: str, tolerance: float) -> Calibration:
+    from dataclasses import replace
 
-        from ..frontends.eval.runner import calibrate_probe, policy_file, read_records
+    from ..frontends.eval.runner import calibrate, calibrate_probe, policy_file, read_records
 
-        records = {p.name: read_records(policy_file(directory, p)) for p in policies}
-        calibration = replace(calibrate(scores, model_name, tolerance),
-                              probe=calibrate_probe(items, records, tolerance))
-    extra: dict[str, Any] = {"set": eval_set, "model": model_name, "items": len(items),
-                             "calibration": calibration_dict(calibration) if calibration else None}
-    json_path, csv_path = save_results(directory, scores, extra)
-    if calibration is not None and write:
-        write_calibration(runtime.paths.models_file, calibration, runtime.registry)
+    records = {p.name: read_records(policy_file(directory, p)) for p in policies}
+    return replace(calibrate(scores, model_name, tolerance), probe=calibrate_probe(items, records, tolerance))
 
-    if json_output:
-        typer.echo(json_path.read_text(encoding="utf-8").rstrip("\n"))
-    else:
-        _print_table(scores, title)
-        if not no_curve and points:
-            from .render import is_terminal
 
-            typer.echo(terminal_curve(points, title, color=is_terminal(sys.stdout)))
-        if calibration is not None:
-            _print_calibration(calibration, runtime.registry)
-    notes = [f"results: {json_path}, {csv_path}, {directory / 'items.csv'}"]
-    plot_failed = None
-    if plot is not None:  # after the table: a plot that fails never costs the figures
-        try:
-            png_curve(points, title, plot)
-            notes.append(f"curve: {plot}")
-        except ThinkError as exc:
-            plot_failed = str(exc)
-        except (OSError, ValueError, RuntimeError) as exc:
-            plot_failed = f"the curve could not be drawn to {plot}: {getattr(exc, 'strerror', None) or exc}"
-    if calibration is not None and write:
-        notes.append(f"calibration written to {runtime.paths.models_file} (models.{model_name})")
-    sys.stderr.write("\n".join(notes) + "\n")
-    if plot_failed:
-        raise ThinkError(plot_failed)
+def _points(scores: list[PolicyScore]) -> list[Point]:
+    from ..frontends.eval.curve import Point
+
+    return [Point(s.policy, s.mean_thinking, s.accuracy, s.fixed) for s in scores if s.items]
+
+
+def _print_results(scores: list[PolicyScore], title: str, calibration: Calibration | None, registry: Registry,
+                   curve: bool) -> None:
+    _print_table(scores, title)
+    points = _points(scores)
+    if curve and points:
+        from ..frontends.eval.curve import terminal_curve
+        from .render import is_terminal
+
+        typer.echo(terminal_curve(points, title, color=is_terminal(sys.stdout)))
+    if calibration is not None:
+        _print_calibration(calibration, registry)
+
+
+def _draw(scores: list[PolicyScore], title: str, plot: Path, notes: list[str]) -> str | None:
+    """The PNG curve, after the table: a plot that fails never costs the figures (its error is returned)."""
+    from ..frontends.eval.curve import png_curve
+
+    try:
+        png_curve(_points(scores), title, plot)
+        notes.append(f"curve: {plot}")
+    except ThinkError as exc:
+        return str(exc)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return f"the curve could not be drawn to {plot}: {getattr(exc, 'strerror', None) or exc}"
+    return None
 
 
 def _check_plot(plot: Path) -> None:
@@ -204,7 +227,7 @@ def _print_table(scores: list[PolicyScore], title: str) -> None:
     Console(width=160).print(table)
 
 
-def _print_calibration(calibration: Calibration, registry: Any) -> None:
+def _print_calibration(calibration: Calibration, registry: Registry) -> None:
     import yaml
 
     lines = [f"calibration for {calibration.model} (tolerance {calibration.tolerance:.0%} accuracy):"]
@@ -215,7 +238,7 @@ def _print_calibration(calibration: Calibration, registry: Any) -> None:
         curve = ", ".join(f"{c}: {a:.0%}" for c, a in sorted(calibration.curve[tier].items()))
         lines.append(f"  {tier:<8} cap {cap:>5} (now {current[tier].max_thinking}; best {calibration.best[tier]:.0%}; "
                      f"by cap {curve})")
-    entry: dict[str, Any] = {"tiers": calibration.tiers_override(registry)}
+    entry: Json = {"tiers": calibration.tiers_override(registry)}
     probe = calibration.probe
     if probe is not None:
         lines.append(f"  probe    confidence {probe.threshold} (now {registry.probe_for(calibration.model).confidence}): "
@@ -249,7 +272,7 @@ class _Progress:
                          + ("\n" if not self.tty else ""))
         sys.stderr.flush()
 
-    def item(self, record: dict[str, Any]) -> None:
+    def item(self, record: Json) -> None:
         self.count += 1
         if self.tty:
             sys.stderr.write(f"\r\x1b[Kpolicy {self.name}: {self.count}/{self.todo} · "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..text import printable
+from ..text import Json, printable
 from .options import JsonOpt
 
 logs_app = typer.Typer(help="Show logged runs; `logs stats`: thinking spent per tier.",
@@ -63,7 +63,7 @@ def logs_list(
         typer.echo(_describe(run, show_thinking))
 
 
-def _describe(run: dict[str, Any], show_thinking: bool) -> str:
+def _describe(run: Json, show_thinking: bool) -> str:
     """One run as a few lines: what ran, what it cost, the prompt and the answer."""
     stamp = run["at"].replace("T", " ")[:19]
     if run["error"]:

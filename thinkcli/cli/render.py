@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from ..engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Thinking
 from ..output.records import BudgetLowered, Outcome, ProbeReport, outcome_record
 from ..scheduler.run import Planned, RunEvent
+from ..text import Json
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -62,7 +63,7 @@ class StreamRenderer:
     _tokens: int = 0
     _answer_started: bool = False
     _held_space: str = ""  # trailing whitespace of the answer, written only if more text follows
-    _samples: dict[Hashable, dict[str, Any]] = field(default_factory=dict)
+    _samples: dict[Hashable, Json] = field(default_factory=dict)
     _vote_mode: bool = False
 
     def __post_init__(self) -> None:

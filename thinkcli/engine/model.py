@@ -12,13 +12,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import ModelError
+from ..text import Json
 
 GGUF_MAGIC = b"GGUF"
 _LOG_LOCK = threading.Lock()
-_log_state: dict[str, Any] = {"installed": False, "callback": None, "errors": []}
+_log_state: Json = {"installed": False, "callback": None, "errors": []}
 
 
 def _install_log_sink() -> None:

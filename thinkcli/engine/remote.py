@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Union
 
 from ..errors import ModelError, ThinkError
-from .budget import chunk_events, step_events
+from ..text import Json
+from .budget import SequencePolicy, Step, chunk_events, step_events
 from .events import (
     EngineEvent,
     FinishReason,
@@ -120,19 +121,19 @@ def parse_remote_ref(ref: str) -> Endpoint | None:
     return Endpoint((base,), model, timeout=timeout)
 
 
-def _served(data: Any) -> list[dict[str, Any]]:
+def _served(data: object) -> list[Json]:
     """The model objects a `/v1/models` answer lists (anything malformed is left out)."""
     listed = data.get("data") if isinstance(data, dict) else None
     models = listed if isinstance(listed, list) else (data.get("models") if isinstance(data, dict) else None)
     return [m for m in (models if isinstance(models, list) else []) if isinstance(m, dict)]
 
 
-def _served_names(data: Any) -> list[str]:
+def _served_names(data: object) -> list[str]:
     """The model names a `/v1/models` answer lists."""
     return [str(m.get("id") or m.get("name") or m.get("model")) for m in _served(data)]
 
 
-def _aliases(model: dict[str, Any]) -> set[str]:
+def _aliases(model: Json) -> set[str]:
     """Every name a served model answers to: its id, aliases, and the file stem of a path id
     (llama-server lists a model by the path it was started with)."""
     names = {str(model[key]) for key in ("id", "name", "model") if isinstance(model.get(key), str)}
@@ -145,7 +146,7 @@ def _aliases(model: dict[str, Any]) -> set[str]:
     return names
 
 
-def match_served(data: Any, wanted: str) -> str | None:
+def match_served(data: object, wanted: str) -> str | None:
     """The id to send for `wanted` (empty: the server's only model), or None if it is not served."""
     models = _served(data)
     if not models:
@@ -211,7 +212,7 @@ class RemoteModel:
         self.meta_timeout = httpx.Timeout(min(endpoint.timeout, META_TIMEOUT), connect=min(endpoint.timeout, 3.0))
         self._tokenizer: str | None = None
         self.waiting = _Waiting(endpoint.timeout)
-        served: dict[str, Any] | None = None
+        served: Json | None = None
         failures: list[str] = []
         for url in endpoint.urls:  # the first replica that answers describes the model
             try:
@@ -243,7 +244,7 @@ class RemoteModel:
                               chat_template=template, gpu_layers=0)
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _get(self, url: str, missing_ok: bool = False) -> dict[str, Any] | None:
+    def _get(self, url: str, missing_ok: bool = False) -> Json | None:
         import httpx
 
         try:
@@ -315,12 +316,12 @@ class RemoteModel:
         self.client.close()
 
 
-def _positive_int(value: Any) -> int:
+def _positive_int(value: object) -> int:
     """A count a server reports (n_ctx), or 0 when it sent something else."""
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31 else 0
 
 
-def _token_ids(tokens: Any) -> list[int] | None:
+def _token_ids(tokens: object) -> list[int] | None:
     """Token ids from a tokenize answer (ints, or {"id": int} objects); None for anything else."""
     if not isinstance(tokens, list):
         return None
@@ -380,7 +381,7 @@ class _Waiting:
 @dataclass(eq=False)
 class _Live:
     request: Request
-    events: queue.Queue[Any]  # the queue of the run() that started it (a later run never sees its events)
+    events: queue.Queue[Reported]  # the queue of the run() that started it (a later run never sees its events)
     home: str  # the replica it runs on (a continuation goes back there: its cache is there)
     cancelled: FinishReason | None = None
 
@@ -422,6 +423,9 @@ class _Crashed:
     error: str
 
 
+Reported = Union[EngineEvent, _Finished, _Crashed]  # what a stream's thread puts on its run's queue
+
+
 class RemoteDecoder:
     """The local Decoder's interface over HTTP: each live request streams in its own thread."""
 
@@ -431,7 +435,7 @@ class RemoteDecoder:
         self.seq_room = seq_room
         self.stats = RemoteStats()
         self._live: dict[Hashable, _Live] = {}
-        self._events: queue.Queue[Any] = queue.Queue()
+        self._events: queue.Queue[Reported] = queue.Queue()
         self._next_url = 0
         self._down: dict[str, float] = {}  # replica → until when it is skipped
         self._in_flight: dict[str, int] = {}  # replica → sequences running there
@@ -584,7 +588,7 @@ class RemoteDecoder:
             return
         live.events.put(_Finished(request.key))
 
-    def _body(self, live: _Live, state: _State) -> dict[str, Any]:
+    def _body(self, live: _Live, state: _State) -> Json:
         """The next request of a sequence: what its policy still allows, from where it stands."""
         request, policy = live.request, live.request.policy
         # While thinking, ask for exactly what the cap leaves: the server stops there by itself, so no
@@ -597,7 +601,7 @@ class RemoteDecoder:
         sampling = request.sampling
         prompt: str | list[int] = ([*request.prompt, *state.tokens] if state.exact
                                    else request.text + "".join(state.pieces))
-        body: dict[str, Any] = {
+        body: Json = {
             "model": self.model.endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
             "stream": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
             "seed": sampling.seed + state.attempt,
@@ -690,7 +694,7 @@ class RemoteDecoder:
                            state.first_token - state.started if state.first_token else None,
                            time.perf_counter() - state.started, tuple(policy.events))
 
-    def _stream(self, body: dict[str, Any], replica: str, native: bool = False
+    def _stream(self, body: Json, replica: str, native: bool = False
                 ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None], None, None]:
         """(replica, text, logprob, finish_reason, token id, choice index) per streamed chunk, from
         `replica` first. Connection errors, timeouts, 429 and 5xx are retried with backoff, on the next
@@ -753,7 +757,7 @@ class _Retry(Exception):
     pass
 
 
-def _spawn(target: Callable[..., None], *args: Any) -> None:
+def _spawn(target: Callable[..., None], *args: object) -> None:
     threading.Thread(target=target, args=args, daemon=True, name="remote").start()
 
 
@@ -783,7 +787,7 @@ def _parse_native(line: str) -> Chunk | None:
     return content if isinstance(content, str) else "", logprob, reason, (ids[0] if len(ids) == 1 else None), 0
 
 
-def _logprob(value: Any) -> float | None:
+def _logprob(value: object) -> float | None:
     """A logprob as the server sent it, if it is a finite number (never trusted beyond that)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -830,7 +834,7 @@ def _parse_event(line: str) -> Chunk | None:
             index if isinstance(index, int) and not isinstance(index, bool) else 0)
 
 
-def _events(key: Hashable, policy: Any, step: Any) -> Iterator[EngineEvent]:
+def _events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[EngineEvent]:
     """A step's events, and a progress heartbeat every 8 tokens (as the local decoder sends)."""
     yield from step_events(key, policy, step)
     total = policy.thinking_total + policy.answer_tokens

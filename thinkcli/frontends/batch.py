@@ -28,7 +28,7 @@ from ..output.records import Outcome, batch_record, error_record, outcome_record
 from ..policy.plan import Overrides, Plan, make_plan
 from ..scheduler.run import Failed, Scheduler, Task, failure_message, messages_for
 from ..scheduler.runtime import Runtime
-from ..text import clean_json
+from ..text import Json, clean_json
 
 log = logging.getLogger("thinkcli")
 CSV_FIELD_LIMIT = 64 * 1024 * 1024  # Python's default (131,072 characters) refuses a long pasted document
@@ -59,7 +59,7 @@ def detect_format(path: str, explicit: str | None) -> str:
     raise UsageError(f"cannot tell the format of '{path}': use .txt, .jsonl or .csv, or --format")
 
 
-def jsonl_objects(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+def jsonl_objects(stream: Iterable[str]) -> Iterator[tuple[int, Json | None, str | None]]:
     """(line number, the object or None, what is wrong with the line) for every non-blank line."""
     for number, line in enumerate(stream, start=1):
         if not line.strip():
@@ -195,7 +195,7 @@ class OutputStore:
         if self.repaired_bytes or self.retried or newline_added:
             _atomic_write(self.path, b"".join(kept))
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Json) -> None:
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
@@ -212,7 +212,7 @@ class OutputStore:
             self._lock.release()
 
 
-def _record_or_none(line: bytes) -> dict[str, Any] | None:
+def _record_or_none(line: bytes) -> Json | None:
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):
@@ -289,7 +289,7 @@ class BatchSummary:
     fixed_budget: int = 0  # thinking tokens these items would cost at the deep tier's fixed budget
     endpoints: dict[str, int] = field(default_factory=dict)  # remote models: tokens each replica generated
 
-    def add(self, record: dict[str, Any], outcome: Outcome | None = None, deep_budget: int = 0) -> None:
+    def add(self, record: Json, outcome: Outcome | None = None, deep_budget: int = 0) -> None:
         if record.get("error"):
             self.failed += 1
             return
@@ -306,7 +306,7 @@ class BatchSummary:
             stats.last_end = max(stats.last_end or 0.0, start + outcome.total_s)
         self.tokens += usage["thinking_tokens"] + usage["answer_tokens"]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> Json:
         tiers = {
             name: {
                 "count": s.count,
@@ -334,7 +334,7 @@ class BatchSummary:
 
 @dataclass(frozen=True)
 class RecordWritten:
-    record: dict[str, Any]
+    record: Json
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,7 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
     summary = BatchSummary()
     lines: dict[str, Item] = {}
     first_line: dict[str, int] = {}
-    early: deque[dict[str, Any]] = deque()  # records of items that fail before they are planned
+    early: deque[Json] = deque()  # records of items that fail before they are planned
 
     def fail(item: Item, error: str, plan: Plan | None = None, model: str | None = None) -> None:
         early.append(error_record(item.id, item.line, item.prompt, error, plan, model, keep_thinking))
@@ -388,7 +388,7 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
             lines[item.id] = item
             yield Task(item.id, item.prompt, plan, messages_for(item.prompt))
 
-    def write(record: dict[str, Any], outcome: Outcome | None = None) -> RecordWritten:
+    def write(record: Json, outcome: Outcome | None = None) -> RecordWritten:
         store.write(record)
         summary.add(record, outcome, runtime.registry.deep_budget(outcome.plan.model) if outcome else 0)
         return RecordWritten(record)

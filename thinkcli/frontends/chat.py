@@ -248,7 +248,7 @@ class ChatSession:
         except (ValueError, RecursionError):
             return f"cannot load {path}: not JSON (save a conversation with /save FILE.json)"
         problem = conversation_problem(data)
-        if problem:
+        if problem or not isinstance(data, dict):
             return f"cannot load {path}: {problem}"
         self.messages = [{"role": m["role"], "content": m["content"]} for m in data["messages"]]
         self.system = data.get("system") or self.system

@@ -17,7 +17,8 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+
+from ..text import Json
 
 log = logging.getLogger("thinkcli")
 
@@ -74,7 +75,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 JSON_COLUMNS = ("reasons", "events", "vote", "sample_runs", "probe")
 
 
-def spent_thinking_tokens(record: dict[str, Any]) -> int:
+def spent_thinking_tokens(record: Json) -> int:
     """Thinking tokens a run really cost: every Best-of-N sample's, not just the winner's."""
     samples = record.get("samples")
     if samples:
@@ -100,7 +101,7 @@ class RunLog:
         self.path = path
         self._local = threading.local()
         self._broken = False
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[object, ...]] = []
         self._lock = threading.Lock()
         self._retrying: threading.Thread | None = None
         self._warned = False
@@ -117,7 +118,7 @@ class RunLog:
             self._local.conn = conn
         return conn
 
-    def write(self, record: dict[str, Any], source: str, key: str | None = None, deep_budget: int = 0) -> None:
+    def write(self, record: Json, source: str, key: str | None = None, deep_budget: int = 0) -> None:
         """Add one run. Never raises: a full disk or a locked file must not cost the answer."""
         if self._broken:
             return
@@ -144,7 +145,7 @@ class RunLog:
         self._broken = True
         log.warning("the run log %s cannot be written (%s); runs are not logged", self.path, exc)
 
-    def _queue(self, row: tuple[Any, ...]) -> None:
+    def _queue(self, row: tuple[object, ...]) -> None:
         """(With the lock held.) Keep a row for the retry thread, which is started if it is not running."""
         if len(self._pending) >= PENDING_LIMIT:
             del self._pending[0]
@@ -255,17 +256,17 @@ COLUMNS = (
 INSERT = f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
-def _json(value: Any) -> str | None:
+def _json(value: object) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def row_of(record: dict[str, Any], source: str, key: str | None, deep_budget: int) -> tuple[Any, ...]:
+def row_of(record: Json, source: str, key: str | None, deep_budget: int) -> tuple[object, ...]:
     """A record (records.outcome_record or error_record) as the values of one row."""
     budget = record.get("budget") or {}
     usage = record.get("usage") or {}
     timings = record.get("timings") or {}
     failed = bool(record.get("error"))
-    values: dict[str, Any] = {
+    values: Json = {
         "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "source": source,
         "key": key,
@@ -327,7 +328,7 @@ def open_for_reading(path: Path) -> sqlite3.Connection | None:
     return conn
 
 
-def _query(path: Path, sql: str, params: list[Any]) -> list[sqlite3.Row]:
+def _query(path: Path, sql: str, params: list[object]) -> list[sqlite3.Row]:
     """Rows of one read; a file that is not a run log (or is damaged, or locked) is one line naming it."""
     from ..errors import ThinkError
 
@@ -343,9 +344,9 @@ def _query(path: Path, sql: str, params: list[Any]) -> list[sqlite3.Row]:
     return rows
 
 
-def _where(query: Query) -> tuple[str, list[Any]]:
+def _where(query: Query) -> tuple[str, list[object]]:
     clauses: list[str] = []
-    params: list[Any] = []
+    params: list[object] = []
     if query.tier:
         clauses.append("tier = ?")
         params.append(query.tier)
@@ -361,7 +362,7 @@ def _where(query: Query) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def recent(path: Path, query: Query) -> list[dict[str, Any]]:
+def recent(path: Path, query: Query) -> list[Json]:
     """The last `limit` runs matching the query, oldest first (like a terminal scrollback)."""
     where, params = _where(query)
     limit = query.limit if 0 <= query.limit < 2**62 else -1  # SQLite's LIMIT is a 64-bit integer; -1: all
@@ -398,7 +399,7 @@ class LedgerRow:
             return None
         return 1.0 - self.thinking_tokens / self.fixed_budget_tokens
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> Json:
         return {
             "tier": self.tier, "model": self.model, "runs": self.runs, "failed": self.failed,
             "thinking_tokens": self.thinking_tokens, "answer_tokens": self.answer_tokens,

@@ -8,13 +8,14 @@ the server to come read the same record. The README documents these keys once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 from ..engine.events import SequenceDone
 from ..engine.vote import Vote
 from ..policy.plan import Plan
+from ..text import Json
 
-Record = dict[str, Any]
+Record = Json  # the record: built here, the one owner of its keys
 """A JSON record as written (--json, a JSONL line, a log row) or read back from disk: built only here."""
 
 # Every key of a record, in order. A failed batch item carries them all (null where unknown).

@@ -197,18 +197,11 @@ def split_paste(text: str) -> tuple[str, int]:
 def classify(prompt: str) -> Difficulty:
     n_words = len(WORD.findall(prompt))  # the whole prompt's length counts (linear time)
     text = inspected_text(prompt)
-    score = 0.24
-    reasons: list[str] = []
     pasted = 0
     if text:
         text, pasted = split_paste(text)
         if pasted:
             n_words -= pasted
-
-    def add(weight: float, reason: str) -> None:
-        nonlocal score
-        score += weight
-        reasons.append(reason)
 
     if not text:
         return Difficulty("instant", 0.0, ("empty prompt",))
@@ -219,6 +212,21 @@ def classify(prompt: str) -> Difficulty:
         if arithmetic is not None:
             tier, why = arithmetic
             return Difficulty(tier, TIER_SCORES[tier], (why,))
+    score, reasons = _weigh(text, n_words, pasted)
+    score = max(0.0, min(1.0, score))
+    tier = TIERS[sum(score >= t for t in THRESHOLDS)]
+    return Difficulty(tier, score, tuple(reasons or ["no sign of multi-step work"]))
+
+
+def _weigh(text: str, n_words: int, pasted: int) -> tuple[float, list[str]]:
+    """The score from every sign in the text (topic, shape, length), and a reason for each."""
+    score = 0.24
+    reasons: list[str] = []
+
+    def add(weight: float, reason: str) -> None:
+        nonlocal score
+        score += weight
+        reasons.append(reason)
 
     def hits(pattern: re.Pattern[str]) -> list[str]:
         return sorted({m.group(0).lower() for m in pattern.finditer(text)})
@@ -271,9 +279,4 @@ def classify(prompt: str) -> Difficulty:
         add(min(0.04 * (n_words - 25) ** 0.5, 0.3), f"long prompt ({n_words} words)")
     elif n_words <= 6 and not (proof or hard_math or code_block or symbols or pasted):
         add(-0.04, f"very short ({n_words} words)")
-
-    score = max(0.0, min(1.0, score))
-    tier = TIERS[sum(score >= t for t in THRESHOLDS)]
-    if not reasons:
-        reasons.append("no sign of multi-step work")
-    return Difficulty(tier, score, tuple(reasons))
+    return score, reasons

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..engine.family import Family, Sampling
 from ..errors import ConfigError
+from ..text import Json
 
 TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
@@ -118,7 +119,7 @@ def shipped_path() -> Path:
     return inside if inside.exists() else package.parent / "models.yaml"
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> Json:
     import yaml
 
     try:
@@ -145,7 +146,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: Json, over: Json) -> Json:
     merged = dict(base)
     for key, value in over.items():
         if key in ("families", "models", "tiers") and isinstance(value, dict):
@@ -249,7 +250,7 @@ def _family(source: str, name: str, raw: Any) -> Family:
 
 
 def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
-           global_tiers: dict[str, Any], global_probe: Any) -> ModelEntry:
+           global_tiers: Json, global_probe: Any) -> ModelEntry:
     c = _Checker(source, "models", alias, raw, set(ModelEntry.__dataclass_fields__) - {"alias"})
     family = c.text("family", required=True)
     if family not in families:
@@ -294,7 +295,7 @@ def _url_list(c: _Checker, raw: Any) -> list[str]:
     return raw
 
 
-def _model_tiers(source: str, alias: str, raw: Any, global_tiers: dict[str, Any]) -> dict[str, Tier]:
+def _model_tiers(source: str, alias: str, raw: Any, global_tiers: Json) -> dict[str, Tier]:
     """A model's own tier fields, each over the global tier of that name (routing stays global)."""
     if raw is None:
         return {}

@@ -29,6 +29,7 @@ from ...policy.classify import classify
 from ...policy.plan import Overrides
 from ...policy.registry import TIER_NAMES, Registry
 from ...scheduler.runtime import Runtime
+from ...text import Json
 from ..batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
 from .sets import EvalItem
 
@@ -196,7 +197,7 @@ class PolicyScore:
     seconds: list[float] = field(default_factory=list)
     wall_s: float | None = None  # this run's wall time, when every item ran now (not resumed)
     by_tier: dict[str, TierScore] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)  # a row per item (items.csv), checked once
+    rows: list[Json] = field(default_factory=list)  # a row per item (items.csv), checked once
 
     @property
     def accuracy(self) -> float:
@@ -217,7 +218,7 @@ class PolicyScore:
     def mean_s(self) -> float:
         return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> Json:
         return {
             "policy": self.policy, "cap": self.cap, "items": self.items, "failed": self.failed,
             "correct": self.correct, "accuracy": round(self.accuracy, 4),
@@ -235,12 +236,12 @@ def item_tiers(items: list[EvalItem]) -> dict[str, str]:
     return {item.id: item.tier or classify(item.prompt).tier for item in items}
 
 
-def score_policy(policy: Policy, items: list[EvalItem], records: dict[str, dict[str, Any]],
-                 tiers: dict[str, str]) -> tuple[PolicyScore, list[dict[str, Any]]]:
+def score_policy(policy: Policy, items: list[EvalItem], records: dict[str, Json],
+                 tiers: dict[str, str]) -> tuple[PolicyScore, list[Json]]:
     """Check every item's record; returns the score and one row per item (for items.csv)."""
     score = PolicyScore(policy.name, policy.cap, policy.fixed,
                         by_tier={name: TierScore() for name in TIER_NAMES})
-    rows: list[dict[str, Any]] = []
+    rows: list[Json] = []
     for item in items:
         record = records.get(item.id)
         if record is None:
@@ -268,8 +269,8 @@ def score_policy(policy: Policy, items: list[EvalItem], records: dict[str, dict[
     return score, rows
 
 
-def read_records(path: Path) -> dict[str, dict[str, Any]]:
-    records: dict[str, dict[str, Any]] = {}
+def read_records(path: Path) -> dict[str, Json]:
+    records: dict[str, Json] = {}
     if not path.exists():
         return records
     with open(path, encoding="utf-8") as handle:
@@ -326,7 +327,7 @@ class Calibration:
         return override
 
 
-def calibrate_probe(items: list[EvalItem], records: dict[str, dict[str, dict[str, Any]]],
+def calibrate_probe(items: list[EvalItem], records: dict[str, dict[str, Json]],
                     tolerance: float) -> ProbeCalibration | None:
     """None unless the policies auto, auto-noprobe and 0 all ran (each gives one side of the choice)."""
     auto, thinking, plain = records.get("auto"), records.get("auto-noprobe"), records.get("0")
@@ -470,7 +471,7 @@ class PolicyStarted:
 @dataclass(frozen=True)
 class ItemDone:
     policy: Policy
-    record: dict[str, Any]
+    record: Json
 
 
 @dataclass(frozen=True)
@@ -491,7 +492,7 @@ def policy_file(directory: Path, policy: Policy) -> Path:
     return directory / f"{policy.name}.jsonl"
 
 
-def check_directory(directory: Path, meta: dict[str, Any]) -> None:
+def check_directory(directory: Path, meta: Json) -> None:
     """One directory holds one experiment: refuse to resume into results of another model or set."""
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--output {directory} is a file: give a directory")
@@ -538,7 +539,7 @@ def run_eval(runtime: Runtime, items: list[EvalItem], policies: list[Policy], di
     yield EvalDone(scores, directory)
 
 
-def save_results(directory: Path, scores: list[PolicyScore], extra: dict[str, Any]) -> tuple[Path, Path]:
+def save_results(directory: Path, scores: list[PolicyScore], extra: Json) -> tuple[Path, Path]:
     """results.json (everything), results.csv (a row per policy) and items.csv (a row per item and policy)."""
     rows = [row for score in scores for row in score.rows]
     summary = {**extra, "policies": [s.as_dict() for s in scores]}
@@ -563,7 +564,7 @@ def save_results(directory: Path, scores: list[PolicyScore], extra: dict[str, An
     return json_path, csv_path
 
 
-def calibration_dict(calibration: Calibration) -> dict[str, Any]:
+def calibration_dict(calibration: Calibration) -> Json:
     data = asdict(calibration)
     data["curve"] = {tier: {str(cap): round(acc, 4) for cap, acc in points.items()}
                      for tier, points in calibration.curve.items()}

@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ...errors import ThinkError, UsageError
+from ...text import Json
 
 CHECKERS = ("auto", "exact", "number", "contains", "regex", "math")
 BUILTIN = "builtin"
@@ -34,8 +34,8 @@ class EvalItem:
     level: int | None = None
     kind: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "answer": self.answer, "checker": self.checker}
+    def as_dict(self) -> Json:
+        record: Json = {"id": self.id, "prompt": self.prompt, "answer": self.answer, "checker": self.checker}
         for key in ("tier", "level", "kind"):
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)

@@ -16,7 +16,7 @@ from ...policy.plan import MAX_SEED, MAX_TEMPERATURE, Overrides, Plan, make_plan
 from ...policy.registry import TIER_NAMES
 from ...scheduler.results import Failed
 from ...scheduler.runtime import Runtime
-from ...text import printable
+from ...text import Json, printable
 
 # reasoning_effort → (tier, thinking switched off)
 EFFORTS: dict[str, tuple[str, bool]] = {
@@ -76,7 +76,7 @@ def _text(content: Any, where: str) -> str:
     raise ApiError(400, f"{where}: content must be a string or a list of text parts", param=where)
 
 
-def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float) -> Any:
+def _number(body: Json, name: str, kind: type, low: float, high: float) -> Any:
     value = body.get(name)
     if value is None:
         return None
@@ -87,7 +87,7 @@ def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float
     return value
 
 
-def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+def _stop(body: Json) -> tuple[str, ...]:
     stop = body.get("stop")
     if stop is None:
         return ()
@@ -164,7 +164,7 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
                   _stop(body), raw=not chat)
 
 
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+def _flag(body: Json, name: str, default: bool) -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
         raise ApiError(400, f"'{name}' must be true or false", param=name)

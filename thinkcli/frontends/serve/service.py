@@ -13,12 +13,12 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from ...errors import ThinkError
 from ...output.records import Outcome
 from ...scheduler.run import Failed, Planned, RunEvent, Scheduler, Task
 from ...scheduler.runtime import Runtime
+from ...text import Json
 
 Listener = Callable[[RunEvent], None]
 
@@ -82,7 +82,7 @@ class Service:
         for worker in workers:
             worker.scheduler.cancel(key)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Json:
         with self._lock:
             workers = {name: {"queued": w.inbox.qsize(), "running": len(w.live),
                               "decoder": dict(w.scheduler.last_decoder_stats)} for name, w in self._workers.items()}
