@@ -56,6 +56,7 @@ def run_probe(text: str, model: str | None) -> Json:
     from ..errors import ThinkError
     from ..output.records import Outcome
     from ..policy.plan import Overrides, make_plan, probe_blocked, probe_only_plan
+    from ..policy.tiers import escalation_tier
     from ..scheduler.run import Failed, Scheduler, Task, messages_for
     from ..scheduler.runtime import Runtime
 
@@ -72,7 +73,7 @@ def run_probe(text: str, model: str | None) -> Json:
             blocked = None if real.probe is not None else (
                 probe_blocked(real, runtime.registry, overrides) or "its escalation tier runs on another model")
             return {"model": event.model, "applies": real.probe is not None, "not_run_because": blocked, **measured,
-                    "escalates_to": "light" if tier == "instant" else tier, "answer": event.done.answer}
+                    "escalates_to": escalation_tier(tier), "answer": event.done.answer}
     raise ThinkError("the probe produced no result")
 
 

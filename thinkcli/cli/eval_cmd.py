@@ -211,7 +211,7 @@ def _print_table(scores: list[PolicyScore], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..policy.registry import TIER_NAMES
+    from ..policy.tiers import TIER_NAMES
 
     tiers = [t for t in TIER_NAMES if any(t in s.by_tier for s in scores)]
     table = Table(title=title, title_justify="left")

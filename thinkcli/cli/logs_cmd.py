@@ -26,7 +26,7 @@ def _log_path():
 
 def _check_tier(tier: str | None) -> None:
     from ..errors import UsageError
-    from ..policy.registry import TIER_NAMES
+    from ..policy.tiers import TIER_NAMES
 
     if tier is not None and tier not in TIER_NAMES:
         raise UsageError(f"unknown tier '{printable(tier[:40])}' (the tiers are {', '.join(TIER_NAMES)})")

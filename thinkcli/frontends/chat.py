@@ -16,7 +16,7 @@ from ..engine.events import Answer, Started
 from ..errors import ThinkError
 from ..output.records import Outcome
 from ..policy.plan import Overrides, make_plan
-from ..policy.registry import TIER_NAMES
+from ..policy.tiers import TIER_NAMES
 from ..scheduler.run import Failed, Planned, RunEvent, Scheduler, Task
 from ..scheduler.runtime import Runtime
 from ..text import clean_json

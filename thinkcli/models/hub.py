@@ -10,12 +10,9 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import Paths
-from ..engine.family import Family
 from ..errors import ModelError
 from ..policy.registry import ModelEntry, Registry
 
@@ -24,48 +21,8 @@ QUANT_RE = re.compile(r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|F16|BF16|F32|MXFP4)
 SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    name: str
-    path: Path
-    family: Family | None  # None: detect from the file's chat template
-    entry: ModelEntry | None
-
-
 def looks_like_path(ref: str) -> bool:
     return ref.endswith(".gguf") or (os.sep in ref and Path(ref).exists()) or Path(ref).is_file()
-
-
-def resolve(ref: str, registry: Registry, paths: Paths) -> ResolvedModel:
-    """An alias or a path → a file on disk, or a one-line error saying what to do."""
-    if looks_like_path(ref):
-        path = Path(ref).expanduser()
-        if not path.exists():
-            raise ModelError(f"model file not found: {path}")
-        return ResolvedModel(path.name, path, None, None)
-    if ref not in registry.models:
-        repo_ref = parse_repo_ref(ref)
-        if repo_ref is None:
-            known = ", ".join(sorted(registry.models))
-            raise ModelError(f"unknown model '{ref}': not an alias in models.yaml ({known}), "
-                             "org/repo[:QUANT] nor a .gguf file")
-        found = cached_file(repo_ref)
-        if found is None:
-            raise ModelError(f"model '{ref}' is not downloaded: run `think pull {ref}` (or add --pull)")
-        return ResolvedModel(ref, found, None, repo_ref)  # family: from the file's chat template
-    entry = registry.models[ref]
-    family = registry.families[entry.family]
-    if entry.embedded:
-        return ResolvedModel(ref, packaged_path(entry.file) if entry.file else embedded_path(), family, entry)
-    if entry.path:
-        path = Path(entry.path).expanduser()
-        if not path.exists():
-            raise ModelError(f"model '{ref}': file not found: {path}")
-        return ResolvedModel(ref, path, family, entry)
-    cached = cached_file(entry)
-    if cached is None:
-        raise ModelError(f"model '{ref}' is not downloaded: run `think pull {ref}`")
-    return ResolvedModel(ref, cached, family, entry)
 
 
 def packaged_path(name: str) -> Path:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TIERS = ("instant", "light", "standard", "deep")
+from .tiers import TIER_NAMES
+
+TIERS = TIER_NAMES
 # score thresholds between tiers: [0, .2) instant, [.2, .42) light, [.42, .8) standard, else deep
 THRESHOLDS = (0.2, 0.42, 0.8)
 

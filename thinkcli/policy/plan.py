@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from ..engine.budget import BudgetSpec
 from ..errors import UsageError
 from .classify import Difficulty, classify
-from .registry import STRATEGIES, TIER_NAMES, Registry, Tier
+from .registry import STRATEGIES, Registry, Tier
+from .tiers import TIER_NAMES, escalation_tier
 
 DEFAULT_VOTE_SAMPLES = 4
 MAX_SEED = 2**32 - 2  # llama.cpp takes 32-bit seeds, and 2**32 - 1 means "random"
@@ -127,7 +128,7 @@ def _with_probe(plan: Plan, registry: Registry, overrides: Overrides, default_mo
                        probe=Probe(settings.tokens, settings.confidence, None))
     if probe_blocked(plan, registry, overrides) is not None:
         return None
-    target = "light" if plan.difficulty.tier == "instant" else plan.difficulty.tier
+    target = escalation_tier(plan.difficulty.tier)
     escalation = _tier_plan(replace(plan.difficulty, tier=target), registry, overrides, default_model)
     if escalation.model != plan.model:  # a tier routed to another model: no probe (one KV cache)
         return None

@@ -14,8 +14,8 @@ from typing import Any
 from ..engine.family import Family, Sampling
 from ..errors import ConfigError
 from ..text import Json
+from .tiers import TIER_NAMES
 
-TIER_NAMES = ("instant", "light", "standard", "deep")
 STRATEGIES = ("single", "vote")
 TOP_LEVEL_KEYS = ("default_model", "families", "models", "tiers", "probe")
 

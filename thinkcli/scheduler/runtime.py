@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import Paths, Settings
-from ..engine.family import Family
-from ..engine.remote import Endpoint, default_timeout, parse_remote_ref
 from ..engine.session import Engine, Loaded
-from ..errors import ModelError
-from ..models.hub import resolve
+from ..models.resolve import ServedModel, resolve
 from ..output.logs import RunLog
 from ..policy.registry import Registry, load_registry
 
@@ -47,37 +43,11 @@ class Runtime:
         return self.settings.default_model or self.registry.default_model
 
     def load(self, ref: str) -> Loaded:
-        remote = self.endpoint(ref)
-        if remote is not None:
-            endpoint, family = remote
-            with _LOAD_LOCK:
-                return self.engine.load_remote(ref, endpoint, family, self.registry.families)
-        resolved = resolve(ref, self.registry, self.paths)
+        target = resolve(ref, self.registry, self.paths)
         with _LOAD_LOCK:  # a server's decoding threads may ask for models at once
-            return self.engine.load(resolved.name, resolved.path, resolved.family, self.registry.families)
-
-    def endpoint(self, ref: str) -> tuple[Endpoint, Family | None] | None:
-        """A served model (a models.yaml entry with `url`, or `http://host/v1#name`) → where it is."""
-        entry = self.registry.models.get(ref)
-        if entry is not None and entry.remote:
-            template = None
-            if entry.template:  # a .jinja file, or the served model's own GGUF (its template is read)
-                path = Path(entry.template).expanduser()
-                try:
-                    if path.suffix == ".gguf":
-                        from ..engine.model import gguf_chat_template
-
-                        template = gguf_chat_template(path)
-                    else:
-                        template = path.read_text(encoding="utf-8")
-                except OSError as exc:
-                    raise ModelError(f"models.{ref}.template: cannot read {path} ({exc.strerror})") from None
-            urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))
-            timeout = entry.timeout if entry.timeout is not None else default_timeout()
-            endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, timeout, entry.parallel)
-            return endpoint, self.registry.family(entry.family)
-        adhoc = parse_remote_ref(ref)
-        return (adhoc, None) if adhoc is not None else None
+            if isinstance(target, ServedModel):
+                return self.engine.load_remote(ref, target.endpoint, target.family, self.registry.families)
+            return self.engine.load(target.name, target.path, target.family, self.registry.families)
 
 
 _LOAD_LOCK = threading.Lock()

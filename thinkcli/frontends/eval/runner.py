@@ -27,7 +27,8 @@ from ...errors import ThinkError, UsageError
 from ...output.logs import spent_thinking_tokens
 from ...policy.classify import classify
 from ...policy.plan import Overrides
-from ...policy.registry import TIER_NAMES, Registry
+from ...policy.registry import Registry
+from ...policy.tiers import TIER_NAMES
 from ...scheduler.runtime import Runtime
 from ...text import Json
 from ..batch import BatchDone, Item, OutputStore, RecordWritten, run_batch

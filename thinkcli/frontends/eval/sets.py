@@ -44,7 +44,7 @@ class EvalItem:
 
 def read_set(path: Path) -> list[EvalItem]:
     """A labelled JSONL set; the first bad line is refused with its number (nothing runs)."""
-    from ...policy.registry import TIER_NAMES
+    from ...policy.tiers import TIER_NAMES
 
     if not path.exists():
         raise ThinkError(f"evaluation set not found: {path}")

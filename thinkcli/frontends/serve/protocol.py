@@ -6,14 +6,14 @@ model names a server answers to.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 from ...errors import ThinkError
+from ...models.resolve import display_name, is_available
 from ...policy.plan import MAX_SEED, MAX_TEMPERATURE, Overrides, Plan, make_plan
-from ...policy.registry import TIER_NAMES
+from ...policy.tiers import TIER_NAMES
 from ...scheduler.results import Failed
 from ...scheduler.runtime import Runtime
 from ...text import Json, printable
@@ -179,13 +179,6 @@ def _cap_completion(plan: Plan, max_tokens: int) -> Plan:
     return replace(plan, budget=replace(plan.budget, max_total=max_tokens))
 
 
-def display_name(ref: str) -> str:
-    """How a model is named to clients: its alias or repo, or the file name of a .gguf path."""
-    from ...models.hub import looks_like_path
-
-    return Path(ref).name if looks_like_path(ref) else ref
-
-
 def served_models(runtime: Runtime) -> dict[str, str]:
     """What this server answers to: client-facing name → model reference. Only `think`, the default
     and the registry's aliases whose files are here (what GET /v1/models lists): a request's `model`
@@ -228,14 +221,4 @@ def failure_error(event: Failed) -> ApiError:
 
 
 def _available(runtime: Runtime, alias: str) -> bool:
-    """On disk (a file check), or served elsewhere (asked only when a request runs on it)."""
-    from ...models.hub import resolve
-
-    entry = runtime.registry.models.get(alias)
-    if entry is not None and entry.remote:
-        return True
-    try:
-        resolve(alias, runtime.registry, runtime.paths)
-        return True
-    except ThinkError:
-        return False
+    return is_available(alias, runtime.registry, runtime.paths)
