@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout: thinkcli without installing it
 from thinkcli.frontends.eval.arithmetic import KINDS, Problem, draw
 
-TRAIN_SEED = 20261202  # the eval sets use other seeds (thinkcli/evalset.py)
+TRAIN_SEED = 20261202  # the eval sets use other seeds (thinkcli/frontends/eval/sets.py)
 CHATML_THINK_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"

@@ -1,4 +1,4 @@
-"""`think serve`: an OpenAI-compatible HTTP server with the adaptive policy (see server.py)."""
+"""`think serve`: an OpenAI-compatible HTTP server with the adaptive policy (see frontends/serve/)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""The only code that touches llama.cpp: model loading, the decode loop, budgets, votes."""
+"""The ground floor: llama.cpp in process (model.py, decoder.py) and servers over HTTP (remote.py), behind
+the Protocols of protocol.py; budgets, the text parser, votes and typed events are shared by both."""

@@ -3,7 +3,7 @@
 Inputs are read lazily (.txt, .jsonl, .csv, or stdin). Results go to a JSONL file one complete,
 fsynced line per item; a rerun skips ids already answered and retries failed ones, a torn last
 line (a crash mid-write) is cut off, and a lock keeps a second process away. Items run through
-the one scheduler (run.py): continuous batching over `parallel` prompts, Best-of-N samples in the
+the one scheduler (scheduler/run.py): continuous batching over `parallel` prompts, Best-of-N samples in the
 same decode steps, each tier on its own model.
 """
 

@@ -1,4 +1,4 @@
-"""Many clients, one scheduler per model: the bridge between a server's requests and run.py.
+"""Many clients, one scheduler per model: the bridge between a server's requests and the scheduler.
 
 Each model gets a decoding thread that runs `Scheduler.run` over a bounded queue of tasks, so
 concurrent requests are decoded together (continuous batching, shared prompt prefixes) and a
