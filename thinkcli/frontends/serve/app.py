@@ -28,6 +28,7 @@ from ...policy.plan import reseeded
 from ...scheduler.results import Failed, RunEvent, Task
 from ...scheduler.runtime import Runtime
 from ...text import clean_json
+from . import ollama
 from .dialects import OpenAIChat, OpenAIText, finish_of, sse, think_extension
 from .protocol import EFFORT_NAMES, ApiError, Limits, Parsed, display_name, failure_error, parse_request, served_models
 from .service import Busy, Listener, Service
@@ -145,8 +146,8 @@ async def read_json(request: Request, limits: Limits) -> object:
         raise ApiError(400, "the request body is nested too deeply") from None
 
 
-async def collect(exchange: Exchange, request: Request, dialect: OpenAIChat) -> Response:
-    """A whole reply: every choice's outcome, then one body (499 if the client leaves first)."""
+async def outcomes_of(exchange: Exchange, request: Request) -> list[Outcome] | Response:
+    """Every choice's outcome, in order (a 499 if the client leaves first; a failure raises its ApiError)."""
     outcomes: dict[int, Outcome] = {}
     try:
         while exchange.open:
@@ -166,8 +167,18 @@ async def collect(exchange: Exchange, request: Request, dialect: OpenAIChat) -> 
     except asyncio.CancelledError:
         exchange.cancel()
         raise
-    ordered = [outcomes[i] for i in range(exchange.parsed.n)]
-    return JSONResponse(dialect.reply(ordered, [o.done.answer for o in ordered]))
+    return [outcomes[i] for i in range(exchange.parsed.n)]
+
+
+async def collect(exchange: Exchange, request: Request, dialect: OpenAIChat) -> Response:
+    """A whole reply: every choice's outcome, then one body."""
+    outcomes = await outcomes_of(exchange, request)
+    return outcomes if isinstance(outcomes, Response) else JSONResponse(dialect.reply(outcomes, exchange.parsed.exclude))
+
+
+async def _one_outcome(exchange: Exchange, request: Request) -> Outcome | Response:
+    outcomes = await outcomes_of(exchange, request)
+    return outcomes if isinstance(outcomes, Response) else outcomes[0]
 
 
 class Stream:
@@ -177,6 +188,7 @@ class Stream:
     def __init__(self, exchange: Exchange, dialect: OpenAIChat):
         self.exchange, self.dialect = exchange, dialect
         self.voting = exchange.parsed.plan.samples > 1
+        self.exclude = exchange.parsed.exclude  # thinking runs but is not sent
         self.outcomes: dict[int, Outcome] = {}
         self.pending: dict[int, list[list[str]]] = {}  # per choice: runs of [delta key, text] not yet sent
 
@@ -216,7 +228,7 @@ class Stream:
     def handle(self, out: list[bytes], index: int, event: RunEvent) -> bool:
         """Turn one event into chunks; False ends the stream (an error)."""
         match event:
-            case Thinking() if not self.voting:
+            case Thinking() if not self.voting and not self.exclude:
                 self.add(index, "reasoning_content", event.text)
             case Answer() if not self.voting:
                 self.add(index, "content", event.text)
@@ -228,7 +240,8 @@ class Stream:
             case Outcome():
                 self.outcomes[index] = event
                 if self.voting:  # the vote decides what is shown: the winner's thinking and answer at the end
-                    self.add(index, "reasoning_content", event.done.thinking)
+                    if not self.exclude:
+                        self.add(index, "reasoning_content", event.done.thinking)
                     self.add(index, "content", event.done.answer)
                 self.flush(out, index)
                 out.append(self.dialect.chunk(index, {}, finish_of(event), {"think": think_extension(event)}))
@@ -275,6 +288,42 @@ class Api:
     async def text_completions(self, request: Request) -> Response:
         return await self.completions(request, chat=False)
 
+    # -- Ollama's API ----------------------------------------------------------------------
+    def ollama_guarded(self, handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                self.authorise(request)
+                return await handler(request)
+            except ApiError as exc:
+                return ollama.error_response(exc)
+
+        return endpoint
+
+    async def ollama_completion(self, request: Request, chat: bool) -> Response:
+        parsed = ollama.parse(await read_json(request, self.limits), self.runtime, self.limits, chat)
+        exchange = Exchange(self.service, parsed, asyncio.get_running_loop())
+        exchange.start()
+        shape = ollama.Ollama(self.runtime, display_name(parsed.plan.model), chat)
+        if parsed.stream:
+            return ollama.streaming(shape.stream(exchange, parsed.exclude))
+        outcome = await _one_outcome(exchange, request)
+        return outcome if isinstance(outcome, Response) else JSONResponse(shape.reply(outcome, parsed.exclude))
+
+    async def ollama_chat(self, request: Request) -> Response:
+        return await self.ollama_completion(request, chat=True)
+
+    async def ollama_generate(self, request: Request) -> Response:
+        return await self.ollama_completion(request, chat=False)
+
+    async def ollama_tags(self, request: Request) -> Response:
+        return JSONResponse(ollama.tags(self.runtime))
+
+    async def ollama_show(self, request: Request) -> Response:
+        return JSONResponse(ollama.show(self.runtime, await read_json(request, self.limits)))
+
+    async def ollama_version(self, request: Request) -> Response:
+        return ollama.version()
+
     async def models(self, request: Request) -> Response:
         runtime = self.runtime
         tiers = {name: {"max_thinking": t.max_thinking, "max_answer": t.max_answer, "strategy": t.strategy,
@@ -310,5 +359,10 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
         Route("/v1/completions", api.guarded(api.text_completions), methods=["POST"]),
         Route("/v1/models", api.guarded(api.models), methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
+        Route("/api/chat", api.ollama_guarded(api.ollama_chat), methods=["POST"]),
+        Route("/api/generate", api.ollama_guarded(api.ollama_generate), methods=["POST"]),
+        Route("/api/tags", api.ollama_guarded(api.ollama_tags), methods=["GET"]),
+        Route("/api/show", api.ollama_guarded(api.ollama_show), methods=["POST"]),
+        Route("/api/version", api.ollama_version, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _server_error})

@@ -45,6 +45,12 @@ def usage_of(outcomes: list[Outcome]) -> Body:
             "completion_tokens_details": {"reasoning_tokens": thinking}}
 
 
+def reasoning(thinking: str) -> Body:
+    """The thinking under both names clients read: `reasoning_content` (llama-server, DeepSeek) and
+    `reasoning` (OpenRouter, vLLM)."""
+    return {"reasoning_content": thinking or None, "reasoning": thinking or None}
+
+
 def sse(data: object) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
 
@@ -65,19 +71,21 @@ class OpenAIChat:
         return self.prefix + self.id
 
     def choice(self, index: int, answer: str, thinking: str, finish: str) -> Body:
-        message = {"role": "assistant", "content": answer, "reasoning_content": thinking or None}
+        message = {"role": "assistant", "content": answer, **reasoning(thinking)}
         return {"index": index, "message": message, "finish_reason": finish, "logprobs": None}
 
     def delta(self, index: int, delta: dict[str, str], finish: str | None) -> Body:
+        if "reasoning_content" in delta:
+            delta = {**delta, "reasoning": delta["reasoning_content"]}
         return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
 
     def opening(self, n: int) -> bytes:
         """What a stream starts with: the assistant's role, once per choice."""
         return b"".join(self.chunk(index, {"role": "assistant", "content": ""}) for index in range(n))
 
-    def reply(self, outcomes: list[Outcome], answers: list[str]) -> Body:
-        choices = [self.choice(i, answer, o.done.thinking, finish_of(o))
-                   for i, (o, answer) in enumerate(zip(outcomes, answers, strict=True))]
+    def reply(self, outcomes: list[Outcome], exclude: bool = False) -> Body:
+        choices = [self.choice(i, o.done.answer, "" if exclude else o.done.thinking, finish_of(o))
+                   for i, o in enumerate(outcomes)]
         think = [think_extension(o) for o in outcomes] if len(outcomes) > 1 else think_extension(outcomes[0])
         return {"id": self.ident, "object": self.object, "created": self.created, "model": self.model,
                 "choices": choices, "usage": usage_of(outcomes), "think": think}
@@ -100,13 +108,12 @@ class OpenAIText(OpenAIChat):
     chunk_object = "text_completion"
 
     def choice(self, index: int, answer: str, thinking: str, finish: str) -> Body:
-        return {"index": index, "text": answer, "reasoning_content": thinking or None, "finish_reason": finish,
-                "logprobs": None}
+        return {"index": index, "text": answer, **reasoning(thinking), "finish_reason": finish, "logprobs": None}
 
     def delta(self, index: int, delta: dict[str, str], finish: str | None) -> Body:
         choice: Body = {"index": index, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": None}
         if "reasoning_content" in delta:
-            choice["reasoning_content"] = delta["reasoning_content"]
+            choice.update(reasoning(delta["reasoning_content"]))
         return choice
 
     def opening(self, n: int) -> bytes:

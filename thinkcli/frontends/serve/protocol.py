@@ -60,6 +60,7 @@ class Parsed:
     include_usage: bool
     stop: tuple[str, ...]
     raw: bool = False  # /v1/completions: the prompt goes to the model as it is, no chat template
+    exclude: bool = False  # think, but do not return the thinking (OpenRouter's reasoning.exclude)
 
 
 # -- request parsing (pure: tested without a server) -------------------------------------------
@@ -128,21 +129,12 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
     if model is not None and not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", param="model")
     model = model_for(model, runtime)
-    effort = body.get("reasoning_effort")
-    tier = body.get("tier", "auto")
-    no_think = False
-    if effort is not None:
-        if not isinstance(effort, str) or effort not in EFFORTS:
-            raise ApiError(400, f"'reasoning_effort' must be one of {', '.join(EFFORTS)}", param="reasoning_effort")
-        tier, no_think = EFFORTS[effort]
-    if not isinstance(tier, str) or tier not in ("auto", *TIER_NAMES):
-        raise ApiError(400, f"'tier' must be auto or one of {', '.join(TIER_NAMES)}", param="tier")
+    ask = thinking_ask(body, limits)
     max_tokens = _number(body, "max_completion_tokens", int, 1, limits.max_tokens)
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", int, 1, limits.max_tokens)
     overrides = Overrides(
-        tier=tier, model=model, no_think=no_think,
-        max_thinking=_number(body, "max_thinking", int, 0, limits.max_tokens),
+        tier=ask.tier, model=model, no_think=ask.off, max_thinking=ask.cap,
         min_thinking=_number(body, "min_thinking", int, 0, limits.max_tokens),
         samples=_number(body, "samples", int, 1, 64),
         temperature=_number(body, "temperature", float, 0, MAX_TEMPERATURE),
@@ -161,13 +153,108 @@ def parse_request(body: Any, runtime: Runtime, limits: Limits, chat: bool) -> Pa
     options = body.get("stream_options") or {}
     n = _number(body, "n", int, 1, limits.max_n) or 1
     return Parsed(prompt, tuple(messages), plan, n, stream, bool(isinstance(options, dict) and options.get("include_usage")),
-                  _stop(body), raw=not chat)
+                  _stop(body), raw=not chat, exclude=ask.exclude)
 
 
-def _flag(body: Json, name: str, default: bool) -> bool:
+@dataclass(frozen=True)
+class ThinkingAsk:
+    """How much to think, as one request asked it, whatever its dialect."""
+
+    tier: str = "auto"
+    off: bool = False  # thinking off (the tier is instant unless one was named)
+    cap: int | None = None  # a thinking budget in tokens (0: off)
+    exclude: bool = False
+
+
+def thinking_ask(body: Json, limits: Limits) -> ThinkingAsk:
+    """Every spelling apps send for thinking, mapped to one ask: ours (`tier`, `max_thinking`),
+    OpenAI's `reasoning_effort`, OpenRouter's `reasoning{effort,max_tokens,exclude,enabled}`,
+    Anthropic's `thinking{type,budget_tokens}`, llama.cpp's `reasoning_budget_tokens` (and
+    `thinking_budget_tokens`), vLLM's `thinking_token_budget`, `chat_template_kwargs.enable_thinking`.
+    Two fields that disagree are a 400 naming both."""
+    said: dict[str, tuple[str, object]] = {}
+
+    def say(aspect: str, field: str, value: object) -> None:
+        if value is None:
+            return
+        if aspect in said and said[aspect][1] != value:
+            raise ApiError(400, f"'{said[aspect][0]}' and '{field}' disagree: give one of them", param=field)
+        said.setdefault(aspect, (field, value))
+
+    def effort(field: str, value: object) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str) or value not in EFFORTS:
+            raise ApiError(400, f"'{field}' must be one of {', '.join(EFFORTS)}", param=field)
+        tier, off = EFFORTS[value]
+        say("tier", field, tier)
+        if off:
+            say("off", field, True)
+
+    def budget(field: str, value: object, unlimited: bool = False) -> None:
+        if unlimited and value == -1:  # llama.cpp's "no limit"
+            return
+        say("cap", field, _checked_int(value, field, 0, limits.max_tokens))
+
+    effort("reasoning_effort", body.get("reasoning_effort"))
+    if "tier" in body:
+        tier = body["tier"]
+        if not isinstance(tier, str) or tier not in ("auto", *TIER_NAMES):
+            raise ApiError(400, f"'tier' must be auto or one of {', '.join(TIER_NAMES)}", param="tier")
+        say("tier", "tier", None if tier == "auto" else tier)
+    budget("max_thinking", body.get("max_thinking"))
+    for field in ("reasoning_budget_tokens", "thinking_budget_tokens"):
+        budget(field, body.get(field), unlimited=True)
+    budget("thinking_token_budget", body.get("thinking_token_budget"))
+    reasoning = _object(body, "reasoning")
+    effort("reasoning.effort", reasoning.get("effort"))
+    budget("reasoning.max_tokens", reasoning.get("max_tokens"))
+    if "enabled" in reasoning:
+        say("off", "reasoning.enabled", not _flag(reasoning, "enabled", True, "reasoning.enabled"))
+    exclude = _flag(reasoning, "exclude", False, "reasoning.exclude")
+    thinking = _object(body, "thinking")
+    if "type" in thinking:
+        kind = thinking["type"]
+        if kind not in ("enabled", "disabled", "adaptive"):
+            raise ApiError(400, "'thinking.type' must be enabled, disabled or adaptive", param="thinking.type")
+        say("off", "thinking.type", kind == "disabled")
+    budget("thinking.budget_tokens", thinking.get("budget_tokens"))
+    kwargs = _object(body, "chat_template_kwargs")
+    if "enable_thinking" in kwargs:
+        say("off", "chat_template_kwargs.enable_thinking",
+            not _flag(kwargs, "enable_thinking", True, "chat_template_kwargs.enable_thinking"))
+    off = bool(said.get("off", ("", False))[1])
+    cap = said.get("cap", ("", None))[1]
+    if off and cap:
+        raise ApiError(400, f"'{said['off'][0]}' turns thinking off and '{said['cap'][0]}' gives it a budget: "
+                            "give one of them", param=said["cap"][0])
+    tier = said.get("tier", ("", None))[1] or ("instant" if off else "auto")
+    return ThinkingAsk(str(tier), off, cap if isinstance(cap, int) else None, exclude)
+
+
+def _object(body: Json, name: str) -> Json:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, f"'{name}' must be an object", param=name)
+    return value
+
+
+def _checked_int(value: object, name: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"'{name}' must be an integer", param=name)
+    if not low <= value <= high:
+        raise ApiError(400, f"'{name}' must be between {low} and {high}", param=name)
+    return value
+
+
+def _flag(body: Json, name: str, default: bool, shown: str | None = None) -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
-        raise ApiError(400, f"'{name}' must be true or false", param=name)
+        raise ApiError(400, f"'{shown or name}' must be true or false", param=shown or name)
     return value
 
 
