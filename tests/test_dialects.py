@@ -160,7 +160,7 @@ def test_ollama_generate_list_show_and_version(reasoner):
                                     options={"temperature": 0, "num_predict": 8}))
     assert streamed[-1].done and "".join(p.response or "" for p in streamed)
     listed = client.list()
-    assert [m.model for m in listed.models][0] == "tiny-reasoner" and listed.models[0].size > 1_000_000
+    assert listed.models[0].model == "tiny-reasoner" and listed.models[0].size > 1_000_000
     shown = client.show("tiny-reasoner")
     assert "enable_thinking" in (shown.template or "") and "thinking" in (shown.capabilities or [])
     assert httpx.get(f"{reasoner.base}/api/version", timeout=10).json()["version"]
