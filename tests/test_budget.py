@@ -87,3 +87,23 @@ def test_trace_confidence_is_geometric_mean():
     p.decide(1, "a", prob=0.25)
     p.decide(1, "a", prob=1.0)
     assert abs(p.trace_confidence - 0.5) < 1e-9
+
+
+def test_a_loop_in_the_thinking_ends_it_gracefully_with_reason_loop():
+    p = policy(max_thinking=1000, max_answer=10)
+    block = ["<", "answer", ">", "\n", "<", "conclusion", ">", "\n"]  # a span repeated over and over
+    steps = [p.decide(i % 7 + 1, block[i % len(block)]) for i in range(200)]
+    forced = [s for s in steps if s.event is not None]
+    assert forced and forced[0].event.reason == "loop" and forced[0].tokens[-4:] == [70, 50, 51, 60]
+    assert p.parser.phase == ANSWER and 64 < forced[0].event.at_thinking_tokens < 100
+
+
+def test_a_trace_that_repeats_its_shape_is_not_a_loop_and_the_breaker_can_be_turned_off():
+    from thinkcli.engine.budget import LoopDetector
+    from thinkcli.frontends.eval.arithmetic import problems
+
+    for problem in problems(123, 3000):  # every kind, 1-12 digits: lines of one shape, numbers that change
+        detector = LoopDetector(64)
+        assert not any(detector.add(ch) for ch in problem.trace), problem.question
+    off = policy(max_thinking=300, loop_tokens=0)
+    assert all(off.decide(1, "again ").event is None for _ in range(299))

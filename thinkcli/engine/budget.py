@@ -16,6 +16,39 @@ from .events import EngineEvent, FinishReason, ForcedEvent, ForcedKind, ForcedRe
 from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
+LOOP_TOKENS = 64  # a repeated run this long (and at least two periods) is a loop
+LOOP_GRAM = 12  # tokens compared at once: a step pattern (digits, letters that change) never repeats this long
+
+
+class LoopDetector:
+    """Finds thinking that repeats itself: the last LOOP_GRAM pieces seen again exactly `period`
+    tokens back, at every token for `loop_tokens` tokens (and at least one whole period more). A
+    healthy step-by-step trace repeats its *shape* (`d3 4+5+1=10 r…`) but its numbers change, so
+    its 12-grams never recur at a fixed period for long; a model stuck in `<answer>…</answer>` does.
+    (One step may honestly repeat when its input does: the tiny reasoner's "a no 0" for a word of a
+    dozen identical letters would count as a loop; no generated problem has one.)"""
+
+    def __init__(self, loop_tokens: int):
+        self.loop_tokens = loop_tokens
+        self.pieces: list[str] = []
+        self.seen: dict[tuple[str, ...], int] = {}
+        self.period = 0
+        self.run = 0
+
+    def add(self, piece: str) -> bool:
+        """One thinking token's text; True once the thinking is looping."""
+        self.pieces.append(piece)
+        at = len(self.pieces)
+        if at < LOOP_GRAM:
+            return False
+        gram = tuple(self.pieces[at - LOOP_GRAM:])
+        before = self.seen.get(gram)
+        self.seen[gram] = at
+        if before is not None and at - before == self.period:
+            self.run += 1
+        else:
+            self.period, self.run = (at - before, 1) if before is not None else (0, 0)
+        return bool(self.period) and self.run >= max(self.loop_tokens, self.period)
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,9 @@ class BudgetSpec:
     # Thinking + answer + forced text together at most (an API's max_tokens); 0 = no such cap. The
     # scheduler splits it (run.fit), since only it knows how long the forced text is for the model.
     max_total: int = 0
+    # Loop breaker: thinking whose last `loop_tokens` tokens repeat one span over and over ends
+    # gracefully, like the cap (reason "loop"); 0 = off.
+    loop_tokens: int = LOOP_TOKENS
 
     @property
     def needs_confidence(self) -> bool:
@@ -94,6 +130,7 @@ class SequencePolicy:
         self._scored = 0
         self._recent: deque[str] = deque(maxlen=64)  # text of committed tokens, for rollback
         self.probing = spec.probe_tokens > 0 and not spec.thinking  # the verdict is still to come
+        self._loops = LoopDetector(spec.loop_tokens) if spec.loop_tokens and spec.thinking else None
 
     @property
     def thinking_total(self) -> int:
@@ -156,6 +193,8 @@ class SequencePolicy:
         soft_zone = spec.grace and self.thinking_total >= spec.max_thinking - spec.grace
         if soft_zone and piece.rstrip(" ").endswith(SENTENCE_ENDS):
             return self._force(self.forced.budget, step, "cap", "budget_forced")
+        if self._loops is not None and self._loops.add(piece) and self.thinking_total >= spec.min_thinking:
+            return self._force(self.forced.budget, step, "loop", "budget_forced")
         window = self.window_confidence
         if window is not None and self.thinking_total >= spec.min_thinking:
             if spec.confidence and window >= spec.confidence:

@@ -165,6 +165,7 @@ def _tier_plan(difficulty: Difficulty, registry: Registry, overrides: Overrides,
         confidence=tier.confidence if overrides.confidence is None else overrides.confidence,
         confidence_window=tier.confidence_window,
         confidence_floor=tier.confidence_floor,
+        loop_tokens=tier.loop_tokens,
     )
     strategy = overrides.strategy or tier.strategy
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.budget import LOOP_TOKENS
 from ..engine.family import Family, Sampling
 from ..errors import ConfigError
 from ..text import Json
@@ -45,6 +46,7 @@ class Tier:
     confidence_window: int = 64
     confidence_floor: float = 0.0
     grace: int = 0  # close at a sentence end within the last `grace` tokens of the cap
+    loop_tokens: int = LOOP_TOKENS  # thinking repeating one span this long ends (0: the loop breaker is off)
     model: str | None = None
 
 
@@ -348,6 +350,7 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
         confidence_window=c.integer("confidence_window", 64, minimum=1, maximum=4096),
         confidence_floor=c.number("confidence_floor", 0.0, 0.0, 1.0),
         grace=c.integer("grace", 0, maximum=1 << 20),
+        loop_tokens=c.integer("loop_tokens", LOOP_TOKENS, maximum=1 << 20),
         model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:
