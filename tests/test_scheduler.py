@@ -40,23 +40,38 @@ def test_a_single_sample_closes_on_its_end_and_its_outcome_is_that_sample():
     assert outcome.done.answer == "5" and outcome.vote is None and outcome.samples == ()
 
 
-def test_the_vote_stops_the_rest_once_the_leader_cannot_be_overtaken():
+def test_the_vote_starts_a_window_at_a_time_and_stops_once_the_leader_cannot_be_overtaken():
     s = state(samples=5)
-    assert s.finished(0, done(0, "5"))[1] == []
-    assert s.finished(1, done(1, "5"))[1] == []
-    finished, cancel = s.finished(2, done(2, "5"))  # 3 of 5 agree: two running cannot overtake
-    assert finished.vote_answer == "5" and cancel == [3, 4] and s.stopping and not s.complete
-    s.finished(3, done(3, "", "stopped_early"))
-    s.finished(4, done(4, "", "stopped_early"))
+    assert s.next_window() == [0, 1] and s.next_window() == []  # the next window waits for this one
+    assert s.finished(0, done(0, "5"))[1] == [] and s.finished(1, done(1, "6"))[1] == []
+    assert s.next_window() == [2, 3]
+    s.finished(2, done(2, "5"))
+    finished, cancel = s.finished(3, done(3, "5"))  # 3 against 1, one left: no catching up
+    assert finished.vote_answer == "5" and cancel == [] and s.stopping and s.complete  # sample 4 never started
     outcome = s.outcome()
-    assert s.complete and outcome.vote is not None and outcome.vote.winner == "5"
-    assert outcome.vote.answers == ("5", "5", "5", None, None) and outcome.vote.winner_sample == 0
+    assert outcome.vote is not None and outcome.vote.winner == "5" and outcome.vote.stopped == "decided"
+    assert outcome.vote.answers == ("5", "6", "5", "5", None) and outcome.vote.samples_run == 4
+    assert outcome.samples[4].finish_reason == "stopped_early"
+
+
+def test_an_eight_sample_vote_on_an_easy_item_stops_when_the_leader_is_safe():
+    s = state(samples=8)
+    ran = 0
+    while not s.stopping:
+        for index in s.next_window():
+            ran += 1
+            s.finished(index, done(index, "5"))
+    outcome = s.outcome()
+    assert ran == 4 and outcome.vote is not None and outcome.vote.stopped == "safe"  # P(leader > 1/2) = 0.97
+    assert outcome.vote.samples_run == 4 and s.complete and len(outcome.samples) == 8
 
 
 def test_a_split_vote_goes_on_and_the_most_confident_of_the_winners_is_shown():
     s = state(samples=3)
+    assert s.next_window() == [0, 1]
     s.finished(0, done(0, "5", confidence=0.5))
-    assert s.finished(1, done(1, "6"))[1] == []  # 1 to 1 with one running: not decided
+    assert s.finished(1, done(1, "6"))[1] == []  # 1 to 1 with one to come: not decided
+    assert s.next_window() == [2]
     s.finished(2, done(2, "5", confidence=0.8))
     outcome = s.outcome()
     assert outcome.vote is not None and outcome.vote.counts == {"5": 2, "6": 1}
@@ -89,7 +104,8 @@ def test_an_unsure_probe_drops_its_answer_and_escalates_with_a_note():
     assert outcome.probe is not None and outcome.probe.escalated_to == "light" and outcome.notes == (lowered,)
 
 
-def test_stop_cancels_only_the_samples_still_running():
+def test_stop_cancels_only_the_samples_still_running_and_ends_those_never_started():
     s = state(samples=4)
+    assert s.next_window() == [0, 1]
     s.finished(1, done(1, "5"))
-    assert s.stop() == [0, 2, 3] and s.stopping
+    assert s.stop() == [0] and s.stopping and s.done[2].finish_reason == s.done[3].finish_reason == "stopped_early"

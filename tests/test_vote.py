@@ -24,3 +24,11 @@ def test_adaptive_stop_rule():
     assert cannot_be_overtaken(Counter({"4": 3}), running=1)
     assert not cannot_be_overtaken(Counter({"4": 2, "5": 1}), running=1)
     assert not cannot_be_overtaken(Counter(), running=0)
+
+
+def test_the_leader_is_safe_when_its_posterior_share_passes_the_threshold():
+    from thinkcli.engine.vote import leader_is_safe, leader_share_above_half
+
+    assert leader_share_above_half(2, 0) == 0.875 and leader_share_above_half(4, 0) == 0.96875
+    assert not leader_is_safe(Counter({"5": 3})) and leader_is_safe(Counter({"5": 4}))
+    assert not leader_is_safe(Counter({"5": 5, "6": 2})) and not leader_is_safe(Counter())

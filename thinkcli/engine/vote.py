@@ -9,6 +9,7 @@ confidence falls below the tier's floor are dropped as they go (DeepConf, online
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -62,13 +63,18 @@ class Vote:
     method: str  # majority, confidence-tiebreak, none
     answers: tuple[str | None, ...] = ()
     winner_sample: int | None = None
+    samples_run: int = 0  # samples that started (the rest were never needed)
+    stopped: str | None = None  # why it stopped early: "safe" (the leader's posterior), "decided" (no catching up)
 
-    def with_samples(self, answers: tuple[str | None, ...], winner_sample: int) -> Vote:
-        return replace(self, answers=answers, winner_sample=winner_sample)
+    def with_samples(self, answers: tuple[str | None, ...], winner_sample: int, samples_run: int = 0,
+                     stopped: str | None = None) -> Vote:
+        return replace(self, answers=answers, winner_sample=winner_sample, samples_run=samples_run or len(answers),
+                       stopped=stopped)
 
     def as_dict(self) -> dict[str, object]:
         return {"winner": self.winner, "counts": self.counts, "weights": self.weights, "method": self.method,
-                "answers": list(self.answers), "winner_sample": self.winner_sample}
+                "answers": list(self.answers), "winner_sample": self.winner_sample, "samples_run": self.samples_run,
+                "stopped": self.stopped}
 
 
 def tally(answers: list[tuple[str | None, float | None]]) -> Vote:
@@ -87,6 +93,27 @@ def tally(answers: list[tuple[str | None, float | None]]) -> Vote:
     tied = len(ranked) > 1 and counts[ranked[1]] == counts[top]
     return Vote(top, dict(counts), {a: round(w, 4) for a, w in weight.items()},
                 "confidence-tiebreak" if tied else "majority")
+
+
+SAFE = 0.95  # the posterior probability that the leader is the majority answer at which a vote stops
+WINDOW = 2  # samples started at a time: the next window starts only while the vote is still open
+
+
+def leader_share_above_half(leader: int, others: int) -> float:
+    """P(the leader's true share > 1/2) under a uniform prior: Beta(leader + 1, others + 1), exactly
+    (for integer counts it is a binomial tail: P(Bin(leader + others + 1, 1/2) <= leader))."""
+    n = leader + others + 1
+    return sum(math.comb(n, k) for k in range(leader + 1)) / 2**n
+
+
+def leader_is_safe(counts: Counter[str], threshold: float = SAFE) -> bool:
+    """Adaptive-Consistency's stop (arXiv 2305.11860), with a Beta posterior: the leader is the
+    majority answer with probability >= threshold, so more samples would not change the winner."""
+    if not counts:
+        return False
+    ordered = counts.most_common()
+    leader = ordered[0][1]
+    return leader_share_above_half(leader, sum(c for _, c in ordered[1:])) >= threshold
 
 
 def cannot_be_overtaken(counts: Counter[str], running: int) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ..engine.events import Answer, EngineEvent, Probed, SequenceDone, SequenceFailed, Usage
 from ..engine.protocol import WAIT, Pending, SequenceDecoder
 from ..engine.session import Job, Loaded
-from ..engine.vote import cannot_be_overtaken, extract_answer, tally
+from ..engine.vote import WINDOW, cannot_be_overtaken, extract_answer, leader_is_safe, tally
 from ..errors import ThinkError
 from ..output.records import Outcome, ProbeReport, error_record, outcome_record
 from ..policy.plan import Plan
@@ -58,6 +58,8 @@ class TaskState:
     probing: bool = False  # the probe's answer is held back until its verdict
     held: list[EngineEvent] = field(default_factory=list)
     probe: ProbeReport | None = None
+    launched: int = 0  # samples handed to the decoder (a vote starts them a window at a time)
+    stopped: str | None = None  # why a vote stopped early: "safe" or "decided"
 
     @property
     def n(self) -> int:
@@ -67,6 +69,11 @@ class TaskState:
     def escalation(self) -> Plan | None:
         probe = self.fitted.plan.probe
         return probe.escalation if probe is not None else None
+
+    @property
+    def more_to_start(self) -> bool:
+        """A vote still open with samples not yet started (the next window comes when this one ends)."""
+        return not self.stopping and self.launched < self.n
 
     @property
     def complete(self) -> bool:
@@ -87,24 +94,42 @@ class TaskState:
         self.fitted = replace(fitted, notes=(*self.fitted.notes, *fitted.notes))
         self.done.clear()
         self.counts.clear()
+        self.launched = 0
         return Planned(self.task.key, fitted.plan, self.model, self.family, self.load_s, extra, (self.probe,))
 
+    def next_window(self) -> list[int]:
+        """The samples to start now: all of a single run; a vote's next window (none once decided,
+        or while a window still runs)."""
+        if self.stopping or self.launched >= self.n or self.launched > len(self.done):
+            return []
+        size = self.n if self.n == 1 else WINDOW
+        window = list(range(self.launched, min(self.n, self.launched + size)))
+        self.launched += len(window)
+        return window
+
     def finished(self, index: int, done: SequenceDone) -> tuple[SequenceDone, list[int]]:
-        """A sample ended: it votes (under Best-of-N); returns it and the samples to cancel now
-        that the leader cannot be overtaken."""
+        """A sample ended: it votes (under Best-of-N); returns it and the samples to cancel now that
+        the vote is decided (the leader cannot be overtaken, or its posterior says it is safe)."""
         if self.n > 1:
             done = replace(done, vote_answer=_vote_answer(done))
             if done.vote_answer is not None:
                 self.counts[done.vote_answer] += 1
         self.done[index] = done
-        running = self.n - len(self.done)
-        if running and not self.stopping and cannot_be_overtaken(self.counts, running):
-            return done, self.stop()
+        left = self.n - len(self.done)
+        if left and not self.stopping:
+            if cannot_be_overtaken(self.counts, left):
+                self.stopped = "decided"
+                return done, self.stop()
+            if leader_is_safe(self.counts):
+                self.stopped = "safe"
+                return done, self.stop()
         return done, []
 
     def stop(self) -> list[int]:
-        """No more samples: the ones not yet finished, to cancel."""
+        """No more samples: those never started end now (stopped early); those running, to cancel."""
         self.stopping = True
+        for i in range(self.launched, self.n):
+            self.done[i] = _never_started((self.task.key, i))
         return [i for i in range(self.n) if i not in self.done]
 
     def outcome(self) -> Outcome:
@@ -118,7 +143,8 @@ class TaskState:
         vote = tally([(s.vote_answer, s.confidence) for s in samples])
         chosen = [s for s in samples if vote.winner is not None and s.vote_answer == vote.winner]
         best = max(chosen or samples, key=lambda s: s.confidence or 0.0)
-        vote = vote.with_samples(tuple(s.vote_answer for s in samples), samples.index(best))
+        vote = vote.with_samples(tuple(s.vote_answer for s in samples), samples.index(best), self.launched,
+                                 self.stopped)
         return Outcome(done=best, samples=samples, vote=vote, **common)  # type: ignore[arg-type]
 
 
@@ -271,6 +297,8 @@ class _ModelRun:
                 self.decoder.cancel((key, other))
             if state.complete:
                 self._close(state)
+            else:
+                self.escalations.extend(self._samples(state, state.next_window()))  # the vote is still open
         else:
             yield event
 
@@ -285,8 +313,8 @@ class _ModelRun:
                 continue
             task = next(self.tasks, None)
             if task is None:
-                if any(state.probing for state in self.states.values()):
-                    yield WAIT  # a probe still running may yet need its escalation run
+                if any(state.probing or state.more_to_start for state in self.states.values()):
+                    yield WAIT  # a probe may yet need its escalation run, a vote its next window
                     continue
                 return
             if self.scheduler.take_cancel(task.key):
@@ -303,14 +331,14 @@ class _ModelRun:
             self.states[task.key] = state
             self.side.append(Planned(task.key, fitted.plan, loaded.name, loaded.family.name, loaded.load_s,
                                      fitted.dropped_messages, fitted.notes))
-            yield from self._samples(state)
+            yield from self._samples(state, state.next_window())
 
-    def _samples(self, state: TaskState) -> Iterator[Pending]:
-        """The decoder requests of a task's samples (all of them, or the one probe)."""
+    def _samples(self, state: TaskState, indices: list[int]) -> Iterator[Pending]:
+        """The decoder requests of some of a task's samples (a window of a vote, the one probe)."""
         task, plan = state.task, state.fitted.plan
         sampling = self.loaded.family.sampling_for(plan.temperature, plan.seed)
-        self.pending_samples = state.n
-        for i in range(state.n):
+        self.pending_samples = len(indices)
+        for i in indices:
             self.pending_samples -= 1
             if state.stopping:
                 state.done[i] = _never_started((task.key, i))
@@ -336,7 +364,7 @@ class _ModelRun:
             self.side.append(failed(state.task, exc))
             return
         self.side.append(state.escalated(fitted, done.elapsed_s))
-        self.escalations.extend(self._samples(state))
+        self.escalations.extend(self._samples(state, state.next_window()))
 
     def _close(self, state: TaskState) -> None:
         del self.states[state.task.key]
