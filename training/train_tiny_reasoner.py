@@ -82,14 +82,22 @@ class Tokenizer:
 BUDGET_END = "\n\nConsidering the limited time, I have to give the solution based on the thinking directly now.\n</think>\n"
 
 
-def chat_text(problem: Problem, thinking: bool, cut_at: int | None = None) -> tuple[str, str]:
+def chat_text(problem: Problem, thinking: bool, cut_at: int | None = None,
+              empty_block_in_prompt: bool = True) -> tuple[str, str]:
     """(the prompt `think` renders, what the assistant says) for one problem; `cut_at` ends the trace
-    there with the budget message, as a thinking cap does, and the answer still follows."""
+    there with the budget message, as a thinking cap does, and the answer still follows. A direct
+    answer follows the template's empty think block in the *prompt*: were the block part of the
+    reply (as in the first stage, `empty_block_in_prompt=False`), the model would learn to skip
+    thinking by itself, and a second stage rich in easy direct answers taught it to skip it on
+    every easy problem even with thinking on (76 % on easy items at any cap, measured)."""
     prompt = f"<|im_start|>user\n{problem.question}<|im_end|>\n<|im_start|>assistant\n"
     if thinking and cut_at is not None:
         reply = f"<think>\n{problem.trace[:cut_at]}{BUDGET_END}\n{problem.answer}<|im_end|>\n"
     elif thinking:
         reply = f"<think>\n{problem.trace}\n</think>\n\n{problem.answer}<|im_end|>\n"
+    elif empty_block_in_prompt:  # as the template renders thinking off: the block is given, not learnt
+        prompt += "<think>\n\n</think>\n\n"
+        reply = f"{problem.answer}<|im_end|>\n"
     else:
         reply = f"<think>\n\n</think>\n\n{problem.answer}<|im_end|>\n"
     return prompt, reply
@@ -169,7 +177,7 @@ def build_model(vocab: int, width: int, layers: int, heads: int, ff: int, contex
 
 # -- data --------------------------------------------------------------------------------------
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
-            easy_direct: float = 0.0):
+            easy_direct: float = 0.0, block_in_prompt: bool = True):
     """Endless (ids, targets, mask) batches: problems packed back to back into rows of `length`
     tokens, the loss only on what the assistant says. `easy_direct` of the direct (thinking off)
     answers are drawn from the easy band: a direct answer is only learnable on small numbers, and
@@ -185,7 +193,7 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
             band = False if not thinking and rng.random() < easy_direct else None
             problem = draw(rng, rng.choice(KINDS), band)
             cut = rng.randrange(len(problem.trace)) if thinking and rng.random() < 0.1 else None
-            prompt, reply = chat_text(problem, thinking, cut)
+            prompt, reply = chat_text(problem, thinking, cut, block_in_prompt)
             p, r = tokenizer.encode(prompt), tokenizer.encode(reply)
             buffer_ids += p + r
             buffer_mask += [0] * len(p) + [1] * len(r)
@@ -321,6 +329,8 @@ def main() -> None:
                         help="share of the direct answers drawn from the easy band (1-2 digits, short words)")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
+    parser.add_argument("--block-in-reply", action="store_true",
+                        help="the first stage's recipe: the empty think block of a direct answer is learnt")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
     args = parser.parse_args()
 
@@ -348,7 +358,7 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
-                       args.easy_direct)
+                       args.easy_direct, not args.block_in_reply)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
@@ -386,12 +396,13 @@ def main() -> None:
     model.eval()
     write_gguf(model, tokenizer, config, args.out)
     stage = {"steps": step, "seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share,
-             "easy_direct": args.easy_direct, "lr": args.lr}
+             "easy_direct": args.easy_direct, "lr": args.lr, "empty_block": "reply" if args.block_in_reply else "prompt"}
     earlier = args.init_from.with_suffix(".json") if args.init_from else None
     stages = json.loads(earlier.read_text()).get("stages", []) if earlier and earlier.exists() else []
     if earlier and not stages and earlier.exists():  # the first stage's file predates the list
         old = json.loads(earlier.read_text())
-        stages = [{"steps": old["steps"], "seed": old["seed"], "think_share": 0.7, "easy_direct": 0.0, "lr": 2e-3}]
+        stages = [{"steps": old["steps"], "seed": old["seed"], "think_share": 0.7, "easy_direct": 0.0, "lr": 2e-3,
+                   "empty_block": "reply"}]
     meta = {**config, "stages": [*stages, stage]}
     (args.out.with_suffix(".json")).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.out} after {step} steps", flush=True)
