@@ -50,6 +50,24 @@ def test_policies_parse_into_overrides():
             parse_policies(bad, base, "m")
 
 
+def test_the_ablation_takes_auto_apart_one_part_at_a_time():
+    from thinkcli.frontends.eval.runner import ABLATION
+
+    cap, tiers, probe, conf, full = parse_policies(ABLATION, Overrides(), "m")
+    assert cap.fixed and cap.cap == 256
+    assert not tiers.overrides.probe and tiers.overrides.confidence == 0.0 and not tiers.overrides.loop_breaker
+    assert probe.overrides.probe and probe.overrides.confidence == 0.0 and not probe.overrides.loop_breaker
+    assert conf.overrides.probe and conf.overrides.confidence is None and not conf.overrides.loop_breaker
+    assert full.overrides == Overrides(tier="auto")
+    registry = __import__("thinkcli.policy.registry", fromlist=["load_registry"]).load_registry()
+    from thinkcli.policy.plan import make_plan
+
+    assert make_plan("Why is the sky blue?", registry, tiers.overrides, "gemma3-270m").budget.loop_tokens == 0
+    assert make_plan("Why is the sky blue?", registry, full.overrides, "gemma3-270m").budget.loop_tokens == 64
+    with pytest.raises(UsageError, match="unknown policy"):
+        parse_policies("auto-nothing", Overrides(), "m")
+
+
 def test_the_builtin_set_is_reproducible_balanced_and_right():
     items = builtin_set()
     assert len(items) == 300 and len({i.id for i in items}) == 300

@@ -28,8 +28,9 @@ def eval_command(
     eval_set: Annotated[str, typer.Argument(metavar="SET", help="A JSONL of {prompt, answer[, id, tier, checker]}, "
                                                                  "or builtin[:LEVEL] for the bundled set.")],
     policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
-                                                         "a thinking cap (0, 256 …), voteN, voteN@CAP, auto-noprobe. "
-                                                         "[default: auto,0,256,1024]")] = None,
+                                                         "a thinking cap (0, 256 …), voteN, voteN@CAP, auto without "
+                                                         "parts (auto-noprobe, -noconf, -noloop: "
+                                                         "auto-noconf-noloop). [default: auto,0,256,1024]")] = None,
     model: ModelOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (the builtin set is "
                                                  "interleaved by level and kind).")] = None,
@@ -48,6 +49,8 @@ def eval_command(
                                              "for a smaller cap.")] = 0.02,
     write: Annotated[bool, typer.Option("--write", help="Calibration: put the caps into your models.yaml.")] = False,
     dump: Annotated[bool, typer.Option("--dump", help="Print the set as JSONL and exit (no model).")] = False,
+    ablation: Annotated[bool, typer.Option("--ablation", help="What each part of auto saves: a cap of 256, the tiers "
+                                           "alone, then + probe, + confidence stop, + loop breaker.")] = False,
     set_seed: Annotated[int, typer.Option("--set-seed", help="Seed of the builtin set.")] = 0,
     gpu_layers: GpuLayersOpt = None,
     no_log: NoLogOpt = False,
@@ -55,7 +58,7 @@ def eval_command(
     """Measure what thinking buys, policy by policy.
 
     Prints a table per policy, the scaling curve, and (--calibrate) per-tier caps."""
-    from ..frontends.eval.runner import CALIBRATION_CAPS, DEFAULT_POLICIES, check_items, parse_policies
+    from ..frontends.eval.runner import ABLATION, CALIBRATION_CAPS, DEFAULT_POLICIES, check_items, parse_policies
     from ..frontends.eval.sets import load_set
     from ..policy.plan import Overrides
     from ..scheduler.runtime import Runtime
@@ -75,7 +78,9 @@ def eval_command(
 
         check_writable_models_file(runtime.paths.models_file)
     base = Overrides(model=model, max_answer=max_answer, temperature=temperature, seed=seed).validate()
-    chosen = policies_text or (CALIBRATION_CAPS if calibrate_tiers else DEFAULT_POLICIES)
+    if ablation and policies_text:
+        raise UsageError("--ablation is its own list of policies: give it or --policies, not both")
+    chosen = ABLATION if ablation else policies_text or (CALIBRATION_CAPS if calibrate_tiers else DEFAULT_POLICIES)
     policies = parse_policies(chosen, base, runtime.default_model)
     if calibrate_tiers and sum(p.fixed for p in policies) < 2:
         raise UsageError("calibration compares fixed thinking caps: give at least two (e.g. --policies 0,256,1024)")

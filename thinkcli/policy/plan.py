@@ -31,6 +31,7 @@ class Overrides:
     seed: int | None = None
     confidence: float | None = None  # 0 turns the confidence stop off (eval's fixed-budget policies)
     probe: bool = True  # the escalation probe, where models.yaml enables it (--no-probe: off)
+    loop_breaker: bool = True  # False: thinking loops run to the cap (eval's ablation)
 
     def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
@@ -165,7 +166,7 @@ def _tier_plan(difficulty: Difficulty, registry: Registry, overrides: Overrides,
         confidence=tier.confidence if overrides.confidence is None else overrides.confidence,
         confidence_window=tier.confidence_window,
         confidence_floor=tier.confidence_floor,
-        loop_tokens=tier.loop_tokens,
+        loop_tokens=tier.loop_tokens if overrides.loop_breaker else 0,
     )
     strategy = overrides.strategy or tier.strategy
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:

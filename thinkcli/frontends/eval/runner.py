@@ -54,7 +54,9 @@ class Policy:
 
 
 POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
-                            r"|(?P<noprobe>auto-noprobe))$")
+                            r"|auto(?P<without>(?:-no(?:probe|conf|loop))+))$")
+# What each part of `auto` saves: a fixed cap, then the tiers alone, then each part added in turn.
+ABLATION = "256,auto-noprobe-noconf-noloop,auto-noconf-noloop,auto-noloop,auto"
 
 
 def parse_policies(text: str, base: Overrides, default_model: str) -> list[Policy]:
@@ -69,7 +71,7 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
         match = POLICY_PATTERN.match(raw)
         if match is None:
             raise UsageError(f"unknown policy '{raw}' (use auto, a tier name, a thinking cap like 256, "
-                             f"or voteN / voteN@CAP)")
+                             f"voteN / voteN@CAP, or auto without parts: auto-noprobe, -noconf, -noloop)")
         if match["cap"] is not None:
             cap = int(match["cap"])
             overrides = replace(own, tier="standard", max_thinking=cap, min_thinking=0, strategy="single",
@@ -83,8 +85,11 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             overrides = replace(own, tier="deep", strategy="vote", samples=samples, max_thinking=vote_cap,
                                 min_thinking=0 if vote_cap is not None else None)
             policy = Policy(raw, overrides, vote_cap)
-        elif match["noprobe"] is not None:  # the tiers without the escalation probe
-            policy = Policy(raw, replace(base, tier="auto", probe=False))
+        elif match["without"] is not None:  # the tiers without some of their parts (an ablation)
+            parts = set(match["without"].split("-no")[1:])
+            policy = Policy(raw, replace(base, tier="auto", probe="probe" not in parts,
+                                         confidence=0.0 if "conf" in parts else base.confidence,
+                                         loop_breaker="loop" not in parts))
         else:
             policy = Policy(raw, replace(base, tier=match["tier"]))
         if any(p.name == policy.name for p in policies):
