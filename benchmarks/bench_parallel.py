@@ -134,7 +134,8 @@ def deep_mix(loaded, bare8: float) -> None:
     32 sequences of 32 tokens, as in the batch section: the deep items' samples ride in the same
     decode steps as the other items, so the whole mix runs near the bare batched limit."""
     from thinkcli.policy.plan import Overrides, make_plan
-    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.results import Task, messages_for
+    from thinkcli.scheduler.run import Scheduler
     from thinkcli.scheduler.runtime import Runtime
 
     runtime = Runtime.create(threads=loaded.model.threads)

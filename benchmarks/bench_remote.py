@@ -60,7 +60,8 @@ def run_tasks(alias: str, thinking: bool) -> tuple[int, float]:
     """(tokens generated, seconds) for the 32 prompts through the scheduler at --parallel 8."""
     from thinkcli.output.records import Outcome
     from thinkcli.policy.plan import Overrides, make_plan
-    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.results import Task, messages_for
+    from thinkcli.scheduler.run import Scheduler
     from thinkcli.scheduler.runtime import Runtime
 
     runtime = Runtime.create(log=False)

@@ -45,7 +45,8 @@ MODELS_YAML = "default_model: gemma-fixed" + FIXED_FAMILY + """models:
 
 def batch_rate() -> float:
     from thinkcli.policy.plan import Overrides, make_plan
-    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.results import Task, messages_for
+    from thinkcli.scheduler.run import Scheduler
     from thinkcli.scheduler.runtime import Runtime
 
     runtime = Runtime.create()

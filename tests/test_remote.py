@@ -392,7 +392,8 @@ def test_a_per_replica_limit_caps_what_runs_at_once(servers, think_home, tmp_pat
 def test_best_of_n_shares_one_request_with_n_where_the_server_takes_it(servers, think_home):
     from thinkcli.output.records import Outcome
     from thinkcli.policy.plan import Overrides, make_plan
-    from thinkcli.scheduler.run import Scheduler, Task, messages_for
+    from thinkcli.scheduler.results import Task, messages_for
+    from thinkcli.scheduler.run import Scheduler
     from thinkcli.scheduler.runtime import Runtime
 
     remote_config(think_home, servers)

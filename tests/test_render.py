@@ -13,7 +13,7 @@ from thinkcli.output.records import Outcome, outcome_record
 from thinkcli.policy.classify import Difficulty
 from thinkcli.policy.plan import Plan
 from thinkcli.policy.registry import load_registry
-from thinkcli.scheduler.run import Planned
+from thinkcli.scheduler.results import Planned
 
 REG = load_registry()
 

@@ -102,7 +102,8 @@ def ask(
     """Answer one prompt, spending thinking by its difficulty tier."""
     from ..errors import ThinkError
     from ..policy.plan import make_plan
-    from ..scheduler.run import Failed, Scheduler, Task, messages_for
+    from ..scheduler.results import Failed, Task, messages_for
+    from ..scheduler.run import Scheduler
     from ..scheduler.runtime import Runtime
     from .render import JsonRenderer, StreamRenderer
 

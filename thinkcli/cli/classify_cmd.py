@@ -57,7 +57,8 @@ def run_probe(text: str, model: str | None) -> Json:
     from ..output.records import Outcome
     from ..policy.plan import Overrides, make_plan, probe_blocked, probe_only_plan
     from ..policy.tiers import escalation_tier
-    from ..scheduler.run import Failed, Scheduler, Task, messages_for
+    from ..scheduler.results import Failed, Task, messages_for
+    from ..scheduler.run import Scheduler
     from ..scheduler.runtime import Runtime
 
     runtime = Runtime.create(log=False)

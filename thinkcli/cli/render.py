@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from ..engine.events import Answer, BudgetForced, Extended, Progress, SequenceDone, Thinking
 from ..output.records import BudgetLowered, Outcome, ProbeReport, outcome_record
-from ..scheduler.run import Planned, RunEvent
+from ..scheduler.results import Planned, RunEvent
 from ..text import Json
 
 

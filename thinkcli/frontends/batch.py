@@ -26,7 +26,8 @@ from ..errors import ThinkError, UsageError
 from ..output.logs import spent_thinking_tokens
 from ..output.records import Outcome, batch_record, error_record, outcome_record
 from ..policy.plan import Overrides, Plan, make_plan
-from ..scheduler.run import Failed, Scheduler, Task, failure_message, messages_for
+from ..scheduler.results import Failed, Task, failure_message, messages_for
+from ..scheduler.run import Scheduler
 from ..scheduler.runtime import Runtime
 from ..text import Json, clean_json
 

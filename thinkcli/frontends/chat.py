@@ -17,7 +17,8 @@ from ..errors import ThinkError
 from ..output.records import Outcome
 from ..policy.plan import Overrides, make_plan
 from ..policy.tiers import TIER_NAMES
-from ..scheduler.run import Failed, Planned, RunEvent, Scheduler, Task
+from ..scheduler.results import Failed, Planned, RunEvent, Task
+from ..scheduler.run import Scheduler
 from ..scheduler.runtime import Runtime
 from ..text import clean_json
 

@@ -30,10 +30,8 @@ from ..errors import ThinkError
 from ..output.records import Outcome, ProbeReport, error_record, outcome_record
 from ..policy.plan import Plan
 from .fit import Fitted, fit, seq_room
-from .results import Failed, Planned, RunEvent, Task, failed, failure_kind, failure_message, messages_for
+from .results import Failed, Planned, RunEvent, Task, failed, failure_kind
 from .runtime import Runtime
-
-__all__ = ["Failed", "Planned", "RunEvent", "Scheduler", "Task", "TaskState", "failure_message", "messages_for"]
 
 
 def _seq(event: EngineEvent) -> tuple[str, int]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from ...errors import ThinkError
 from ...output.records import Outcome
-from ...scheduler.run import Failed, Planned, RunEvent, Scheduler, Task
+from ...scheduler.results import Failed, Planned, RunEvent, Task
+from ...scheduler.run import Scheduler
 from ...scheduler.runtime import Runtime
 from ...text import Json
 
