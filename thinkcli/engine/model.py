@@ -77,7 +77,7 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    path: Path
+    path: Path | None  # None: a model on a server
     name: str
     n_ctx_train: int
     n_vocab: int
@@ -106,6 +106,7 @@ class Model:
             raise ModelError(f"llama.cpp could not load {path.name}{hint}")
         self.ptr = model
         self.path = path
+        self.key = str(path)
         self.threads = threads or default_threads()
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union
 
 from .events import EngineEvent, FinishReason
@@ -47,7 +46,7 @@ Pending = Union[Request, Wait]
 class ModelHandle(Protocol):
     """A model as the engine sees it: a local GGUF or a served model."""
 
-    path: Path
+    key: str  # what the engine caches its decoders by: the file's path, or the server's URLs and model
     info: ModelInfo
     bos: int
     eos: int

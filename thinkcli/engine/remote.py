@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Union
 
 from ..errors import ModelError, ThinkError
@@ -205,7 +204,7 @@ class RemoteModel:
     def __init__(self, name: str, endpoint: Endpoint):
         import httpx
 
-        self.path = Path(endpoint.key)  # the engine keys decoders by it
+        self.key = endpoint.key
         # generation may be silent up to `timeout` (prompt evaluation); the rest answers at once
         self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=min(endpoint.timeout, 10.0)),
                                    headers=endpoint.headers())
@@ -240,7 +239,7 @@ class RemoteModel:
         n_ctx = _positive_int(settings.get("n_ctx")) or _positive_int(props.get("n_ctx")) or 4096
         bos = props.get("bos_token")
         self.bos_text = bos if isinstance(bos, str) else ""
-        self.info = ModelInfo(path=self.path, name=name, n_ctx_train=n_ctx, n_vocab=0, n_params=0, size_bytes=0,
+        self.info = ModelInfo(path=None, name=name, n_ctx_train=n_ctx, n_vocab=0, n_params=0, size_bytes=0,
                               chat_template=template, gpu_layers=0)
 
     # -- HTTP ------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class Engine:
 
         Kept per model (chat reuses its cache across turns); rebuilt only when too small. A remote
         model gets a RemoteDecoder: the same interface over HTTP."""
-        key = str(loaded.model.path)
+        key = loaded.model.key
         room = seq_room or min(self.n_ctx, max(loaded.model.info.n_ctx_train, 512))
         if isinstance(loaded.model, RemoteModel):
             remote = self._remote.get(key)
@@ -115,7 +115,7 @@ class Engine:
 
     def forced(self, loaded: Loaded) -> ForcedText:
         """The texts a policy may insert for this model, tokenized once per model."""
-        key = str(loaded.model.path)
+        key = loaded.model.key
         if key not in self._forced:
             self._forced[key] = forced_text(loaded)
         return self._forced[key]
