@@ -6,26 +6,47 @@ shared by the tests; the effects asserted are far larger than the noise of 60 it
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from thinkcli.models.hub import packaged_path
 
+EASY_DIRECT = 0.85  # measured: see the README (A tiny reasoner)
+PROBE_KEEPS = 0.6
 
-@pytest.fixture(scope="module")
-def scores(tmp_path_factory) -> dict[str, dict]:
+
+def evaluate(tmp_path_factory, *args: str) -> tuple[dict[str, dict], Path]:
     from conftest import run_think
 
     pytest.importorskip("llama_cpp")
     packaged_path("tiny-reasoner.gguf")  # shipped with the package: a missing file fails here
-    out = tmp_path_factory.mktemp("reasoner-eval")
+    out = tmp_path_factory.mktemp("reasoner-eval") / "results"
     home = tmp_path_factory.mktemp("reasoner-home")
-    r = run_think("eval", "reasoner", "--limit", "60", "-m", "tiny-reasoner", "--policies", "auto,0,16,256",
-                  "--temperature", "0", "--parallel", "4", "-o", str(out / "results"), "--json", "--no-log",
-                  env={"THINK_HOME": str(home)}, timeout=900)
+    r = run_think("eval", "reasoner", "-m", "tiny-reasoner", "--parallel", "4", "-o", str(out), "--json", "--no-log",
+                  *args, env={"THINK_HOME": str(home)}, timeout=900)
     assert r.returncode == 0, r.stderr
-    return {p["policy"]: p for p in json.loads(r.stdout)["policies"]}
+    return {p["policy"]: p for p in json.loads(r.stdout)["policies"]}, out
+
+
+@pytest.fixture(scope="module")
+def greedy(tmp_path_factory) -> tuple[dict[str, dict], Path]:
+    return evaluate(tmp_path_factory, "--limit", "100", "--policies", "auto,0,16,256,auto-noloop",
+                    "--temperature", "0")
+
+
+@pytest.fixture(scope="module")
+def scores(greedy) -> dict[str, dict]:
+    return greedy[0]
+
+
+def rows(directory: Path, policy: str) -> list[dict]:
+    """items.csv's rows of one policy, with the item's band (easy/hard) from its id."""
+    with open(directory / "items.csv", newline="") as f:
+        return [{**row, "hard": "-hard-" in row["id"], "correct": row["correct"] == "True"}
+                for row in csv.DictReader(f) if row["policy"] == policy]
 
 
 def test_the_tiny_reasoner_answers_offline(think):
@@ -48,3 +69,69 @@ def test_a_cap_below_the_trace_lowers_accuracy_and_a_generous_one_does_not(score
 
 def test_auto_thinks_less_than_the_generous_cap(scores):
     assert scores["auto"]["mean_thinking_tokens"] < scores["256"]["mean_thinking_tokens"]
+
+
+def _share(selected: list[dict]) -> float:
+    return sum(r["correct"] for r in selected) / len(selected)
+
+
+def test_easy_items_are_right_without_thinking_and_hard_ones_only_with_it(greedy):
+    _, out = greedy
+    zero, full = rows(out, "0"), rows(out, "256")
+    assert _share([r for r in zero if not r["hard"]]) >= EASY_DIRECT
+    assert _share([r for r in zero if r["hard"]]) <= 0.4
+    assert _share([r for r in full if r["hard"]]) >= 0.8
+
+
+def test_the_probe_keeps_easy_answers_and_escalates_hard_ones(greedy):
+    _, out = greedy
+    records = [json.loads(line) for line in (out / "auto.jsonl").read_text().splitlines()]
+    correct = {r["id"]: r["correct"] for r in rows(out, "auto")}
+    probed = [r for r in records if r["probe"] is not None]
+    easy = [r for r in probed if "-hard-" not in r["id"]]
+    hard = [r for r in probed if "-hard-" in r["id"]]
+    kept = [r for r in easy if r["probe"]["kept"]]
+    assert len(kept) >= PROBE_KEEPS * len(easy)  # most easy answers stand without thinking ...
+    assert sum(correct[r["id"]] for r in kept) >= 0.9 * len(kept)  # ... and they are right
+    assert sum(not r["probe"]["kept"] for r in hard) >= 0.9 * len(hard)  # hard ones think
+    assert all(r["usage"]["thinking_tokens"] == 0 for r in kept)
+
+
+def test_the_loop_breaker_never_cuts_a_healthy_trace(scores, greedy):
+    _, out = greedy
+    assert scores["auto-noloop"]["accuracy"] == scores["auto"]["accuracy"]
+    assert scores["auto-noloop"]["mean_thinking_tokens"] == scores["auto"]["mean_thinking_tokens"]
+    records = [json.loads(line) for line in (out / "auto.jsonl").read_text().splitlines()]
+    assert not [e for r in records for e in r["events"] if e.get("reason") == "loop"]
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory) -> dict[str, dict]:
+    """At the family's own temperature (0.6), where samples differ."""
+    return evaluate(tmp_path_factory, "--limit", "60", "--policies", "256,vote4@256,vote8@256")[0]
+
+
+def test_best_of_n_accuracy_does_not_fall_as_n_grows(sampled):
+    single, four, eight = sampled["256"], sampled["vote4@256"], sampled["vote8@256"]
+    assert four["accuracy"] >= single["accuracy"] - 0.02 and eight["accuracy"] >= four["accuracy"] - 0.02
+    # the early-stopping vote: most of eight samples are never needed where the first four agree
+    assert eight["mean_thinking_tokens"] < 6 * single["mean_thinking_tokens"]
+
+
+def test_the_confidence_stop_is_measured_for_what_it_does_to_this_model(tmp_path_factory):
+    """Its formulaic traces are confident from the first line, so a window-mean stop ends them early and
+    loses answers: that measured effect is why models.yaml switches it off for tiny-reasoner."""
+    home = tmp_path_factory.mktemp("confidence-home")
+    (home / "config").mkdir()
+    (home / "config" / "models.yaml").write_text(
+        "models:\n  tiny-reasoner:\n    tiers:\n      standard: {max_thinking: 256, confidence: 0.92, confidence_window: 32}\n")
+    from conftest import run_think
+
+    out = tmp_path_factory.mktemp("confidence-eval") / "results"
+    r = run_think("eval", "reasoner:hard", "--limit", "40", "-m", "tiny-reasoner", "--policies", "standard,256",
+                  "--temperature", "0", "-o", str(out), "--json", "--no-log", env={"THINK_HOME": str(home)},
+                  timeout=900)
+    assert r.returncode == 0, r.stderr
+    by = {p["policy"]: p for p in json.loads(r.stdout)["policies"]}
+    assert by["standard"]["mean_thinking_tokens"] < 0.7 * by["256"]["mean_thinking_tokens"]  # it saves thinking ...
+    assert by["standard"]["accuracy"] < by["256"]["accuracy"] - 0.2  # ... by cutting traces: answers are lost
