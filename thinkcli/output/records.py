@@ -71,10 +71,6 @@ class ProbeReport:
 Note = Union[BudgetLowered, ProbeReport]
 
 
-def note_dict(note: Note) -> dict[str, object]:
-    return note.as_dict() if isinstance(note, BudgetLowered) else {"type": "probe", **note.as_dict()}
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What the scheduler hands back for one task: the chosen sequence and how it came about."""
