@@ -83,13 +83,15 @@ BUDGET_END = "\n\nConsidering the limited time, I have to give the solution base
 
 
 def chat_text(problem: Problem, thinking: bool, cut_at: int | None = None,
-              empty_block_in_prompt: bool = True) -> tuple[str, str]:
+              empty_block_in_prompt: bool = False) -> tuple[str, str]:
     """(the prompt `think` renders, what the assistant says) for one problem; `cut_at` ends the trace
-    there with the budget message, as a thinking cap does, and the answer still follows. A direct
-    answer follows the template's empty think block in the *prompt*: were the block part of the
-    reply (as in the first stage, `empty_block_in_prompt=False`), the model would learn to skip
-    thinking by itself, and a second stage rich in easy direct answers taught it to skip it on
-    every easy problem even with thinking on (76 % on easy items at any cap, measured)."""
+    there with the budget message, as a thinking cap does, and the answer still follows.
+
+    The shipped model learnt a direct answer's empty think block as part of its reply, so it may
+    also choose to skip thinking by itself (it does on letter counts). `empty_block_in_prompt` puts
+    the block in the prompt, as the template renders thinking off, so it is given, never learnt:
+    a second stage trained so (README, "A tiny reasoner") thinks on every problem, which showed
+    that its letter-count traces never learnt to copy the word's letters."""
     prompt = f"<|im_start|>user\n{problem.question}<|im_end|>\n<|im_start|>assistant\n"
     if thinking and cut_at is not None:
         reply = f"<think>\n{problem.trace[:cut_at]}{BUDGET_END}\n{problem.answer}<|im_end|>\n"
@@ -177,7 +179,7 @@ def build_model(vocab: int, width: int, layers: int, heads: int, ff: int, contex
 
 # -- data --------------------------------------------------------------------------------------
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
-            easy_direct: float = 0.0, block_in_prompt: bool = True):
+            easy_direct: float = 0.0, block_in_prompt: bool = False, kind_weights: list[float] | None = None):
     """Endless (ids, targets, mask) batches: problems packed back to back into rows of `length`
     tokens, the loss only on what the assistant says. `easy_direct` of the direct (thinking off)
     answers are drawn from the easy band: a direct answer is only learnable on small numbers, and
@@ -189,9 +191,14 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
     buffer_mask: list[int] = []
     while True:
         while len(buffer_ids) < rows * (length + 1):
-            thinking = rng.random() < think_share
-            band = False if not thinking and rng.random() < easy_direct else None
-            problem = draw(rng, rng.choice(KINDS), band)
+            if not easy_direct and not kind_weights:  # the first stage's draws, in its order (reproducible)
+                problem = draw(rng, rng.choice(KINDS))
+                thinking = rng.random() < think_share
+            else:
+                thinking = rng.random() < think_share
+                band = False if not thinking and rng.random() < easy_direct else None
+                kind = rng.choices(KINDS, weights=kind_weights)[0] if kind_weights else rng.choice(KINDS)
+                problem = draw(rng, kind, band)
             cut = rng.randrange(len(problem.trace)) if thinking and rng.random() < 0.1 else None
             prompt, reply = chat_text(problem, thinking, cut, block_in_prompt)
             p, r = tokenizer.encode(prompt), tokenizer.encode(reply)
@@ -329,8 +336,10 @@ def main() -> None:
                         help="share of the direct answers drawn from the easy band (1-2 digits, short words)")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
-    parser.add_argument("--block-in-reply", action="store_true",
-                        help="the first stage's recipe: the empty think block of a direct answer is learnt")
+    parser.add_argument("--count-weight", type=float, default=1.0,
+                        help="how often letter counts are drawn against each other kind (a stage that teaches them)")
+    parser.add_argument("--block-in-prompt", action="store_true",
+                        help="a direct answer's empty think block goes in the prompt (given, not learnt)")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
     args = parser.parse_args()
 
@@ -358,7 +367,8 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
-                       args.easy_direct, not args.block_in_reply)
+                       args.easy_direct, args.block_in_prompt,
+                       [args.count_weight if kind == "count" else 1.0 for kind in KINDS] if args.count_weight != 1 else None)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
@@ -396,7 +406,8 @@ def main() -> None:
     model.eval()
     write_gguf(model, tokenizer, config, args.out)
     stage = {"steps": step, "seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share,
-             "easy_direct": args.easy_direct, "lr": args.lr, "empty_block": "reply" if args.block_in_reply else "prompt"}
+             "easy_direct": args.easy_direct, "lr": args.lr, "empty_block": "prompt" if args.block_in_prompt else "reply",
+             "count_weight": args.count_weight}
     earlier = args.init_from.with_suffix(".json") if args.init_from else None
     stages = json.loads(earlier.read_text()).get("stages", []) if earlier and earlier.exists() else []
     if earlier and not stages and earlier.exists():  # the first stage's file predates the list
