@@ -14,9 +14,6 @@ import pytest
 
 from thinkcli.models.hub import packaged_path
 
-EASY_DIRECT = 0.85  # measured: see the README (A tiny reasoner)
-PROBE_KEEPS = 0.6
-
 
 def evaluate(tmp_path_factory, *args: str) -> tuple[dict[str, dict], Path]:
     from conftest import run_think
@@ -75,26 +72,29 @@ def _share(selected: list[dict]) -> float:
     return sum(r["correct"] for r in selected) / len(selected)
 
 
-def test_easy_items_are_right_without_thinking_and_hard_ones_only_with_it(greedy):
+def test_hard_items_need_thinking_and_get_it_right_with_it(greedy):
     _, out = greedy
     zero, full = rows(out, "0"), rows(out, "256")
-    assert _share([r for r in zero if not r["hard"]]) >= EASY_DIRECT
-    assert _share([r for r in zero if r["hard"]]) <= 0.4
-    assert _share([r for r in full if r["hard"]]) >= 0.8
+    assert _share([r for r in zero if r["hard"]]) <= 0.4  # measured: 11 % of 35
+    assert _share([r for r in full if r["hard"]]) >= 0.85  # measured: 94 %
+    assert _share([r for r in full if not r["hard"]]) >= 0.85  # easy ones too: 95 % (46 % without thinking)
 
 
-def test_the_probe_keeps_easy_answers_and_escalates_hard_ones(greedy):
+def test_the_probe_keeps_what_the_model_knows_and_escalates_what_it_does_not(greedy):
     _, out = greedy
     records = [json.loads(line) for line in (out / "auto.jsonl").read_text().splitlines()]
-    correct = {r["id"]: r["correct"] for r in rows(out, "auto")}
+    right_at_once = {r["id"]: r["correct"] for r in rows(out, "0")}
+    right = {r["id"]: r["correct"] for r in rows(out, "auto")}
     probed = [r for r in records if r["probe"] is not None]
-    easy = [r for r in probed if "-hard-" not in r["id"]]
+    unknown = [r for r in probed if not right_at_once[r["id"]]]
+    known = [r for r in probed if right_at_once[r["id"]]]
+    kept = [r for r in probed if r["probe"]["kept"]]
+    assert len(probed) >= 50 and unknown and known
+    assert sum(not r["probe"]["kept"] for r in unknown) >= 0.95 * len(unknown)  # measured: 58 of 58 escalated
+    assert sum(r["probe"]["kept"] for r in known) >= 0.4 * len(known)  # measured: 11 of 18 kept
+    assert all(right[r["id"]] for r in kept) and all(r["usage"]["thinking_tokens"] == 0 for r in kept)
     hard = [r for r in probed if "-hard-" in r["id"]]
-    kept = [r for r in easy if r["probe"]["kept"]]
-    assert len(kept) >= PROBE_KEEPS * len(easy)  # most easy answers stand without thinking ...
-    assert sum(correct[r["id"]] for r in kept) >= 0.9 * len(kept)  # ... and they are right
-    assert sum(not r["probe"]["kept"] for r in hard) >= 0.9 * len(hard)  # hard ones think
-    assert all(r["usage"]["thinking_tokens"] == 0 for r in kept)
+    assert all(not r["probe"]["kept"] for r in hard)  # every hard item thinks
 
 
 def test_the_loop_breaker_never_cuts_a_healthy_trace(scores, greedy):
