@@ -254,13 +254,14 @@ class Api:
     def __init__(self, runtime: Runtime, service: Service, api_key: str | None, limits: Limits):
         self.runtime, self.service, self.api_key, self.limits = runtime, service, api_key, limits
 
-    def guarded(self, handler: Handler) -> Handler:
+    def guarded(self, handler: Handler, shape: Callable[[ApiError], Response] = ApiError.response) -> Handler:
+        """The key checked, and an ApiError answered in the dialect's error shape."""
         async def endpoint(request: Request) -> Response:
             try:
                 self.authorise(request)
                 return await handler(request)
             except ApiError as exc:
-                return exc.response()
+                return shape(exc)
 
         return endpoint
 
@@ -290,14 +291,7 @@ class Api:
 
     # -- Ollama's API ----------------------------------------------------------------------
     def ollama_guarded(self, handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            try:
-                self.authorise(request)
-                return await handler(request)
-            except ApiError as exc:
-                return ollama.error_response(exc)
-
-        return endpoint
+        return self.guarded(handler, ollama.error_response)
 
     async def ollama_completion(self, request: Request, chat: bool) -> Response:
         parsed = ollama.parse(await read_json(request, self.limits), self.runtime, self.limits, chat)
