@@ -20,7 +20,7 @@ from ...engine.events import Answer, Thinking
 from ...output.records import Outcome
 from ...scheduler.results import Failed, RunEvent
 from ...scheduler.runtime import Runtime
-from ...text import Json
+from ...text import Json, printable
 from .dialects import think_extension
 from .protocol import ApiError, Limits, Parsed, display_name, failure_error, parse_request, served_models
 
@@ -168,7 +168,7 @@ def show(runtime: Runtime, body: object) -> Json:
     key = name[: -len(":latest")] if name.endswith(":latest") else name
     ref = served.get(key) or (runtime.default_model if key == "think" else None)
     if ref is None:
-        raise ApiError(404, f"model '{key[:80]}' not found")
+        raise ApiError(404, f"model '{printable(key[:80])}' not found")
     entry = _model_entry(runtime, key, ref)
     template = ""
     path = _path(runtime, ref)
