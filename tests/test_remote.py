@@ -406,8 +406,8 @@ def test_best_of_n_shares_one_request_with_n_where_the_server_takes_it(servers, 
     stats = scheduler.last_decoder_stats
     assert len(outcome.samples) == 4 and all(s.usage.thinking_tokens == 8 for s in outcome.samples)
     assert len({s.thinking for s in outcome.samples}) > 1  # n draws differ
-    if servers["tame"].kind == "llama-server":  # takes n: the thinking of all four in one request
-        assert stats["grouped_requests"] == 1 and stats["requests"] == 1 + 4  # + each sample's answer
+    if servers["tame"].kind == "llama-server":  # takes n: each window's thinking (2 samples) in one request
+        assert stats["grouped_requests"] == 2 and stats["requests"] == 2 + 4  # + each sample's answer
     else:  # llama-cpp-python's server has no n: four requests, then four answers
         assert stats["grouped_requests"] == 0 and stats["requests"] == 4 + 4
 
