@@ -255,6 +255,13 @@ def test_version_and_help_that_is_not_cut_mid_sentence(think):
     from importlib.metadata import version
 
     assert think("--version").stdout.strip() == f"think {version('thinkcli')}"
+    import tomllib
+    from conftest import REPO
+
+    import thinkcli
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert thinkcli.__version__ == project["version"]  # the fast path prints the package's own
     commands = think("--help").stdout.split("Commands:")[1]
     assert "..." not in commands and len(commands.strip().splitlines()) >= 8
 

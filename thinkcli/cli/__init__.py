@@ -57,13 +57,9 @@ def error_line(message: str) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from .. import __version__
 
-        try:
-            ours = version("thinkcli")
-        except PackageNotFoundError:  # a checkout that was never installed
-            ours = "unknown"
-        typer.echo(f"think {ours}")
+        typer.echo(f"think {__version__}")
         raise typer.Exit()
 
 
