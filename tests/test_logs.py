@@ -201,7 +201,7 @@ def test_a_log_of_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path):
     RunLog(path).write({"prompt": "new", "tier": "light", "model": "m", "probe": {"kept": True}}, "ask")
     runs = recent(path, Query(limit=-1))
     assert [r["prompt"] for r in runs] == ["old", "new"] and runs[1]["probe"] == {"kept": True}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_a_locked_log_never_stalls_a_run_and_its_rows_are_written_once_it_is_free(think, tiny, think_home, tmp_path):

@@ -63,6 +63,9 @@ class Settings:
     n_ctx: int = 4096
     offline: bool = False
     log: bool = True  # every run to the SQLite run log (`think logs`)
+    # Every token's probability, for the trace view (`think logs show`) even where no policy needs it:
+    # about 8 % of decode time on a model with a 262k vocabulary (benchmarks/bench_trace.py).
+    token_probs: bool = False
 
     @classmethod
     def load(cls, paths: Paths) -> Settings:
@@ -113,7 +116,7 @@ def _parse_setting(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a model name")
         return value
-    if key in ("offline", "log"):
+    if key in ("offline", "log", "token_probs"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

@@ -127,6 +127,41 @@ def logs_stats(
     Console(width=140).print(table)
 
 
+@logs_app.command("show")
+def logs_show(
+    run: Annotated[str, typer.Argument(help="A run's id (from `think logs`), or `last`.")] = "last",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
+) -> None:
+    """Draw one run as a trace: its tier and plan, the thinking shaded by token probability, where the
+    policy stepped in (budget, "Wait", loop break, probe), the answer, and a vote's samples."""
+    from ..errors import UsageError
+    from ..output.logs import Query, find, recent
+
+    if run == "last":
+        runs = recent(_log_path(), Query(limit=1))
+        found = runs[0] if runs else None
+        if found is None:
+            raise UsageError("no runs logged yet")
+    else:
+        if not run.lstrip("#").isdigit():
+            raise UsageError(f"a run is its id (a number from `think logs`) or `last`, got '{printable(run[:40])}'")
+        found = find(_log_path(), int(run.lstrip("#")))
+        if found is None:
+            raise UsageError(f"no run #{run.lstrip('#')} in the log (`think logs` lists them)")
+    if json_output:
+        typer.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    import sys
+
+    from rich.console import Console
+
+    from .render import is_terminal
+    from .trace_view import describe_run
+
+    tty = is_terminal(sys.stdout)
+    Console(force_terminal=tty, no_color=not tty, highlight=False, soft_wrap=not tty).print(describe_run(found))
+
+
 @logs_app.command("path")
 def logs_path() -> None:
     """Print the run log's path (SQLite: sqlite3 or Datasette open it)."""

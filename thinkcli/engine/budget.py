@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .events import EngineEvent, FinishReason, ForcedEvent, ForcedKind, ForcedReason
+from .events import EngineEvent, FinishReason, ForcedEvent, ForcedKind, ForcedReason, Span, TokenTrace
 from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
@@ -131,6 +131,7 @@ class SequencePolicy:
         self._recent: deque[str] = deque(maxlen=64)  # text of committed tokens, for rollback
         self.probing = spec.probe_tokens > 0 and not spec.thinking  # the verdict is still to come
         self._loops = LoopDetector(spec.loop_tokens) if spec.loop_tokens and spec.thinking else None
+        self._spans: dict[str, list[Span]] = {THINKING: [], ANSWER: []}  # the trace, step by step
 
     @property
     def thinking_total(self) -> int:
@@ -181,12 +182,12 @@ class SequencePolicy:
                 return self._force(self.forced.wait, Step(rollback=rollback), "wait", "extended")
             if ends:  # the model stopped inside its thinking: close it so an answer follows
                 return self._force(self.forced.close, Step(), "eos", "budget_forced")
-            step = self._accept(token, piece, counted=False)
+            step = self._accept(token, piece, counted=False, prob=prob)
             if self.forced.answer_prefix[0]:
                 self._force(self.forced.answer_prefix, step, None, None)
             return step
 
-        step = self._accept(token, piece, counted=True)
+        step = self._accept(token, piece, counted=True, prob=prob)
         self._score(prob)
         if self.thinking_total >= spec.max_thinking:
             return self._force(self.forced.budget, step, "cap", "budget_forced")
@@ -207,7 +208,7 @@ class SequencePolicy:
         if self.is_end(token):
             step = Step(finish="stop")
             return self._judge(step) if self.probing else step
-        step = self._accept(token, piece, counted=True)
+        step = self._accept(token, piece, counted=True, prob=prob)
         self._score(prob)
         if self.parser.phase == DONE:
             step.finish = "stop"
@@ -228,21 +229,36 @@ class SequencePolicy:
         return step
 
     # -- helpers --------------------------------------------------------------------------
-    def _accept(self, token: int, piece: str, counted: bool) -> Step:
+    def _accept(self, token: int, piece: str, counted: bool, prob: float | None = None) -> Step:
         if counted:
             if self.parser.phase == THINKING:
                 self.thinking_tokens += 1
             else:
                 self.answer_tokens += 1
         self._recent.append(piece)
-        return Step(tokens=[token], chunks=self.parser.feed(piece), accepted=True)
+        chunks = self.parser.feed(piece)
+        self._trace(chunks, prob)
+        return Step(tokens=[token], chunks=chunks, accepted=True)
+
+    def _trace(self, chunks: list[Chunk], prob: float | None, mark: str = "") -> None:
+        for chunk in chunks:
+            self._spans[chunk.kind].append(Span(len(chunk.text), prob, mark))
+        if mark and mark != "scaffold" and not any(c.kind == THINKING for c in chunks):
+            self._spans[THINKING].append(Span(0, None, mark))  # an insertion with no thinking text still marks its place
+
+    def token_trace(self) -> TokenTrace:
+        """The text token by token, fitted to the parser's final texts (asked once the sequence ended)."""
+        return TokenTrace(_fit(self._spans[THINKING], "".join(self.parser.thinking_text)),
+                          _fit(self._spans[ANSWER], "".join(self.parser.answer_text)))
 
     def _force(self, forced: tuple[list[int], str], step: Step, reason: ForcedReason | None,
                kind: ForcedKind | None) -> Step:
         tokens, text = forced
         step.tokens.extend(tokens)
         step.forced_text += text
-        step.chunks.extend(self.parser.feed(text))
+        chunks = self.parser.feed(text)
+        self._trace(chunks, None, reason or "scaffold")
+        step.chunks.extend(chunks)
         self._recent.append(text)
         self.forced_tokens += len(tokens)
         if kind is not None and reason is not None:
@@ -261,6 +277,24 @@ class SequencePolicy:
             need -= len(piece)
             count += 1
         return count
+
+
+def _fit(spans: list[Span], raw: str) -> tuple[Span, ...]:
+    """Spans cut to the stripped text (what SequenceDone keeps); text released only at the end (a held-back
+    tail) is one span of its own, not measured."""
+    total = sum(span.chars for span in spans)
+    if total < len(raw):
+        spans = [*spans, Span(len(raw) - total, None)]
+    lead, keep = len(raw) - len(raw.lstrip()), len(raw.strip())
+    fitted: list[Span] = []
+    for span in spans:
+        cut = min(lead, span.chars)
+        lead -= cut
+        chars = min(span.chars - cut, keep)
+        keep -= chars
+        if chars or span.mark not in ("", "scaffold"):  # a marked insertion keeps its place
+            fitted.append(span if chars == span.chars else replace(span, chars=chars))
+    return tuple(fitted)
 
 
 def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[EngineEvent]:

@@ -346,6 +346,7 @@ class Decoder:
             first_token_s=first,
             elapsed_s=now - slot.started_at,
             events=tuple(policy.events),
+            trace=policy.token_trace(),
         )
 
     def _release(self, slot: _Slot) -> None:

@@ -115,6 +115,26 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Span:
+    """Characters of the thinking (or answer) text that one step produced, and how sure the model was."""
+
+    chars: int
+    prob: float | None  # the sampled token's probability; None: not measured, or not sampled
+    # "": sampled. Else inserted by the policy: why (a ForcedReason: the budget message, "Wait"), or
+    # "scaffold" (an answer prefix). A forced insertion that shows no text is a span of 0 characters.
+    mark: str = ""
+
+
+@dataclass(frozen=True)
+class TokenTrace:
+    """A sequence's text token by token, for a trace view (`think logs show`): the spans of each part
+    add up to exactly its text in SequenceDone (thinking and answer, stripped)."""
+
+    thinking: tuple[Span, ...] = ()
+    answer: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
 class SequenceDone:
     seq: Hashable
     finish_reason: FinishReason
@@ -126,6 +146,7 @@ class SequenceDone:
     elapsed_s: float
     events: tuple[ForcedEvent, ...] = field(default_factory=tuple)
     vote_answer: str | None = None  # under Best-of-N: the answer this sample votes for
+    trace: TokenTrace = field(default_factory=TokenTrace)
 
 
 @dataclass(frozen=True)

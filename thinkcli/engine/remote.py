@@ -691,7 +691,7 @@ class RemoteDecoder:
         finish = state.finish
         yield SequenceDone(key, finish, policy.parser.thinking, policy.parser.answer, usage, policy.trace_confidence,
                            state.first_token - state.started if state.first_token else None,
-                           time.perf_counter() - state.started, tuple(policy.events))
+                           time.perf_counter() - state.started, tuple(policy.events), trace=policy.token_trace())
 
     def _stream(self, body: Json, replica: str, native: bool = False
                 ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None], None, None]:

@@ -68,11 +68,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN probe TEXT;
     """,
+    # 3: the text token by token (output/trace.py), for `think logs show` and the web page
+    """
+    ALTER TABLE runs ADD COLUMN trace TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns `think logs --json` returns, in order (the JSON columns decoded).
-JSON_COLUMNS = ("reasons", "events", "vote", "sample_runs", "probe")
+JSON_COLUMNS = ("reasons", "events", "vote", "sample_runs", "probe", "trace")
 
 
 def spent_thinking_tokens(record: Json) -> int:
@@ -251,7 +255,7 @@ COLUMNS = (
     "max_thinking", "max_answer", "deep_budget", "prompt_tokens", "cached_tokens", "thinking_tokens",
     "answer_tokens", "forced_tokens", "spent_thinking_tokens", "load_s", "first_token_s", "tokens_per_second",
     "total_s", "finish_reason", "confidence", "events", "vote", "sample_runs", "prompt", "answer", "thinking",
-    "error", "probe",
+    "error", "probe", "trace",
 )
 INSERT = f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -301,6 +305,7 @@ def row_of(record: Json, source: str, key: str | None, deep_budget: int) -> tupl
         "thinking": record.get("thinking"),
         "error": record.get("error"),
         "probe": _json(record.get("probe")),
+        "trace": _json(record.get("trace")),
     }
     return tuple(values[name] for name in COLUMNS)
 
@@ -367,13 +372,23 @@ def recent(path: Path, query: Query) -> list[Json]:
     where, params = _where(query)
     limit = query.limit if 0 <= query.limit < 2**62 else -1  # SQLite's LIMIT is a 64-bit integer; -1: all
     rows = _query(path, f"SELECT id, * FROM runs{where} ORDER BY id DESC LIMIT ?", [*params, limit])
-    runs = []
-    for row in reversed(rows):
-        run = {name: row[name] for name in ("id", *COLUMNS)}
-        for name in JSON_COLUMNS:
+    return [_run(row) for row in reversed(rows)]
+
+
+def find(path: Path, run_id: int) -> Json | None:
+    """One run by its id (as `think logs` numbers them)."""
+    rows = _query(path, "SELECT id, * FROM runs WHERE id = ?", [run_id])
+    return _run(rows[0]) if rows else None
+
+
+def _run(row: sqlite3.Row) -> Json:
+    run = {name: row[name] for name in ("id", *COLUMNS)}
+    for name in JSON_COLUMNS:
+        try:
             run[name] = json.loads(run[name]) if run[name] is not None else None
-        runs.append(run)
-    return runs
+        except ValueError:  # a column edited by hand: shown as missing, not a traceback
+            run[name] = None
+    return run
 
 
 @dataclass(frozen=True)

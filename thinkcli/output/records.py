@@ -14,6 +14,7 @@ from ..engine.events import SequenceDone
 from ..engine.vote import Vote
 from ..policy.plan import Plan
 from ..text import Json
+from .trace import trace_record
 
 Record = Json  # the record: built here, the one owner of its keys
 """A JSON record as written (--json, a JSONL line, a log row) or read back from disk: built only here."""
@@ -101,8 +102,9 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> Record:
-    """The JSON record of a finished prompt (ask --json, batch lines)."""
+def outcome_record(outcome: Outcome, keep_thinking: bool = True, keep_trace: bool = False) -> Record:
+    """The JSON record of a finished prompt (ask --json, batch lines); the run log's keeps the trace too
+    (the text token by token, output/trace.py), which no other reader needs."""
     plan, done = outcome.plan, outcome.done
     record: Record = {
         "prompt": outcome.prompt,
@@ -134,6 +136,8 @@ def outcome_record(outcome: Outcome, keep_thinking: bool = True) -> Record:
         "samples": None,
         "vote": outcome.vote.as_dict() if outcome.vote else None,
     }
+    if keep_trace:
+        record["trace"] = trace_record(done.trace)
     if not keep_thinking:
         del record["thinking"]
     if outcome.samples:

@@ -205,7 +205,7 @@ class Scheduler:
             if run_log is not None:
                 match event:
                     case Outcome():
-                        run_log.write(outcome_record(event), self.source, event.key,
+                        run_log.write(outcome_record(event, keep_trace=True), self.source, event.key,
                                       self.runtime.registry.deep_budget(event.plan.model))
                     case Failed():
                         plan = event.plan
@@ -345,7 +345,7 @@ class _ModelRun:
                 continue
             job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
                       keep_cache=task.keep_cache and state.n == 1,
-                      score_tokens=plan.budget.needs_confidence or state.n > 1, group=task.key, stop=task.stop)
+                      score_tokens=plan.budget.needs_confidence or state.n > 1 or self.runtime.settings.token_probs, group=task.key, stop=task.stop)
             yield self.runtime.engine.request(self.loaded, job, prompt=state.fitted.prompt_tokens,
                                               text=state.fitted.text)
 
