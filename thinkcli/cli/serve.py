@@ -26,13 +26,15 @@ def serve(
     max_request_bytes: Annotated[int, typer.Option("--max-request-bytes", help="Largest request body.")] = 1_000_000,
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="On Ctrl-C/SIGTERM, seconds running requests "
                                                  "may take to finish; what is still running then is cut, and says so.")] = 10.0,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="No web page at / (the API only).")] = False,
     gpu_layers: GpuLayersOpt = None,
     no_log: NoLogOpt = False,
 ) -> None:
     """Serve an OpenAI-compatible API with adaptive thinking.
 
-    POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models, GET /health.
-    reasoning_effort picks a tier; absent, the classifier decides."""
+    POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models, GET /health,
+    Ollama's /api/*; a web page at / (chat, runs, traces). reasoning_effort picks a tier; absent, the
+    classifier decides."""
     import uvicorn
 
     from ..frontends.serve.app import Limits, create_app
@@ -57,7 +59,8 @@ def serve(
     loaded = runtime.load(runtime.default_model)  # fail now, in one line, not at the first request
     samples = max([t.samples for t in runtime.registry.tiers.values()] + [1])
     service = Service(runtime, parallel=parallel, queue_size=queue, max_samples=samples)
-    app = create_app(runtime, service, api_key=api_key or None, limits=Limits(max_request_bytes=max_request_bytes))
+    app = create_app(runtime, service, api_key=api_key or None, limits=Limits(max_request_bytes=max_request_bytes),
+                     ui=not no_ui)
     try:
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
@@ -68,7 +71,8 @@ def serve(
     config = uvicorn.Config(app, log_level="info" if debug else "critical", lifespan="off",
                             timeout_graceful_shutdown=math.ceil(drain_timeout) + 5, access_log=debug)
     server = _Server(config, _Drain(service, drain_timeout))
-    sys.stderr.write(f"think serve · {loaded.name} ({loaded.family.name}) · http://{host}:{bound}/v1 · "
+    page = "" if no_ui else f" · web page http://{host}:{bound}/"
+    sys.stderr.write(f"think serve · {loaded.name} ({loaded.family.name}) · http://{host}:{bound}/v1{page} · "
                      f"parallel {parallel}{' · API key required' if api_key else ''} · Ctrl-C stops\n")
     sys.stderr.flush()
     try:

@@ -459,3 +459,18 @@ def total(rows: list[LedgerRow]) -> LedgerRow | None:
                      sum(r.thinking_tokens for r in rows), sum(r.answer_tokens for r in rows),
                      sum(r.fixed_budget_tokens for r in rows), mean("tokens_per_second"), mean("first_token_s"),
                      sum(r.probed for r in rows), sum(r.probe_kept for r in rows))
+
+
+def daily(path: Path, query: Query) -> list[Json]:
+    """The ledger per day (UTC) and tier: thinking spent against the deep tier's fixed budget (the
+    web page's chart). Days and tiers in order."""
+    where, params = _where(query)
+    sql = f"""
+        SELECT substr(at, 1, 10) AS day, coalesce(tier, '?') AS tier, sum(error IS NULL) AS runs,
+               coalesce(sum(spent_thinking_tokens), 0) AS thinking,
+               coalesce(sum(CASE WHEN error IS NULL THEN deep_budget ELSE 0 END), 0) AS fixed
+        FROM runs{where} GROUP BY 1, 2 ORDER BY 1, 2"""
+    order = {"instant": 0, "light": 1, "standard": 2, "deep": 3}
+    rows = [{"day": r["day"], "tier": r["tier"], "runs": r["runs"], "thinking_tokens": r["thinking"],
+             "fixed_budget_tokens": r["fixed"]} for r in _query(path, sql, params)]
+    return sorted(rows, key=lambda r: (r["day"], order.get(r["tier"], 9), r["tier"]))

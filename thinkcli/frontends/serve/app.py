@@ -24,8 +24,8 @@ from starlette.routing import Route
 
 from ...engine.events import Answer, Thinking
 from ...output.records import Outcome
-from ...policy.plan import reseeded
-from ...scheduler.results import Failed, RunEvent, Task
+from ...policy.plan import Plan, reseeded
+from ...scheduler.results import Failed, Planned, RunEvent, Task
 from ...scheduler.runtime import Runtime
 from ...text import clean_json
 from . import ollama
@@ -191,11 +191,12 @@ class Stream:
         self.exclude = exchange.parsed.exclude  # thinking runs but is not sent
         self.outcomes: dict[int, Outcome] = {}
         self.pending: dict[int, list[list[str]]] = {}  # per choice: runs of [delta key, text] not yet sent
+        self.counts: dict[int, dict[str, int]] = {}  # per choice: tokens so far (`think_progress`, a live counter)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         exchange = self.exchange
         try:
-            yield self.dialect.opening(exchange.parsed.n)
+            yield self.dialect.opening(exchange.parsed.n, {"think": self.planned(exchange.parsed.plan)})
             while exchange.open:
                 out: list[bytes] = []
                 batch = [await exchange.next(), *exchange.ready()]
@@ -212,6 +213,14 @@ class Stream:
         finally:
             exchange.cancel()  # a client that went away (or any early end) frees its slots at once
 
+    @staticmethod
+    def planned(plan: Plan) -> dict[str, object]:
+        """What the policy means to spend, sent first and again when the probe escalates (the final
+        chunk's `think` says what it did)."""
+        return {"tier": plan.difficulty.tier, "strategy": plan.strategy,
+                "budget": {"min_thinking": plan.budget.min_thinking, "max_thinking": plan.budget.max_thinking,
+                           "max_answer": plan.budget.max_answer, "samples": plan.samples}}
+
     def add(self, index: int, key: str, text: str) -> None:
         if not text:
             return
@@ -222,16 +231,25 @@ class Stream:
             runs.append([key, text])
 
     def flush(self, out: list[bytes], index: int) -> None:
-        for key, text in self.pending.pop(index, []):
-            out.append(self.dialect.chunk(index, {key: text}))
+        runs = self.pending.pop(index, [])
+        for number, (key, text) in enumerate(runs, 1):
+            progress = {"think_progress": self.counts[index]} if number == len(runs) and index in self.counts else None
+            out.append(self.dialect.chunk(index, {key: text}, extra=progress))
 
     def handle(self, out: list[bytes], index: int, event: RunEvent) -> bool:
         """Turn one event into chunks; False ends the stream (an error)."""
         match event:
-            case Thinking() if not self.voting and not self.exclude:
-                self.add(index, "reasoning_content", event.text)
-            case Answer() if not self.voting:
-                self.add(index, "content", event.text)
+            case Thinking():
+                self.counts.setdefault(index, {"thinking_tokens": 0, "answer_tokens": 0})["thinking_tokens"] = event.tokens
+                if not self.voting and not self.exclude:
+                    self.add(index, "reasoning_content", event.text)
+            case Planned() if event.plan.difficulty.tier != self.exchange.parsed.plan.difficulty.tier:
+                self.flush(out, index)  # the probe escalated: the plan it thinks under now
+                out.append(self.dialect.chunk(index, {}, extra={"think": self.planned(event.plan)}))
+            case Answer():
+                self.counts.setdefault(index, {"thinking_tokens": 0, "answer_tokens": 0})["answer_tokens"] = event.tokens
+                if not self.voting:
+                    self.add(index, "content", event.text)
             case Failed():
                 self.exchange.cancel()
                 error = failure_error(event)
@@ -346,7 +364,11 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return ApiError(500, "internal error", kind="server_error").response()
 
 
-def create_app(runtime: Runtime, service: Service, api_key: str | None = None, limits: Limits | None = None) -> Starlette:
+def create_app(runtime: Runtime, service: Service, api_key: str | None = None, limits: Limits | None = None,
+               ui: bool = True) -> Starlette:
+    """The API's routes, and the web page's (ui.py) unless `ui` is off."""
+    from .ui import Ui
+
     api = Api(runtime, service, api_key, limits or Limits())
     routes = [
         Route("/v1/chat/completions", api.guarded(api.chat_completions), methods=["POST"]),
@@ -359,4 +381,6 @@ def create_app(runtime: Runtime, service: Service, api_key: str | None = None, l
         Route("/api/show", api.ollama_guarded(api.ollama_show), methods=["POST"]),
         Route("/api/version", api.ollama_version, methods=["GET"]),
     ]
+    if ui:
+        routes += Ui(runtime, api_key, api.authorise).routes()
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _server_error})

@@ -79,9 +79,9 @@ class OpenAIChat:
             delta = {**delta, "reasoning": delta["reasoning_content"]}
         return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
 
-    def opening(self, n: int) -> bytes:
-        """What a stream starts with: the assistant's role, once per choice."""
-        return b"".join(self.chunk(index, {"role": "assistant", "content": ""}) for index in range(n))
+    def opening(self, n: int, extra: Body | None = None) -> bytes:
+        """What a stream starts with: the assistant's role, once per choice (and `extra`: the plan)."""
+        return b"".join(self.chunk(index, {"role": "assistant", "content": ""}, extra=extra) for index in range(n))
 
     def reply(self, outcomes: list[Outcome], exclude: bool = False) -> Body:
         choices = [self.choice(i, o.done.answer, "" if exclude else o.done.thinking, finish_of(o))
@@ -116,5 +116,5 @@ class OpenAIText(OpenAIChat):
             choice.update(reasoning(delta["reasoning_content"]))
         return choice
 
-    def opening(self, n: int) -> bytes:
+    def opening(self, n: int, extra: Body | None = None) -> bytes:
         return b""
