@@ -233,7 +233,8 @@ class Stream:
     def flush(self, out: list[bytes], index: int) -> None:
         runs = self.pending.pop(index, [])
         for number, (key, text) in enumerate(runs, 1):
-            progress = {"think_progress": self.counts[index]} if number == len(runs) and index in self.counts else None
+            last = number == len(runs) and index in self.counts
+            progress: dict[str, object] | None = {"think_progress": self.counts[index]} if last else None
             out.append(self.dialect.chunk(index, {key: text}, extra=progress))
 
     def handle(self, out: list[bytes], index: int, event: RunEvent) -> bool:
