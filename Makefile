@@ -11,13 +11,27 @@ export LLAMA_CPP_BUILD_JOBS ?= 2
 # lists AMX but does not let programs use it. Set CMAKE_ARGS yourself for CUDA/Metal or a native build.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser screenshots
 
 run: $(VENV)/.installed
 	$(BIN)/think ask "$(PROMPT)"
 
-test: $(VENV)/.test-installed lint
+test: $(VENV)/.test-installed lint browser
 	$(BIN)/python -m pytest -q
+
+# The browser tests (tests/test_ui.py) drive Debian's chromium + chromedriver. CI (CI=true, as root with
+# apt-get) installs them; elsewhere the tests skip, saying so, until you install them yourself.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+		|| echo "warning: chromium could not be installed: the browser tests will skip"; \
+	else echo "note: no chromium/chromedriver (apt-get install chromium chromium-driver): the browser tests skip"; fi
+
+# The README's pictures of the web page, made by the browser tests from the real page.
+screenshots: $(VENV)/.test-installed browser
+	THINK_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_ui.py
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check thinkcli tests benchmarks training

@@ -190,6 +190,30 @@ def test_in_chromium_the_run_page_draws_the_trace(served, browser):
     WebDriverWait(browser, 20).until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#run .samples li"))
     samples = browser.find_elements(By.CSS_SELECTOR, "#run .samples li")
     assert len(samples) == 3 and sum(li.text.startswith("★") for li in samples) == 1
-    browser.find_element(By.ID, "theme").click()  # dark and back: the page re-colours, nothing breaks
-    assert browser.execute_script("return document.documentElement.dataset.theme") in ("dark", "light")
     assert console_errors(browser) == []
+
+
+def test_in_chromium_on_a_phone_in_the_dark(served, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(f"{served.base}/runs/1")
+        WebDriverWait(browser, 20).until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#run .marker"))
+        light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        browser.find_element(By.ID, "theme").click()
+        assert browser.execute_script("return document.documentElement.dataset.theme") == "dark"
+        assert browser.execute_script("return getComputedStyle(document.body).backgroundColor") != light
+        # nothing wider than the phone: the page scrolls down, never sideways (the runs table scrolls in its box)
+        for path in ("/runs/1", "/runs", "/"):
+            browser.get(f"{served.base}{path}")
+            WebDriverWait(browser, 20).until(lambda _: browser.execute_script("return document.readyState") == "complete")
+            assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+        browser.get(f"{served.base}/runs/1")
+        WebDriverWait(browser, 20).until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#run .marker"))
+        shoot(browser, "run-phone-dark")
+        assert console_errors(browser) == []
+    finally:
+        browser.set_window_size(1000, 860)
+        browser.execute_script("localStorage.removeItem('think.theme')")

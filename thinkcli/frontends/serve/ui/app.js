@@ -220,7 +220,7 @@ function drawLedger(days) {
     return node;
   };
   const top = Math.max(1, ...days.map((d) => Math.max(d.fixed_budget_tokens, d.thinking_tokens)));
-  const row = 34, label = 150, width = 640, bar = width - label - 10;
+  const row = 34, label = 110, width = 640, bar = width - label - 10;
   const svg = svgNode("svg", { viewBox: `0 0 ${width} ${days.length * row + 24}`, role: "img",
     "aria-label": "thinking spent against the fixed budget, per day and tier" });
   days.forEach((day, i) => {
@@ -228,11 +228,12 @@ function drawLedger(days) {
     const name = svgNode("text", { x: 0, y: y + 14 });
     name.textContent = `${day.day.slice(5)} ${day.tier}`;
     const fixed = svgNode("rect", { class: "fixed", x: label, y: y + 2, height: 12, width: Math.max(1, bar * day.fixed_budget_tokens / top) });
-    const spent = svgNode("rect", { class: "spent", x: label, y: y + 16, height: 12, width: Math.max(1, bar * day.thinking_tokens / top) });
+    const spentWidth = Math.max(1, bar * day.thinking_tokens / top);
+    const spent = svgNode("rect", { class: "spent", x: label, y: y + 16, height: 12, width: spentWidth });
     const saved = day.fixed_budget_tokens ? ` (saved ${Math.round(100 - 100 * day.thinking_tokens / day.fixed_budget_tokens)} %)` : "";
     const title = svgNode("title", {});
     title.textContent = `${day.runs} runs: ${day.thinking_tokens} thinking tokens spent, ${day.fixed_budget_tokens} at the fixed budget${saved}`;
-    const figure = svgNode("text", { x: label + 4, y: y + 26 });
+    const figure = svgNode("text", { x: label + Math.min(spentWidth + 6, bar - 160), y: y + 26 });
     figure.textContent = `${day.thinking_tokens} / ${day.fixed_budget_tokens}${saved}`;
     svg.append(name, fixed, spent, figure, title);
   });
