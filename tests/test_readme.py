@@ -20,6 +20,7 @@ TIMING = [
     (re.compile(r"\d+(\.\d+)? tok/s"), "N tok/s"),
     (re.compile(r"first token \d+\.\d+s"), "first token Ns"),
     (re.compile(r"\d+\.\d+ s\b"), "N s"),
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "DATE TIME"),  # think logs show: when it ran
 ]
 
 

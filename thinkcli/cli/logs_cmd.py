@@ -151,6 +151,7 @@ def logs_show(
     if json_output:
         typer.echo(json.dumps(found, ensure_ascii=False, indent=2))
         return
+    import os
     import sys
 
     from rich.console import Console
@@ -159,7 +160,7 @@ def logs_show(
     from .trace_view import describe_run
 
     tty = is_terminal(sys.stdout)
-    Console(force_terminal=tty, no_color=not tty, highlight=False, soft_wrap=not tty).print(describe_run(found))
+    Console(force_terminal=tty, no_color=not tty, highlight=False, soft_wrap=not tty).print(describe_run(found, color=tty and not os.environ.get("NO_COLOR")))
 
 
 @logs_app.command("path")

@@ -38,8 +38,8 @@ def trace_text(parts: list[Piece]) -> Text:
     return text
 
 
-def describe_run(run: Json) -> RenderableType:
-    """The whole view of one run (a row of `think logs --json`)."""
+def describe_run(run: Json, color: bool = True) -> RenderableType:
+    """The whole view of one run (a row of `think logs --json`); without colour, no shading legend."""
     items: list[RenderableType] = [_header(run)]
     if run.get("error"):
         items.append(Text(f"failed: {run['error']}", style="bold red"))
@@ -52,7 +52,7 @@ def describe_run(run: Json) -> RenderableType:
         if run.get("confidence") is not None:
             title += f" · confidence {run['confidence']:.2f}"
         items += [Rule(title, align="left", style="cyan"), trace_text(thinking)]
-        if scored:
+        if scored and color:
             items.append(_legend())
     elif run.get("thinking") is None and run.get("spent_thinking_tokens"):
         items.append(Text("(thinking not kept)", style="dim"))
