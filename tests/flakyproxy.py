@@ -19,6 +19,7 @@ class FlakyProxy:
         self.upstream = upstream.rstrip("/")  # e.g. http://127.0.0.1:PORT (no /v1)
         self.faults: list[str] = []
         self.seen: list[str] = []  # what each request got: a fault's name, or "ok"
+        self.paths: list[str] = []  # every request's path, in order
         self.lock = threading.Lock()
         proxy = self
 
@@ -49,6 +50,7 @@ class FlakyProxy:
         body = handler.rfile.read(length) if length else b""
         completion = handler.path.endswith(("/completions", "/completion"))
         with self.lock:
+            self.paths.append(handler.path)
             fault = self.faults.pop(0) if self.faults and completion else None
             if completion:
                 self.seen.append(fault or "ok")

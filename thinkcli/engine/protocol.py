@@ -38,6 +38,8 @@ class Request:
     keep_cache: bool = False  # keep generated tokens cached after the end (chat)
     group: Hashable = None  # requests of one prompt (Best-of-N samples); None: the request alone
     text: str = ""  # the rendered prompt (a remote engine sends the text, not the ids)
+    # the conversation, where a remote server renders exactly `text` from it (it may then keep the budget)
+    messages: tuple[dict[str, str], ...] | None = None
 
 
 Pending = Union[Request, Wait]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TypeVar, Union
 
 from ..errors import ModelError, ThinkError
 from ..text import Json
@@ -36,11 +36,13 @@ from .events import (
     Started,
     Usage,
 )
+from .family import Family
 from .model import ModelInfo
 from .protocol import Pending, Request, Wait
 from .thinking import THINKING
 
 log = logging.getLogger("thinkcli")
+T = TypeVar("T")
 
 REMOTE_END = -1  # the "token" a remote stream ends with (EOS or a stop string on the server)
 PIECE = 0  # the "token" of any streamed piece: the policy needs the text, not the id
@@ -61,6 +63,7 @@ class Endpoint:
     template: str | None = None  # a chat template (text) given by the model entry
     timeout: float = DEFAULT_TIMEOUT
     parallel: int = 0  # sequences in flight per replica at most (0: no limit but --parallel)
+    server_budget: str = "auto"  # who keeps a capped item's budget: auto, llama-server, vllm, sglang, off
 
     @property
     def key(self) -> str:
@@ -239,6 +242,8 @@ class RemoteModel:
         n_ctx = _positive_int(settings.get("n_ctx")) or _positive_int(props.get("n_ctx")) or 4096
         bos = props.get("bos_token")
         self.bos_text = bos if isinstance(bos, str) else ""
+        self.server_budget = _budget_keeper(endpoint, served, props)
+        self._opens: dict[str, bool] = {}
         self.info = ModelInfo(path=None, name=name, n_ctx_train=n_ctx, n_vocab=0, n_params=0, size_bytes=0,
                               chat_template=template, gpu_layers=0)
 
@@ -292,6 +297,30 @@ class RemoteModel:
         self._tokenizer = "estimate"
         return [0] * max(1, len(text) // 4)
 
+    def opens_thinking(self, family: Family) -> bool:
+        """Whether the server may render the conversation itself and keep the budget: it can keep one, it
+        renders with the very template we do (its own), and that template opens the thinking block (so the
+        server knows the text it streams is thinking; Qwen3.5, R1 distills). Asked once per family."""
+        if self.server_budget is None or family.thinking_instruction:
+            return False
+        if self.server_budget != "llama-server":
+            return True  # vLLM, SGLang: their own template and reasoning parser (named in models.yaml or found)
+        if family.name not in self._opens:
+            from .prompt import render_chat_template
+
+            template = self.info.chat_template
+            opens = False
+            if template and not self.endpoint.template:
+                try:
+                    text = render_chat_template(template, [{"role": "user", "content": "1"}], True, self.bos_text, "")
+                    tail = text.rstrip()
+                    opened = tail.rfind(family.think_open)
+                    opens = opened >= 0 and tail.rfind(family.think_close) < opened
+                except ModelError:
+                    opens = False
+            self._opens[family.name] = opens
+        return self._opens[family.name]
+
     @property
     def takes_n(self) -> bool:
         """Whether the server honours `n` (llama-server and vLLM do; llama-cpp-python's ignores it)."""
@@ -313,6 +342,17 @@ class RemoteModel:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _budget_keeper(endpoint: Endpoint, served: Json | None, props: Json) -> str | None:
+    """Which server keeps a thinking budget per request, as models.yaml says or as the server shows:
+    llama-server answers /props; vLLM and SGLang name themselves as `owned_by` in /v1/models."""
+    if endpoint.server_budget != "auto":
+        return None if endpoint.server_budget == "off" else endpoint.server_budget
+    if isinstance(props.get("default_generation_settings"), dict) and "chat_template" in props:
+        return "llama-server"
+    owners = {str(m.get("owned_by", "")).lower() for m in _served(served)}
+    return next((kind for kind in ("vllm", "sglang") if kind in owners), None)
 
 
 def _positive_int(value: object) -> int:
@@ -408,6 +448,7 @@ class RemoteStats:
     retries: int = 0
     tokens_generated: int = 0
     max_step_sequences: int = 0  # the most sequences in flight at once
+    controls: int = 0  # reasoning_end calls (a confidence stop on a server that keeps the budget)
     per_endpoint: dict[str, int] = field(default_factory=dict)  # tokens per base URL
 
 
@@ -666,6 +707,8 @@ class RemoteDecoder:
         if state is None:
             state = _State(time.perf_counter(), self.model.exact_tokens)
             yield Started(key, len(request.prompt), 0)
+            if self._server_keeps(request):
+                yield from self._kept(live, state)
         while state.finish is None:
             if live.cancelled:
                 state.finish = live.cancelled
@@ -693,12 +736,152 @@ class RemoteDecoder:
                            state.first_token - state.started if state.first_token else None,
                            time.perf_counter() - state.started, tuple(policy.events), trace=policy.token_trace())
 
+    # -- a budget the server keeps ------------------------------------------------------------
+    def _server_keeps(self, request: Request) -> bool:
+        """Whether this sequence's cap can be the server's: it keeps budgets, renders this conversation as we
+        do, and the plan needs nothing the server cannot do for us ("Wait" before a minimum, the probe)."""
+        spec = request.policy.spec
+        return (request.messages is not None and self.model.server_budget is not None and spec.thinking
+                and spec.min_thinking == 0 and spec.max_thinking > 0 and not request.policy.probing)
+
+    def _chat_body(self, live: _Live, policy: SequencePolicy) -> Json:
+        """One chat request for thinking, budget message and answer: the cap is the server's field."""
+        request, spec, sampling = live.request, policy.spec, live.request.sampling
+        kind = self.model.server_budget
+        message_room = len(policy.forced.budget[0]) + 8
+        body: Json = {
+            "model": self.model.endpoint.model, "messages": [dict(m) for m in request.messages or ()],
+            "stream": True, "max_tokens": spec.max_thinking + message_room + spec.max_answer,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
+        }
+        if kind == "llama-server":
+            body.update(reasoning_budget_tokens=spec.max_thinking, reasoning_budget_message=policy.forced.message)
+            if policy.server_ends:
+                body["reasoning_control"] = True
+        elif kind == "vllm":
+            body["thinking_token_budget"] = spec.max_thinking
+        elif kind == "sglang":
+            body["custom_params"] = {"thinking_budget": spec.max_thinking}
+        if sampling.top_k > 0:
+            body["top_k"] = sampling.top_k
+        if sampling.min_p > 0:
+            body["min_p"] = sampling.min_p
+        if sampling.repeat_penalty != 1.0:
+            body["repeat_penalty"] = sampling.repeat_penalty
+        if request.score_tokens:
+            body["logprobs"] = True
+        return body
+
+    def _kept(self, live: _Live, state: _State) -> Iterator[EngineEvent]:
+        """The sequence's first request, its cap kept by the server: /v1/chat/completions with the server's
+        budget field (and, on llama-server, `reasoning_end` for an early stop), so a capped item is one
+        request. Verified, not trusted: a server that streams no separate thinking, or thinks on past its
+        cap, is told once (a warning) and the budget is kept here again — this item goes on the usual way."""
+        policy = live.request.policy
+        policy.server_cap = True
+        policy.server_ends = self.model.server_budget == "llama-server" and policy.spec.confidence > 0
+        state.exact = False  # a chat stream names no token ids: a continuation goes as text
+        try:
+            yield from self._kept_stream(live, state, policy)
+        finally:
+            policy.server_cap = policy.server_ends = False
+            state.attempt += 1
+        if policy.awaiting is not None and policy.parser.phase == THINKING and not (state.finish or state.restart):
+            yield from self._insert(live, state, policy.force_budget())  # cut before its message: ours, then
+
+    def _kept_stream(self, live: _Live, state: _State, policy: SequencePolicy) -> Iterator[EngineEvent]:
+        message = _squeeze(policy.forced.message)
+        held: list[tuple[str, float | None]] = []  # what may be the server's budget message
+        thought = asked = False
+        ident: str | None = None
+        stream = self._request(self._chat_body(live, policy), live.home, "/chat/completions", _parse_chat)
+        try:
+            for url, chunk in stream:
+                state.replica, ident = url, ident or chunk.ident
+                if live.cancelled:
+                    state.finish = live.cancelled
+                    return
+                if chunk.kind == "reasoning":
+                    thought = True
+                    if policy.awaiting is None:
+                        yield from self._feed(live, state, url, chunk.text, chunk.logprob, None, None)
+                    else:
+                        held.append((chunk.text, chunk.logprob))
+                        if message.startswith(_squeeze("".join(text for text, _ in held))):
+                            continue
+                        if policy.awaiting == "cap":  # past its cap without the message: it ignored the budget
+                            self._fell_short(url, "thinks on past the budget it was given")
+                            yield from self._insert(live, state, policy.force_budget())
+                            return
+                        mine, held = held, []  # the end asked for is not here yet: these were the model's
+                        for text, logprob in mine:
+                            yield from self._feed(live, state, url, text, logprob, None, None)
+                    if policy.awaiting == "confidence" and not asked and ident:
+                        asked = True
+                        self._reasoning_end(url, ident)
+                elif chunk.kind == "content":
+                    if not thought:  # no thinking apart: the server does not split it (nothing was fed yet)
+                        self._fell_short(url, "does not stream the thinking apart (reasoning_content)")
+                        policy.server_cap = policy.server_ends = False
+                        state.exact, state.restart = self.model.exact_tokens, True
+                        return
+                    if policy.parser.phase == THINKING:
+                        if policy.awaiting == "confidence" and not held:
+                            policy.awaiting = None  # it closed by itself before the end asked for came
+                        if policy.awaiting is not None:  # the server's message (vLLM's cap inserts none)
+                            yield from self._insert(live, state, policy.server_forced(
+                                "".join(text for text, _ in held), len(held)), restart=False)
+                            held = []
+                        else:  # the model closed its thinking itself
+                            yield from self._feed(live, state, url, policy.parser.close_tag, None, None, None)
+                    yield from self._feed(live, state, url, chunk.text, chunk.logprob, None, None)
+                if state.finish or state.restart:
+                    return
+                if chunk.reason == "stop":
+                    yield from self._feed(live, state, url, "", None, "stop", None)
+                if chunk.reason is not None:
+                    return  # "length" or the end: the usual loop goes on from here if need be
+        finally:
+            stream.close()
+
+    def _insert(self, live: _Live, state: _State, step: Step, restart: bool = True) -> Iterator[EngineEvent]:
+        """A policy step that put text in outside of `_feed` (the server's budget message, or ours after all)."""
+        state.pieces.append(step.forced_text)
+        state.restart = restart
+        yield from _events(live.request.key, live.request.policy, step)
+
+    def _reasoning_end(self, url: str, ident: str) -> None:
+        """Tell llama-server to end this completion's thinking now (its budget message goes in)."""
+        try:
+            self.stats.controls += 1
+            response = self.model.client.post(f"{url}/chat/completions/control", timeout=self.model.meta_timeout,
+                                              json={"id": ident, "action": "reasoning_end"})
+            if response.status_code >= 400:
+                log.warning("%s refused reasoning_end (%d): the thinking goes on to its cap", url, response.status_code)
+        except Exception as exc:  # the cap still holds: the item is right, only later
+            log.warning("%s: reasoning_end failed (%s): the thinking goes on to its cap", url, type(exc).__name__)
+
+    def _fell_short(self, url: str, what: str) -> None:
+        """A server that does not keep the budget after all: said once; this client keeps it from now on."""
+        if self.model.server_budget is not None:
+            self.model.server_budget = None
+            log.warning("%s %s: thinking budgets are kept by think instead (a second request per capped item)",
+                        url, what)
+
     def _stream(self, body: Json, replica: str, native: bool = False
                 ) -> Generator[tuple[str, str, float | None, str | None, int | None, int | None], None, None]:
-        """(replica, text, logprob, finish_reason, token id, choice index) per streamed chunk, from
-        `replica` first. Connection errors, timeouts, 429 and 5xx are retried with backoff, on the next
-        replica when there are several; a stream that breaks after some text ends here, and the caller
-        continues from what it has."""
+        """(replica, text, logprob, finish_reason, token id, choice index) per streamed chunk of a text
+        completion (llama-server's own /completion where `native`)."""
+        target = "/completion" if native else "/completions"
+        for url, chunk in self._request(body, replica, target, _parse_native if native else _parse_event):
+            yield (url, *chunk)
+
+    def _request(self, body: Json, replica: str, target: str, parse: Callable[[str], T | None]
+                 ) -> Generator[tuple[str, T], None, None]:
+        """(replica, parsed chunk) per streamed line, from `replica` first (`target`: a path under its base
+        URL; /completion under its root). Connection errors, timeouts, 429 and 5xx are retried with
+        backoff, on the next replica when there are several; a stream that breaks after some text ends
+        here, and the caller continues from what it has."""
         import httpx
 
         timeouts = 0
@@ -709,8 +892,8 @@ class RemoteDecoder:
             ident = id(body) + attempt
             self.model.waiting.start(ident, url)
             try:
-                target = f"{_root(url)}/completion" if native else f"{url}/completions"
-                with self.model.client.stream("POST", target, json=body) as response:
+                address = f"{_root(url)}{target}" if target == "/completion" else f"{url}{target}"
+                with self.model.client.stream("POST", address, json=body) as response:
                     if response.status_code in (401, 403):
                         raise ThinkError(f"the server at {url} refused the API key ({response.status_code})")
                     if response.status_code == 404:
@@ -722,11 +905,11 @@ class RemoteDecoder:
                         raise ThinkError(f"the server at {url} refused the request ({response.status_code}): {detail}")
                     for line in response.iter_lines():
                         self.model.waiting.heard(ident)
-                        chunk = _parse_native(line) if native else _parse_event(line)
+                        chunk = parse(line)
                         if chunk is not None:
-                            got_text = got_text or bool(chunk[0])
+                            got_text = got_text or bool(_text_of(chunk))
                             try:
-                                yield (url, *chunk)
+                                yield url, chunk
                             except GeneratorExit:
                                 left = True  # the caller had what it needed and closed the stream
                                 raise
@@ -793,7 +976,8 @@ def _logprob(value: object) -> float | None:
     return float(value)
 
 
-def _parse_event(line: str) -> Chunk | None:
+def _choice(line: str) -> tuple[Json, Json] | None:
+    """An SSE line of an OpenAI-style stream as (chunk, its first choice); None for anything without one."""
     if not line.startswith("data:"):
         return None
     payload = line[5:].strip()
@@ -815,22 +999,75 @@ def _parse_event(line: str) -> Chunk | None:
     choice = choices[0]
     if not isinstance(choice, dict):
         raise _Retry(f"the server sent a choice that is not an object: {payload[:40]!r}")
-    logprob: float | None = None
-    token: int | None = None
+    return data, choice
+
+
+def _choice_logprob(choice: Json) -> tuple[float | None, int | None]:
+    """The streamed token's logprob (and, from llama-server, its id), however the server shapes it."""
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict):
         values = logprobs.get("token_logprobs")
         content = logprobs.get("content")
         if isinstance(values, list) and values and values[0] is not None:
-            logprob = _logprob(values[0])
-        elif isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
-            logprob = _logprob(content[0].get("logprob", 0.0))
-            token = content[0].get("id") if isinstance(content[0].get("id"), int) else None  # llama-server
+            return _logprob(values[0]), None
+        if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
+            token = content[0].get("id")
+            return _logprob(content[0].get("logprob", 0.0)), token if isinstance(token, int) else None
+    return None, None
+
+
+def _parse_event(line: str) -> Chunk | None:
+    found = _choice(line)
+    if found is None:
+        return None
+    _, choice = found
+    logprob, token = _choice_logprob(choice)
     index = choice.get("index", 0)
     text = choice.get("text")
     reason = choice.get("finish_reason")
     return (text if isinstance(text, str) else "", logprob, reason if isinstance(reason, str) else None, token,
             index if isinstance(index, int) and not isinstance(index, bool) else 0)
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """A streamed chat delta: thinking (`reasoning_content`, or vLLM's `reasoning`) or answer."""
+
+    kind: str  # "reasoning", "content" or "" (a chunk with no text: the role, the finish)
+    text: str
+    logprob: float | None
+    reason: str | None
+    ident: str | None  # the completion's id (llama-server's reasoning_end names it)
+
+
+def _parse_chat(line: str) -> ChatChunk | None:
+    found = _choice(line)
+    if found is None:
+        return None
+    data, choice = found
+    delta = choice.get("delta")
+    delta = delta if isinstance(delta, dict) else {}
+    kind, text = "", ""
+    for key, name in (("reasoning_content", "reasoning"), ("reasoning", "reasoning"), ("content", "content")):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            kind, text = name, value
+            break
+    reason = choice.get("finish_reason")
+    ident = data.get("id")
+    return ChatChunk(kind, text, _choice_logprob(choice)[0], reason if isinstance(reason, str) else None,
+                     ident if isinstance(ident, str) else None)
+
+
+def _squeeze(text: str) -> str:
+    """Text compared without its whitespace (a server may trim or re-space the budget message)."""
+    return "".join(text.split())
+
+
+def _text_of(chunk: object) -> str:
+    if isinstance(chunk, ChatChunk):
+        return chunk.text
+    return chunk[0] if isinstance(chunk, tuple) and chunk and isinstance(chunk[0], str) else ""
 
 
 def _events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[EngineEvent]:

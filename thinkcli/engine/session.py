@@ -44,6 +44,7 @@ class Job:
     score_tokens: bool = False
     group: Hashable = None  # jobs of one prompt (Best-of-N samples) share a group
     stop: tuple[str, ...] = ()  # extra stop strings for the answer (the family's own always apply)
+    raw: bool = False  # the last message is the model's text as it is (no chat template)
 
 
 @dataclass
@@ -111,7 +112,11 @@ class Engine:
             text = self.render(loaded, job.messages, job.budget.thinking).text
             prompt = loaded.model.prompt_tokens(text)
         policy = make_policy(loaded, job.budget, self.forced(loaded), job.stop)
-        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group, text)
+        # A server that renders the same prompt itself may take the messages and keep the budget (remote.py)
+        chat = (isinstance(loaded.model, RemoteModel) and not job.raw
+                and loaded.model.opens_thinking(loaded.family))
+        return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group, text,
+                       tuple(job.messages) if chat else None)
 
     def forced(self, loaded: Loaded) -> ForcedText:
         """The texts a policy may insert for this model, tokenized once per model."""
@@ -152,6 +157,7 @@ def forced_text(loaded: Loaded) -> ForcedText:
         budget=forced(family.budget_message + close),
         wait=forced("\n" + family.wait_word + ","),
         answer_prefix=forced(family.answer_prefix),
+        message=family.budget_message,
     )
 
 

@@ -98,7 +98,8 @@ def _served(ref: str, registry: Registry) -> ServedModel | None:
     template = _template(ref, entry.template) if entry.template else None
     urls = tuple(u.rstrip("/") for u in ([entry.url] if entry.url else []) + list(entry.urls))
     timeout = entry.timeout if entry.timeout is not None else default_timeout()
-    endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, timeout, entry.parallel)
+    endpoint = Endpoint(urls, entry.model or ref, entry.api_key_env, template, timeout, entry.parallel,
+                        entry.server_budget)
     return ServedModel(ref, endpoint, registry.family(entry.family))
 
 

@@ -50,6 +50,9 @@ class Tier:
     model: str | None = None
 
 
+SERVER_BUDGETS = ("auto", "llama-server", "vllm", "sglang", "off")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     alias: str
@@ -74,6 +77,9 @@ class ModelEntry:
     template: str | None = None
     timeout: float | None = None  # seconds a server may stay silent (None: THINK_REMOTE_TIMEOUT, else 30)
     parallel: int = 0  # sequences in flight per replica at most (0: only --parallel limits)
+    # Who keeps a capped item's thinking budget: the server (one request) where it can, detected
+    # (auto), or named: llama-server, vllm, sglang; off: always this client (a second request).
+    server_budget: str = "auto"
 
     @property
     def remote(self) -> bool:
@@ -276,6 +282,7 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         template=c.text("template"),
         timeout=c.number("timeout", 0.0, 0.1, 86400.0) if "timeout" in c.raw else None,
         parallel=c.integer("parallel", 0, maximum=1024),
+        server_budget=c.choice("server_budget", "auto", SERVER_BUDGETS),
     )
     for url in ([entry.url] if entry.url else []) + list(entry.urls):
         if not url.startswith(("http://", "https://")):

@@ -27,6 +27,7 @@ class Fitted:
     dropped_messages: int
     notes: tuple[BudgetLowered, ...]
     text: str = ""  # the rendered prompt
+    messages: tuple[dict[str, str], ...] = ()  # what it was rendered from (the oldest exchanges left out to fit)
 
 
 def seq_room(runtime: Runtime, loaded: Loaded) -> int:
@@ -67,7 +68,7 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
         notes = (*notes, BudgetLowered("context", (budget.max_thinking, max_thinking), (budget.max_answer, max_answer),
                                        context=room, prompt_tokens=len(tokens)))
         plan = replace(plan, budget=_lowered(budget, max_thinking, max_answer))
-    return Fitted(plan, tokens, dropped, notes, rendered.text)
+    return Fitted(plan, tokens, dropped, notes, rendered.text, tuple(messages))
 
 
 def _lowered(budget: BudgetSpec, max_thinking: int, max_answer: int, thinking: bool | None = None) -> BudgetSpec:

@@ -343,9 +343,11 @@ class _ModelRun:
                 if state.complete:
                     self._close(state)
                 continue
-            job = Job((task.key, i), list(task.messages), plan.budget, replace(sampling, seed=sampling.seed + i),
+            job = Job((task.key, i), list(state.fitted.messages or task.messages), plan.budget,
+                      replace(sampling, seed=sampling.seed + i),
                       keep_cache=task.keep_cache and state.n == 1,
-                      score_tokens=plan.budget.needs_confidence or state.n > 1 or self.runtime.settings.token_probs, group=task.key, stop=task.stop)
+                      score_tokens=plan.budget.needs_confidence or state.n > 1 or self.runtime.settings.token_probs,
+                      group=task.key, stop=task.stop, raw=task.raw)
             yield self.runtime.engine.request(self.loaded, job, prompt=state.fitted.prompt_tokens,
                                               text=state.fitted.text)
 
