@@ -266,6 +266,18 @@ def test_version_and_help_that_is_not_cut_mid_sentence(think):
     assert "..." not in commands and len(commands.strip().splitlines()) >= 8
 
 
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("classify", "--help"), ("classify", "What is 2+2?"),
+                                  ("logs",), ("logs", "stats"), ("models",), ("ask", "--help")])
+def test_light_commands_never_import_the_heavy_libraries(think, args):
+    """Start in a blink: only a command that runs a model loads numpy, llama.cpp or a template engine
+    (`python -X importtime` lists every module imported; counted, not timed)."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "thinkcli", *args], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr[-500:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"numpy", "llama_cpp", "jinja2", "pydantic", "torch"}, args
+
+
 def test_ctrl_c_during_a_vote_prints_no_stray_counter(tiny):
     import pexpect
 

@@ -16,8 +16,6 @@ from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..errors import ContextOverflowError, GenerationError
 from .budget import chunk_events, step_events
 from .events import (
@@ -65,8 +63,10 @@ class Decoder:
     def __init__(self, model: Model, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512,
                  seq_room: int | None = None):
         import llama_cpp
+        import numpy  # here, not at import: `think models` and the like never need it (0.1 s)
 
         self._lib = llama_cpp
+        self._np = numpy
         self.model = model
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -371,6 +371,7 @@ class Decoder:
     # -- llama.cpp plumbing -----------------------------------------------------------------
     def _token_prob(self, index: int, token: int) -> float:
         """Probability of `token` under the model's raw distribution at batch row `index`."""
+        np = self._np
         ptr = self._lib.llama_get_logits_ith(self.ctx, index)
         logits = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
         top = float(logits.max())
