@@ -362,3 +362,46 @@ def test_the_table_is_printed_even_when_the_plot_fails(think, tiny, tmp_path):
               str(full), "--no-curve")
     assert r.returncode == 1 and "accuracy" in r.stdout  # the figures, whatever happened to the plot
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_the_loss_bound_is_clopper_pearsons():
+    from thinkcli.frontends.eval.runner import loss_bound
+
+    assert loss_bound(0, 100) == pytest.approx(1 - 0.1 ** (1 / 100), abs=1e-6)  # 0 losses: 1 - delta^(1/n)
+    assert loss_bound(0, 10) > 0.2 > loss_bound(0, 100) > 0.02  # few items prove little
+    assert loss_bound(5, 100) > 0.05 and loss_bound(100, 100) == 1.0 and loss_bound(0, 0) == 1.0
+
+
+def test_confidence_calibration_takes_the_cheapest_threshold_whose_bound_holds():
+    from thinkcli.frontends.eval.runner import calibrate_confidence
+    from thinkcli.policy.plan import Overrides
+
+    base = Overrides()
+    items = [EvalItem(str(i), 0, "q", "1") for i in range(100)]
+    policies = parse_policies("256,conf0.8@256,conf0.95@256", base, "m")
+    cap = {i.id: _record("1", 100) for i in items}
+    loose = {i.id: _record("0" if int(i.id) < 10 else "1", 30) for i in items}  # 10 lost: bound > 2 %
+    tight = {i.id: _record("1", 60) for i in items}  # nothing lost
+    records = {"256": cap, "conf0.8@256": loose, "conf0.95@256": tight}
+    chosen = calibrate_confidence(items, records, policies, tolerance=0.05)
+    assert chosen is not None and chosen.threshold == 0.95 and chosen.losses == 0 and chosen.thinking_mean == 60
+    assert chosen.loss_bound < 0.05 and chosen.cap_thinking_mean == 100 and len(chosen.weighed) == 2
+    assert calibrate_confidence(items, records, policies, tolerance=0.2).threshold == 0.8  # 10 % lost, bound < 20 %
+    few = items[:20]  # too few items to bound a loss below 5 %: the stop is switched off
+    off = calibrate_confidence(few, records, policies, tolerance=0.05)
+    assert off is not None and off.threshold == 0.0 and off.thinking_mean == 100
+    assert calibrate_confidence(items, {"256": cap}, policies[:1], 0.05) is None
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        parse_policies("conf1.5@256", base, "m")
+
+
+def test_calibrate_weighs_the_confidence_stop_on_the_tiny_reasoner(think, think_home, tmp_path):
+    """The shipped reasoner is sure of every token, so a window of 64 always stops at 64 tokens and loses
+    the longer sums: calibration switches the stop off and says why."""
+    r = think("eval", "reasoner", "-m", "tiny-reasoner", "--limit", "40", "--calibrate", "--no-curve", "--no-log",
+              "-o", str(tmp_path / "out"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    stop = json.loads((tmp_path / "out" / "results.json").read_text())["calibration"]["confidence"]
+    assert stop["cap"] == 256 and len(stop["weighed"]) == 3 and stop["threshold"] == 0.0
+    assert all(bound > 0.02 for _, _, bound, _ in stop["weighed"])
+    assert "confidence stop off (0)" in r.stdout and "confidence: 0.0" in r.stdout

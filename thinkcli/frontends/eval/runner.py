@@ -35,7 +35,7 @@ from ..batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
 from .sets import EvalItem
 
 DEFAULT_POLICIES = "auto,0,256,1024"
-CALIBRATION_CAPS = "auto,auto-noprobe,0,64,256,1024,4096"
+CALIBRATION_CAPS = "auto,auto-noprobe,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256"
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ class Policy:
 
 
 POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
-                            r"|auto(?P<without>(?:-no(?:probe|conf|loop))+))$")
+                            r"|auto(?P<without>(?:-no(?:probe|conf|loop))+)|conf(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
 # What each part of `auto` saves: a fixed cap, then the tiers alone, then each part added in turn.
 ABLATION = "256,auto-noprobe-noconf-noloop,auto-noconf-noloop,auto-noloop,auto"
 
@@ -71,7 +71,8 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
         match = POLICY_PATTERN.match(raw)
         if match is None:
             raise UsageError(f"unknown policy '{raw}' (use auto, a tier name, a thinking cap like 256, "
-                             f"voteN / voteN@CAP, or auto without parts: auto-noprobe, -noconf, -noloop)")
+                             f"voteN / voteN@CAP, auto without parts: auto-noprobe, -noconf, -noloop, or a confidence stop "
+                             f"under a cap: conf0.9@256)")
         if match["cap"] is not None:
             cap = int(match["cap"])
             overrides = replace(own, tier="standard", max_thinking=cap, min_thinking=0, strategy="single",
@@ -85,6 +86,13 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             overrides = replace(own, tier="deep", strategy="vote", samples=samples, max_thinking=vote_cap,
                                 min_thinking=0 if vote_cap is not None else None)
             policy = Policy(raw, overrides, vote_cap)
+        elif match["conf"] is not None:  # a cap and a confidence stop under it (what calibration weighs)
+            threshold, conf_cap = float(match["conf"]), int(match["ccap"])
+            if not 0 < threshold < 1:
+                raise UsageError(f"policy '{raw}': the confidence threshold must be between 0 and 1")
+            overrides = replace(own, tier="standard", max_thinking=conf_cap, min_thinking=0, strategy="single",
+                                samples=None, confidence=threshold, probe=False, no_think=False)
+            policy = Policy(raw, overrides)
         elif match["without"] is not None:  # the tiers without some of their parts (an ablation)
             parts = set(match["without"].split("-no")[1:])
             policy = Policy(raw, replace(base, tier="auto", probe="probe" not in parts,
@@ -310,6 +318,79 @@ class ProbeCalibration:
 
 
 @dataclass(frozen=True)
+class ConfidenceCalibration:
+    """The confidence stop's threshold, chosen with a risk bound: of the calibration items the cap alone
+    answers right, the share the stop loses must stay within the tolerance with 90 % confidence (a
+    Clopper-Pearson upper bound on the loss, not the loss seen), and among those it thinks least.
+    0.0: no threshold weighed passes, so the stop is switched off."""
+
+    threshold: float
+    cap: int
+    items: int
+    losses: int  # items the cap got right and the stop got wrong, at this threshold
+    loss_bound: float  # the 90 % upper bound on the loss rate
+    thinking_mean: float  # at this threshold (the cap's own where 0.0)
+    cap_thinking_mean: float
+    weighed: tuple[tuple[float, int, float, float], ...] = ()  # (threshold, losses, bound, thinking mean)
+
+
+def loss_bound(losses: int, items: int, delta: float = 0.1) -> float:
+    """One-sided Clopper-Pearson: the largest loss rate p with P(X <= losses | items, p) >= delta."""
+    from math import comb
+
+    if items <= 0:
+        return 1.0
+    if losses >= items:
+        return 1.0
+
+    def cdf(p: float) -> float:
+        return sum(comb(items, k) * p**k * (1 - p) ** (items - k) for k in range(losses + 1))
+
+    low, high = losses / items, 1.0
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) > delta else (low, middle)
+    return high
+
+
+def calibrate_confidence(items: list[EvalItem], records: dict[str, dict[str, Json]], policies: list[Policy],
+                         tolerance: float) -> ConfidenceCalibration | None:
+    """None unless some `confN@CAP` policies ran beside the fixed cap CAP (each gives one threshold)."""
+    stops = [p for p in policies if p.name.startswith("conf") and p.overrides.confidence]
+    by_cap: dict[int, list[Policy]] = {}
+    for policy in stops:
+        cap = policy.overrides.max_thinking or 0
+        if str(cap) in records:
+            by_cap.setdefault(cap, []).append(policy)
+    if not by_cap:
+        return None
+    cap, chosen = max(by_cap.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    baseline = records[str(cap)]
+
+    def right(record: Json | None, item: EvalItem) -> bool:
+        return bool(record) and not record.get("error") and check(record.get("answer") or "", item.answer,  # type: ignore[union-attr]
+                                                                  item.checker)[0]
+
+    scored = [item for item in items if baseline.get(item.id) and not baseline[item.id].get("error")]
+    if not scored:
+        return None
+    cap_mean = sum(spent_thinking_tokens(baseline[i.id]) for i in scored) / len(scored)
+    weighed = []
+    for policy in sorted(chosen, key=lambda p: p.overrides.confidence or 0.0):
+        run = records[policy.name]
+        losses = sum(right(baseline[i.id], i) and not right(run.get(i.id), i) for i in scored)
+        mean = sum(spent_thinking_tokens(run[i.id]) if run.get(i.id) else cap for i in scored) / len(scored)
+        weighed.append((policy.overrides.confidence or 0.0, losses, loss_bound(losses, len(scored)), mean))
+    passing = [w for w in weighed if w[2] <= tolerance + 1e-12]
+    if passing:
+        threshold, losses, bound, mean = min(passing, key=lambda w: (w[3], -w[0]))
+    else:
+        threshold, losses, bound, mean = 0.0, 0, 0.0, cap_mean
+    return ConfidenceCalibration(threshold, cap, len(scored), losses, round(bound, 4), round(mean, 1),
+                                 round(cap_mean, 1), tuple((t, n, round(b, 4), round(m, 1)) for t, n, b, m in weighed))
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Per tier: the cap chosen, the best accuracy seen, and the accuracy at each cap compared."""
 
@@ -320,16 +401,19 @@ class Calibration:
     curve: dict[str, dict[int, float]]
     probe: ProbeCalibration | None = None
     skipped: tuple[str, ...] = ()  # tiers no cap got any item right: left as they are
+    confidence: ConfidenceCalibration | None = None  # the confidence stop (written to the standard tier)
 
-    def tiers_override(self, registry: Registry) -> dict[str, dict[str, int]]:
+    def tiers_override(self, registry: Registry) -> dict[str, dict[str, int | float]]:
         """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
         current = registry.tiers_for(self.model)
-        override: dict[str, dict[str, int]] = {}
+        override: dict[str, dict[str, int | float]] = {}
         for tier, cap in self.chosen.items():
-            fields = {"max_thinking": cap}
+            fields: dict[str, int | float] = {"max_thinking": cap}
             if current[tier].min_thinking > cap:
                 fields["min_thinking"] = cap
             override[tier] = fields
+        if self.confidence is not None:
+            override.setdefault("standard", {})["confidence"] = self.confidence.threshold
         return override
 
 
