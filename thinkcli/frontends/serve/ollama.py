@@ -156,7 +156,7 @@ class Ollama:
 
 def tags(runtime: Runtime) -> Json:
     """GET /api/tags: what this server answers to, as Ollama lists its models."""
-    return {"models": [_model_entry(runtime, name, ref) for name, ref in served_models(runtime).items()]}
+    return {"models": [_model_entry(runtime, name, ref, _path(runtime, ref)) for name, ref in served_models(runtime).items()]}
 
 
 def show(runtime: Runtime, body: object) -> Json:
@@ -169,9 +169,9 @@ def show(runtime: Runtime, body: object) -> Json:
     ref = served.get(key) or (runtime.default_model if key == "think" else None)
     if ref is None:
         raise ApiError(404, f"model '{printable(key[:80])}' not found")
-    entry = _model_entry(runtime, key, ref)
-    template = ""
     path = _path(runtime, ref)
+    entry = _model_entry(runtime, key, ref, path)
+    template = ""
     if path is not None:
         from ...engine.model import gguf_chat_template
 
@@ -194,8 +194,8 @@ def _path(runtime: Runtime, ref: str) -> Path | None:
     return found.path if isinstance(found, LocalModel) else None
 
 
-def _model_entry(runtime: Runtime, name: str, ref: str) -> Json:
-    path = _path(runtime, ref)
+def _model_entry(runtime: Runtime, name: str, ref: str, path: Path | None) -> Json:
+    """A model as /api/tags and /api/show list it (`path`: its file, where it is local)."""
     size, modified = 0, time.time()
     if path is not None:
         stat = path.stat()
