@@ -107,3 +107,14 @@ def test_a_trace_that_repeats_its_shape_is_not_a_loop_and_the_breaker_can_be_tur
         assert not any(detector.add(ch) for ch in problem.trace), problem.question
     off = policy(max_thinking=300, loop_tokens=0)
     assert all(off.decide(1, "again ").event is None for _ in range(299))
+
+
+def test_a_line_end_asks_for_a_trial_and_a_sure_one_closes_the_thinking():
+    p = policy(max_thinking=50, trial_confidence=0.9)
+    assert not p.decide(1, "a", 0.9).trial  # mid-line: no trial
+    assert p.decide(2, "b\n", 0.9).trial  # a line ended: the decoder may try an answer
+    assert p.trial_verdict(0.5) is None and p.trial_verdict(None) is None  # unsure, or no answer: go on
+    step = p.trial_verdict(0.95)
+    assert step is not None and step.tokens == [50, 51, 60] and step.event == ForcedEvent("budget_forced", 2, 3, "trial")
+    assert p.parser.phase == ANSWER and p.trial_verdict(0.99) is None  # thinking is over: nothing to close
+    assert not policy(max_thinking=50).decide(2, "b\n", 0.9).trial  # off unless asked for

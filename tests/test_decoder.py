@@ -167,3 +167,40 @@ def test_forced_tokens_of_many_slots_never_overflow_the_batch(engine, tiny):
     done = done_events(run(engine, loaded, jobs, parallel=8))
     assert decoder.batch_capacity < 8 * 100
     assert len(done) == 8 and all(d.usage.thinking_tokens == 10 and d.usage.answer_tokens == 3 for d in done)
+
+
+def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
+    """The shipped reasoner at a low trial threshold: the first line's trial is sure, so the thinking ends
+    there (reason "trial", no budget message) and the answer follows in the same sequence; a threshold
+    above 1 never ends it, and the fork leaves the trace as it was."""
+    from thinkcli.engine.budget import BudgetSpec
+    from thinkcli.engine.events import SequenceDone
+    from thinkcli.engine.family import Sampling
+    from thinkcli.engine.session import Engine, Job
+    from thinkcli.models.hub import packaged_path
+    from thinkcli.policy.registry import load_registry
+
+    registry = load_registry(None)
+    engine = Engine(n_ctx=1024)
+    try:
+        loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, registry.families)
+        question = [{"role": "user", "content": "What is 4721 + 389?"}]
+
+        def run(trial: float) -> tuple[SequenceDone, dict]:
+            job = Job("t", question, BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=trial),
+                      Sampling(temperature=0.0))
+            events = list(engine.generate(loaded, [job]))  # run to its end: the decoder's own cleanup
+            done = next(e for e in events if isinstance(e, SequenceDone))
+            return done, dict(vars(engine._decoders[str(loaded.model.path)].stats))
+
+        plain, _ = run(0.0)
+        tried, stats = run(0.5)
+        assert [e.reason for e in tried.events] == ["trial"] and tried.usage.thinking_tokens < plain.usage.thinking_tokens
+        assert stats["trials"] >= 1 and stats["trials_taken"] == 1 and stats["trial_decodes"] >= 1
+        assert "Considering the limited time" not in tried.thinking and tried.answer  # closed, not cut
+        assert [m.mark for m in tried.trace.thinking if m.mark] == ["trial"]
+        never, stats = run(0.999999)
+        assert never.thinking == plain.thinking and never.answer == plain.answer  # forks change nothing
+        assert stats["trials"] > 1 and stats["trials_taken"] == 1  # the counter is per decoder: still one
+    finally:
+        engine.close()

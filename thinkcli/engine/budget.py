@@ -72,6 +72,11 @@ class BudgetSpec:
     # Loop breaker: thinking whose last `loop_tokens` tokens repeat one span over and over ends
     # gracefully, like the cap (reason "loop"); 0 = off.
     loop_tokens: int = LOOP_TOKENS
+    # Trial answers (DEER, arXiv 2504.15895): at a line end of the thinking, the decoder answers
+    # `trial_tokens` tokens in a fork of the sequence; at least this geometric-mean probability ends the
+    # thinking there (reason "trial"); 0 = off.
+    trial_confidence: float = 0.0
+    trial_tokens: int = 8
 
     @property
     def needs_confidence(self) -> bool:
@@ -99,6 +104,7 @@ class Step:
     probe: ProbeVerdict | None = None
     accepted: bool = False  # the sampled token was kept (a remote engine appends its text)
     forced_text: str = ""  # the text of the forced tokens (a remote engine sends it back as prompt)
+    trial: bool = False  # a line of thinking ended: the decoder may try an answer in a fork (trial_verdict)
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,8 @@ class SequencePolicy:
             return self._force(self.forced.budget, step, "cap", "budget_forced")
         if self._loops is not None and self._loops.add(piece) and self.thinking_total >= spec.min_thinking:
             return self._force(self.forced.budget, step, "loop", "budget_forced")
+        if spec.trial_confidence and piece.endswith("\n") and self.thinking_total >= spec.min_thinking:
+            step.trial = True
         window = self.window_confidence
         if window is not None and self.thinking_total >= spec.min_thinking:
             if spec.confidence and window >= spec.confidence:
@@ -231,6 +239,13 @@ class SequencePolicy:
         if self.probing and (step.finish or self.answer_tokens >= self.spec.probe_tokens):
             return self._judge(step)
         return step
+
+    def trial_verdict(self, confidence: float | None) -> Step | None:
+        """What a fork's trial answer said (asked after a step with `trial`): sure enough, and a step that
+        closes the thinking (no budget message: the model had what it needed); else None, it goes on."""
+        if self.parser.phase != THINKING or confidence is None or confidence < self.spec.trial_confidence:
+            return None
+        return self._force(self.forced.close, Step(), "trial", "budget_forced")
 
     def server_forced(self, text: str, tokens: int) -> Step:
         """The server ended the thinking, as asked: its message `text` (`tokens` long; empty where the server

@@ -57,6 +57,9 @@ class DecoderStats:
     # steps whose batch held a multi-sequence group (Best-of-N) together with other prompts
     shared_group_steps: int = 0
     max_step_sequences: int = 0  # the most sequences one llama_decode carried
+    trials: int = 0  # trial answers tried in a fork (spec.trial_confidence)
+    trial_decodes: int = 0  # the llama_decode calls they took (their cost)
+    trials_taken: int = 0  # trials sure enough to end the thinking
 
 
 class Decoder:
@@ -75,7 +78,7 @@ class Decoder:
         capacity = max(n_batch, 64 * n_seq)
         params.n_batch = capacity
         params.n_ubatch = n_batch
-        params.n_seq_max = n_seq
+        params.n_seq_max = n_seq + 1  # the last sequence id is the fork of a trial answer
         params.kv_unified = True
         params.n_threads = model.threads
         params.n_threads_batch = model.threads
@@ -97,6 +100,7 @@ class Decoder:
         self.stats = DecoderStats()
         self._max_live = n_seq
         self._admit: Callable[[], bool] | None = None
+        self._trials: list[_Slot] = []  # slots whose step ended a line of thinking: a trial answer, after the step
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Iterable[Pending], parallel: int | None = None,
@@ -123,6 +127,7 @@ class Decoder:
                 for slot in self._decode_step(live):
                     if slot.request is not None:
                         yield from self._sample(slot)
+                yield from self._run_trials()  # after every slot read its logits: a trial decodes anew
             completed = True
         finally:
             if not completed:
@@ -312,6 +317,8 @@ class Decoder:
         for forced in step.tokens[1:]:
             lib.llama_sampler_accept(slot.sampler, forced)
         slot.feed = list(step.tokens)
+        if step.trial and not step.forced_text:
+            self._trials.append(slot)
         total = policy.thinking_total + policy.answer_tokens
         if total % 8 == 0:
             phase = policy.parser.phase
@@ -367,6 +374,66 @@ class Decoder:
                     groups[request.key if request.group is None else request.group] += 1
         if len(groups) > 1 and max(groups.values()) > 1:
             self.stats.shared_group_steps += 1
+
+    # -- trial answers -----------------------------------------------------------------------
+    def _run_trials(self) -> Iterator[EngineEvent]:
+        """Each slot that ended a line of thinking this step answers in a fork; a sure answer closes its
+        thinking (the close tag joins what the slot feeds next)."""
+        trials, self._trials = self._trials, []
+        for slot in trials:
+            request = slot.request
+            if request is None or slot.cancelled:
+                continue
+            policy = request.policy
+            close = policy.forced.close[0]
+            if len(slot.cached) + len(slot.feed) + len(close) + policy.spec.trial_tokens >= self.seq_room:
+                continue
+            step = policy.trial_verdict(self._trial(slot, close, policy.spec.trial_tokens))
+            if step is None:
+                continue
+            self.stats.trials_taken += 1
+            for token in step.tokens:
+                self._lib.llama_sampler_accept(slot.sampler, token)
+            slot.feed.extend(step.tokens)
+            yield from step_events(request.key, policy, step)
+
+    def _trial(self, slot: _Slot, close: list[int], tokens: int) -> float | None:
+        """Answer up to `tokens` tokens greedily in a fork of this sequence (its KV cells shared, not
+        copied), then drop the fork: the answer's geometric-mean probability (None: no answer)."""
+        import math
+
+        lib, fork = self._lib, self.n_seq
+        feed = [*slot.feed, *close]
+        position = len(slot.cached)
+        lib.llama_memory_seq_rm(self.memory, fork, 0, -1)
+        lib.llama_memory_seq_cp(self.memory, slot.seq_id, fork, 0, position)
+        self.stats.trials += 1
+        logprob, count = 0.0, 0
+        try:
+            for _ in range(tokens):
+                self._batch_clear()
+                for offset, token in enumerate(feed):
+                    self._batch_add(token, position + offset, [fork], offset == len(feed) - 1)
+                self._decode()
+                self.stats.trial_decodes += 1
+                position += len(feed)
+                token, prob = self._most_likely(self.batch.n_tokens - 1)
+                if self.model.is_end(token):
+                    break
+                logprob += math.log(max(prob, 1e-12))
+                count += 1
+                feed = [token]
+        except (ContextOverflowError, GenerationError):
+            return None  # no room for a fork now (or llama.cpp refused it): no trial
+        finally:
+            lib.llama_memory_seq_rm(self.memory, fork, 0, -1)
+        return math.exp(logprob / count) if count else None
+
+    def _most_likely(self, index: int) -> tuple[int, float]:
+        np = self._np
+        logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
+        token = int(logits.argmax())
+        return token, self._token_prob(index, token)
 
     # -- llama.cpp plumbing -----------------------------------------------------------------
     def _token_prob(self, index: int, token: int) -> float:

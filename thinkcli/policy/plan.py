@@ -32,6 +32,7 @@ class Overrides:
     confidence: float | None = None  # 0 turns the confidence stop off (eval's fixed-budget policies)
     probe: bool = True  # the escalation probe, where models.yaml enables it (--no-probe: off)
     loop_breaker: bool = True  # False: thinking loops run to the cap (eval's ablation)
+    trial: float | None = None  # trial answers' confidence (0: off; None: the tier's)
 
     def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
@@ -167,6 +168,8 @@ def _tier_plan(difficulty: Difficulty, registry: Registry, overrides: Overrides,
         confidence_window=tier.confidence_window,
         confidence_floor=tier.confidence_floor,
         loop_tokens=tier.loop_tokens if overrides.loop_breaker else 0,
+        trial_confidence=tier.trial_confidence if overrides.trial is None else overrides.trial,
+        trial_tokens=tier.trial_tokens,
     )
     strategy = overrides.strategy or tier.strategy
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:

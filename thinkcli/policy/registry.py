@@ -47,6 +47,10 @@ class Tier:
     confidence_floor: float = 0.0
     grace: int = 0  # close at a sentence end within the last `grace` tokens of the cap
     loop_tokens: int = LOOP_TOKENS  # thinking repeating one span this long ends (0: the loop breaker is off)
+    # Trial answers (DEER-like): at each line end of the thinking, a fork answers a few tokens; an answer
+    # this sure ends the thinking (0: off). Local models only.
+    trial_confidence: float = 0.0
+    trial_tokens: int = 8
     model: str | None = None
 
 
@@ -366,6 +370,8 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
         confidence_floor=c.number("confidence_floor", 0.0, 0.0, 1.0),
         grace=c.integer("grace", 0, maximum=1 << 20),
         loop_tokens=c.integer("loop_tokens", LOOP_TOKENS, maximum=1 << 20),
+        trial_confidence=c.number("trial_confidence", 0.0, 0.0, 1.0),
+        trial_tokens=c.integer("trial_tokens", 8, minimum=1, maximum=64),
         model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:

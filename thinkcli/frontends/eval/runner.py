@@ -54,7 +54,7 @@ class Policy:
 
 
 POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
-                            r"|auto(?P<without>(?:-no(?:probe|conf|loop))+)|conf(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
+                            r"|auto(?P<without>(?:-no(?:probe|conf|loop))+)|(?P<rule>conf|trial)(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
 # What each part of `auto` saves: a fixed cap, then the tiers alone, then each part added in turn.
 ABLATION = "256,auto-noprobe-noconf-noloop,auto-noconf-noloop,auto-noloop,auto"
 
@@ -72,7 +72,7 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
         if match is None:
             raise UsageError(f"unknown policy '{raw}' (use auto, a tier name, a thinking cap like 256, "
                              f"voteN / voteN@CAP, auto without parts: auto-noprobe, -noconf, -noloop, or a confidence stop "
-                             f"under a cap: conf0.9@256)")
+                             f"or trial answers under a cap: conf0.9@256, trial0.9@256)")
         if match["cap"] is not None:
             cap = int(match["cap"])
             overrides = replace(own, tier="standard", max_thinking=cap, min_thinking=0, strategy="single",
@@ -86,12 +86,14 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             overrides = replace(own, tier="deep", strategy="vote", samples=samples, max_thinking=vote_cap,
                                 min_thinking=0 if vote_cap is not None else None)
             policy = Policy(raw, overrides, vote_cap)
-        elif match["conf"] is not None:  # a cap and a confidence stop under it (what calibration weighs)
+        elif match["conf"] is not None:  # a cap, and a confidence stop or trial answers under it
             threshold, conf_cap = float(match["conf"]), int(match["ccap"])
             if not 0 < threshold < 1:
                 raise UsageError(f"policy '{raw}': the confidence threshold must be between 0 and 1")
+            trial = match["rule"] == "trial"
             overrides = replace(own, tier="standard", max_thinking=conf_cap, min_thinking=0, strategy="single",
-                                samples=None, confidence=threshold, probe=False, no_think=False)
+                                samples=None, confidence=0.0 if trial else threshold, trial=threshold if trial else 0.0,
+                                probe=False, no_think=False)
             policy = Policy(raw, overrides)
         elif match["without"] is not None:  # the tiers without some of their parts (an ablation)
             parts = set(match["without"].split("-no")[1:])
