@@ -217,3 +217,26 @@ def test_in_chromium_on_a_phone_in_the_dark(served, browser):
     finally:
         browser.set_window_size(1000, 860)
         browser.execute_script("localStorage.removeItem('think.theme')")
+
+
+def test_in_chromium_a_keyed_server_asks_for_its_key_once(home, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve("-m", "tiny-reasoner", "--api-key", "sesame", env={"THINK_HOME": str(home)}) as server:
+        browser.get(f"{server.base}/runs")
+        form = browser.find_element(By.ID, "key-form")
+        WebDriverWait(browser, 20).until(lambda _: form.is_displayed())  # the runs need the key: asked for
+        assert not browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")
+        browser.find_element(By.ID, "key-input").send_keys("sesame")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        WebDriverWait(browser, 20).until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr"))
+        assert not form.is_displayed()
+        browser.get(f"{server.base}/")  # kept in the browser: a question goes through with it
+        browser.find_element(By.ID, "prompt").send_keys(QUESTION)
+        browser.find_element(By.ID, "send").click()
+        WebDriverWait(browser, 60).until(
+            lambda _: "thought" in browser.find_element(By.CSS_SELECTOR, ".turn.assistant .status").text)
+        assert browser.find_element(By.CSS_SELECTOR, ".turn.assistant .answer").text == "5110"
+        browser.execute_script("localStorage.removeItem('think.key')")
+        assert console_errors(browser) == []  # no request was sent that could only be refused

@@ -3,7 +3,15 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { key: localStorage.getItem("think.key") || "", messages: [], abort: null };
+const state = { key: localStorage.getItem("think.key") || "", keyRequired: false, messages: [], abort: null };
+
+function needsKey() {
+  if (state.keyRequired && !state.key) {
+    askForKey("this server needs its API key");
+    return true;
+  }
+  return false;
+}
 
 function element(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -161,7 +169,7 @@ function busy(on) {
 $("#ask-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("#prompt").value.trim();
-  if (!text || state.abort && !$("#stop").hidden) return;
+  if (!text || state.abort && !$("#stop").hidden || needsKey()) return;
   $("#prompt").value = "";
   send(text);
 });
@@ -185,6 +193,7 @@ function filterQuery() {
 }
 
 async function showRuns() {
+  if (needsKey()) return;
   const query = filterQuery();
   const tbody = $("#runs-table tbody");
   $("#runs-message").textContent = "";
@@ -274,6 +283,7 @@ function traceNode(parts, labels) {
 
 async function showRun(id) {
   const box = $("#run");
+  if (needsKey()) return;
   box.replaceChildren(element("p", { class: "muted", text: "loading…" }));
   let data;
   try {
@@ -345,7 +355,7 @@ $("#key-form").addEventListener("submit", (event) => {
   route();
 });
 
+// Whether a key is needed is asked first: no request is sent that can only be refused.
 fetch("/think/info").then((r) => r.json()).then((info) => {
-  if (info.key_required && !state.key) askForKey("this server needs its API key");
-}).catch(() => {});
-route();
+  state.keyRequired = Boolean(info.key_required);
+}).catch(() => {}).finally(route);
