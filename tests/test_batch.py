@@ -370,3 +370,45 @@ def test_the_same_file_in_two_roles_is_refused(think, tiny, tmp_path):
     r = think("batch", str(src), "-o", str(out), "--summary", str(link), "-m", str(tiny("tame")), *FAST)
     assert r.returncode == 2 and "--output and --summary are the same file" in r.stderr
     assert src.read_bytes() == before
+
+
+def test_workers_write_every_item_exactly_once_and_the_same_as_one_process(think, tiny, tmp_path, think_home):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"What is {i} + {2 * i}?" for i in range(1, 13)) + "\n\nProve it.\n")
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    args = ["-m", "tiny-reasoner", "--temperature", "0", "--parallel", "2"]
+    r = think("batch", str(src), "-o", str(one), *args)
+    assert r.returncode == 0, r.stderr
+    two.write_text(one.read_text().splitlines(keepends=True)[0])  # one item already done: skipped, not redone
+    r = think("batch", str(src), "-o", str(two), *args, "--workers", "3")
+    assert r.returncode == 0, r.stderr
+    assert "done 12, failed 0, skipped 1" in r.stderr
+    by_id = {rec["id"]: rec for rec in records(one)}
+    got = records(two)
+    assert sorted(rec["id"] for rec in got) == sorted(by_id)  # every id exactly once
+    assert all(rec["answer"] == by_id[rec["id"]]["answer"] for rec in got)  # greedy: the same answers
+    import sqlite3
+
+    rows = sqlite3.connect(think_home / "data" / "logs.db").execute("SELECT count(*) FROM runs").fetchone()[0]
+    assert rows == 13 + 12  # the workers logged their runs too
+    failed = think("batch", str(src), "-o", str(tmp_path / "x.jsonl"), *args, "--workers", "0")
+    assert failed.returncode == 2 and "--workers must be between 1 and 32" in failed.stderr
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_finished_items(tiny, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"q{i}" for i in range(200)) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thinkcli", "batch", str(src), "-o", str(out), "-m", str(tiny("tame")),
+         "--max-thinking", "400", "--max-answer", "20", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env=os.environ.copy(), start_new_session=True,
+    )
+    wait_for_lines(proc, out, 3)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group gets it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    kept = records(out)
+    assert 3 <= len(kept) < 200 and len({r["id"] for r in kept}) == len(kept)
+    leftover = subprocess.run(["pgrep", "-f", f"think-batch|{out}"], capture_output=True, text=True)
+    assert str(proc.pid) not in leftover.stdout

@@ -37,6 +37,9 @@ def batch(
     field_name: Annotated[str, typer.Option("--field", help="Prompt field (.jsonl) or column (.csv).")] = "prompt",
     input_format: Annotated[Optional[FormatChoice], typer.Option("--format", help="Input format (default: from the extension).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", "-p", help="Prompts decoded together (continuous batching).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Processes, each with --parallel prompts and its own "
+                                         "connections: for servers faster than one client core. Each loads a "
+                                         "local model itself.")] = 1,
     keep_thinking: Annotated[bool, typer.Option("--keep-thinking", help="Store each item's thinking too.")] = False,
     summary_file: Annotated[Optional[Path], typer.Option("--summary", help="Write the summary as JSON here.")] = None,
     model: ModelOpt = None,
@@ -73,6 +76,8 @@ def batch(
 
     if parallel < 1 or parallel > 64:
         raise UsageError(f"--parallel must be between 1 and 64, got {parallel}")
+    if workers < 1 or workers > 32:
+        raise UsageError(f"--workers must be between 1 and 32, got {workers}")
     overrides = overrides_from(tier, model, max_thinking, min_thinking, max_answer, no_think, samples, strategy,
                                temperature, seed, no_probe)
     fmt = detect_format(input_path, input_format.value if input_format else None)
@@ -91,7 +96,8 @@ def batch(
         progress.start(len(store.done_ids))
         try:
             for event in run_batch(runtime, read_items(stream, fmt, field_name), store, overrides,
-                                   parallel=parallel, keep_thinking=keep_thinking):
+                                   parallel=parallel, keep_thinking=keep_thinking, workers=workers,
+                                   gpu_layers=gpu_layers_value(gpu_layers)):
                 match event:
                     case RecordWritten():
                         progress.update(event.record)

@@ -26,6 +26,7 @@ from ..errors import ThinkError, UsageError
 from ..output.logs import spent_thinking_tokens
 from ..output.records import Outcome, batch_record, error_record, outcome_record
 from ..policy.plan import Overrides, Plan, make_plan
+from ..scheduler.pool import WorkerOptions, WorkerPool
 from ..scheduler.results import Failed, Task, failure_message, messages_for
 from ..scheduler.run import Scheduler
 from ..scheduler.runtime import Runtime
@@ -359,8 +360,10 @@ def most_samples(runtime: Runtime, overrides: Overrides) -> int:
 
 
 def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overrides: Overrides,
-              parallel: int = 1, keep_thinking: bool = False, source: str = "batch") -> Iterator[BatchEvent]:
-    """Process items not yet in the store through the one scheduler; every item gets one record."""
+              parallel: int = 1, keep_thinking: bool = False, source: str = "batch", workers: int = 1,
+              gpu_layers: int | None = None) -> Iterator[BatchEvent]:
+    """Process items not yet in the store through the one scheduler (or `workers` processes of it, see
+    scheduler/pool.py); every item gets one record, written here."""
     summary = BatchSummary()
     lines: dict[str, Item] = {}
     first_line: dict[str, int] = {}
@@ -394,7 +397,12 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
         summary.add(record, outcome, runtime.registry.deep_budget(outcome.plan.model) if outcome else 0)
         return RecordWritten(record)
 
-    scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides), source=source)
+    scheduler: Scheduler | WorkerPool
+    if workers > 1:
+        scheduler = WorkerPool(workers, WorkerOptions(parallel, most_samples(runtime, overrides), source, gpu_layers,
+                                                      log=runtime.log is not None))
+    else:
+        scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides), source=source)
     last_progress = 0.0
     for event in scheduler.run(tasks()):
         while early:
