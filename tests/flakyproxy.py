@@ -20,6 +20,7 @@ class FlakyProxy:
         self.faults: list[str] = []
         self.seen: list[str] = []  # what each request got: a fault's name, or "ok"
         self.paths: list[str] = []  # every request's path, in order
+        self.bodies: list[bytes] = []  # and its body
         self.lock = threading.Lock()
         proxy = self
 
@@ -51,6 +52,7 @@ class FlakyProxy:
         completion = handler.path.endswith(("/completions", "/completion"))
         with self.lock:
             self.paths.append(handler.path)
+            self.bodies.append(body)
             fault = self.faults.pop(0) if self.faults and completion else None
             if completion:
                 self.seen.append(fault or "ok")
