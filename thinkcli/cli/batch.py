@@ -96,8 +96,7 @@ def batch(
         progress.start(len(store.done_ids))
         try:
             for event in run_batch(runtime, read_items(stream, fmt, field_name), store, overrides,
-                                   parallel=parallel, keep_thinking=keep_thinking, workers=workers,
-                                   gpu_layers=gpu_layers_value(gpu_layers)):
+                                   parallel=parallel, keep_thinking=keep_thinking, workers=workers):
                 match event:
                     case RecordWritten():
                         progress.update(event.record)

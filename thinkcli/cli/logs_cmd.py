@@ -160,7 +160,8 @@ def logs_show(
     from .trace_view import describe_run
 
     tty = is_terminal(sys.stdout)
-    Console(force_terminal=tty, no_color=not tty, highlight=False, soft_wrap=not tty).print(describe_run(found, color=tty and not os.environ.get("NO_COLOR")))
+    view = describe_run(found, color=tty and not os.environ.get("NO_COLOR"))
+    Console(force_terminal=tty, no_color=not tty, highlight=False, soft_wrap=not tty).print(view)
 
 
 @logs_app.command("path")

@@ -264,7 +264,6 @@ class SequencePolicy:
         """The server did not keep the budget after all: end the thinking here, as without one."""
         reason = self.awaiting or "cap"
         self.awaiting = None
-        self.server_cap = self.server_ends = False
         return self._force(self.forced.budget, Step(), reason, "budget_forced")
 
     def _judge(self, step: Step) -> Step:

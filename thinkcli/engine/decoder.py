@@ -430,17 +430,21 @@ class Decoder:
         return math.exp(logprob / count) if count else None
 
     def _most_likely(self, index: int) -> tuple[int, float]:
-        np = self._np
-        logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
+        """The greedy token at batch row `index`, and its probability."""
+        logits = self._logits(index)
         token = int(logits.argmax())
-        return token, self._token_prob(index, token)
+        return token, self._prob(logits, token)
 
     # -- llama.cpp plumbing -----------------------------------------------------------------
     def _token_prob(self, index: int, token: int) -> float:
         """Probability of `token` under the model's raw distribution at batch row `index`."""
+        return self._prob(self._logits(index), token)
+
+    def _logits(self, index: int) -> Any:
+        return self._np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
+
+    def _prob(self, logits: Any, token: int) -> float:
         np = self._np
-        ptr = self._lib.llama_get_logits_ith(self.ctx, index)
-        logits = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
         top = float(logits.max())
         log_z = top + float(np.log(np.exp(logits - top).sum()))
         return float(np.exp(float(logits[token]) - log_z))

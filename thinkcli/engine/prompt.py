@@ -213,7 +213,7 @@ def render_chat_template(template: str, messages: list[dict[str, str]], enable_t
     return "".join(parts)
 
 
-def _ends_inside_thinking(text: str, family: Family) -> bool:
+def ends_inside_thinking(text: str, family: Family) -> bool:
     tail = text.rstrip()
     opened = tail.rfind(family.think_open)
     return opened >= 0 and tail.rfind(family.think_close) < opened
@@ -252,7 +252,7 @@ def render_prompt(messages: list[dict[str, str]], family: Family, thinking: bool
             raise
         # Some templates refuse a system role (Gemma 2): say it at the start of the first user turn.
         text = render_chat_template(chat_template, _system_into_user(messages), thinking, bos_token, eos_token)
-    inside = _ends_inside_thinking(text, family)
+    inside = ends_inside_thinking(text, family)
     if thinking and not inside:
         # The model would open the block itself (Qwen3); opening it for it makes caps exact.
         text = text + family.think_open + "\n"
@@ -268,7 +268,7 @@ def render_prompt(messages: list[dict[str, str]], family: Family, thinking: bool
 def render_raw(text: str, family: Family, thinking: bool) -> RenderedPrompt:
     """A text completion's prompt, untouched but for the thinking block: opened when thinking is on
     (unless the text already is inside one), closed empty when it is off and the text left one open."""
-    inside = _ends_inside_thinking(text, family)
+    inside = ends_inside_thinking(text, family)
     if thinking and not inside:
         text = text + family.think_open + "\n"
     elif not thinking and inside:

@@ -306,16 +306,14 @@ class RemoteModel:
         if self.server_budget != "llama-server":
             return True  # vLLM, SGLang: their own template and reasoning parser (named in models.yaml or found)
         if family.name not in self._opens:
-            from .prompt import render_chat_template
+            from .prompt import ends_inside_thinking, render_chat_template
 
             template = self.info.chat_template
             opens = False
             if template and not self.endpoint.template:
                 try:
                     text = render_chat_template(template, [{"role": "user", "content": "1"}], True, self.bos_text, "")
-                    tail = text.rstrip()
-                    opened = tail.rfind(family.think_open)
-                    opens = opened >= 0 and tail.rfind(family.think_close) < opened
+                    opens = ends_inside_thinking(text, family)
                 except ModelError:
                     opens = False
             self._opens[family.name] = opens
@@ -823,7 +821,6 @@ class RemoteDecoder:
                 elif chunk.kind == "content":
                     if not thought:  # no thinking apart: the server does not split it (nothing was fed yet)
                         self._fell_short(url, "does not stream the thinking apart (reasoning_content)")
-                        policy.server_cap = policy.server_ends = False
                         state.exact, state.restart = self.model.exact_tokens, True
                         return
                     if policy.parser.phase == THINKING:

@@ -360,8 +360,8 @@ def most_samples(runtime: Runtime, overrides: Overrides) -> int:
 
 
 def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overrides: Overrides,
-              parallel: int = 1, keep_thinking: bool = False, source: str = "batch", workers: int = 1,
-              gpu_layers: int | None = None) -> Iterator[BatchEvent]:
+              parallel: int = 1, keep_thinking: bool = False, source: str = "batch", workers: int = 1
+              ) -> Iterator[BatchEvent]:
     """Process items not yet in the store through the one scheduler (or `workers` processes of it, see
     scheduler/pool.py); every item gets one record, written here."""
     summary = BatchSummary()
@@ -399,8 +399,8 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
 
     scheduler: Scheduler | WorkerPool
     if workers > 1:
-        scheduler = WorkerPool(workers, WorkerOptions(parallel, most_samples(runtime, overrides), source, gpu_layers,
-                                                      log=runtime.log is not None))
+        scheduler = WorkerPool(workers, WorkerOptions(parallel, most_samples(runtime, overrides), source,
+                                                      runtime.engine.gpu_layers, log=runtime.log is not None))
     else:
         scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides), source=source)
     last_progress = 0.0

@@ -439,10 +439,9 @@ def ledger(path: Path, query: Query) -> list[LedgerRow]:
                coalesce(sum(json_extract(probe, '$.kept') = 1), 0) AS kept
         FROM runs{where} GROUP BY 1, 2 ORDER BY 2, 1"""
     rows = _query(path, sql, params)
-    order = {"instant": 0, "light": 1, "standard": 2, "deep": 3}
     result = [LedgerRow(r["tier"], r["model"], r["runs"], r["failed"], r["thinking"], r["answer"], r["fixed"],
                         r["tps"], r["ttft"], r["probed"], r["kept"]) for r in rows]
-    return sorted(result, key=lambda r: (r.model, order.get(r.tier, 9), r.tier))
+    return sorted(result, key=lambda r: (r.model, _tier_rank(r.tier), r.tier))
 
 
 def total(rows: list[LedgerRow]) -> LedgerRow | None:
@@ -470,7 +469,13 @@ def daily(path: Path, query: Query) -> list[Json]:
                coalesce(sum(spent_thinking_tokens), 0) AS thinking,
                coalesce(sum(CASE WHEN error IS NULL THEN deep_budget ELSE 0 END), 0) AS fixed
         FROM runs{where} GROUP BY 1, 2 ORDER BY 1, 2"""
-    order = {"instant": 0, "light": 1, "standard": 2, "deep": 3}
     rows = [{"day": r["day"], "tier": r["tier"], "runs": r["runs"], "thinking_tokens": r["thinking"],
              "fixed_budget_tokens": r["fixed"]} for r in _query(path, sql, params)]
-    return sorted(rows, key=lambda r: (r["day"], order.get(r["tier"], 9), r["tier"]))
+    return sorted(rows, key=lambda r: (r["day"], _tier_rank(r["tier"]), r["tier"]))
+
+
+def _tier_rank(tier: str) -> int:
+    """Tiers in their order (instant first); a name no tier has ('?', a failed run's) after them."""
+    from ..policy.tiers import TIER_NAMES
+
+    return TIER_NAMES.index(tier) if tier in TIER_NAMES else len(TIER_NAMES)

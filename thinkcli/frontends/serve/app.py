@@ -221,6 +221,9 @@ class Stream:
                 "budget": {"min_thinking": plan.budget.min_thinking, "max_thinking": plan.budget.max_thinking,
                            "max_answer": plan.budget.max_answer, "samples": plan.samples}}
 
+    def count(self, index: int, key: str, tokens: int) -> None:
+        self.counts.setdefault(index, {"thinking_tokens": 0, "answer_tokens": 0})[key] = tokens
+
     def add(self, index: int, key: str, text: str) -> None:
         if not text:
             return
@@ -241,14 +244,14 @@ class Stream:
         """Turn one event into chunks; False ends the stream (an error)."""
         match event:
             case Thinking():
-                self.counts.setdefault(index, {"thinking_tokens": 0, "answer_tokens": 0})["thinking_tokens"] = event.tokens
+                self.count(index, "thinking_tokens", event.tokens)
                 if not self.voting and not self.exclude:
                     self.add(index, "reasoning_content", event.text)
             case Planned() if event.plan.difficulty.tier != self.exchange.parsed.plan.difficulty.tier:
                 self.flush(out, index)  # the probe escalated: the plan it thinks under now
                 out.append(self.dialect.chunk(index, {}, extra={"think": self.planned(event.plan)}))
             case Answer():
-                self.counts.setdefault(index, {"thinking_tokens": 0, "answer_tokens": 0})["answer_tokens"] = event.tokens
+                self.count(index, "answer_tokens", event.tokens)
                 if not self.voting:
                     self.add(index, "content", event.text)
             case Failed():
