@@ -130,10 +130,12 @@ def chat(
                     err.write(reply + "\n")
                 continue
         renderer = StreamRenderer(show_thinking=session.show_thinking, stats_after=False)
+        turn = session.turn(text, seed_offset)
         try:
-            for event in session.turn(text, seed_offset):
+            for event in turn:
                 renderer.handle(event)
         except KeyboardInterrupt:
+            turn.close()  # a ^C in the renderer: the turn keeps its partial reply now, not at the next GC
             renderer.close()
             err.write("[interrupted: the partial reply is kept in history]\n")
             continue

@@ -8,7 +8,7 @@ A conversation that outgrows the context drops its oldest turns (the system prom
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,7 +77,7 @@ class ChatSession:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return (*system, *self.messages, {"role": "user", "content": user_text})
 
-    def turn(self, text: str, seed_offset: int = 0) -> Iterator[RunEvent]:
+    def turn(self, text: str, seed_offset: int = 0) -> Generator[RunEvent, None, None]:
         """Stream one reply's events; the turn enters history when it ends (or is interrupted).
 
         The plan comes first; the scheduler then fits the conversation to *that* plan's budget,
@@ -110,7 +110,8 @@ class ChatSession:
                     case Outcome():
                         outcome = event
                 yield event
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, GeneratorExit):
+            # GeneratorExit: the ^C landed in the consumer (the renderer), which closes this turn
             partial = "".join(answer_parts).strip()
             self.messages += [{"role": "user", "content": text},
                               {"role": "assistant", "content": (partial + " [interrupted]").strip()}]
