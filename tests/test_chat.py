@@ -271,19 +271,25 @@ def test_a_failed_regen_keeps_the_exchange_and_load_refuses_what_is_not_a_file(t
 
 def test_a_ctrl_c_in_the_renderer_keeps_the_partial_reply(tiny, monkeypatch):
     # the ^C may land in the consumer of the turn (the renderer), not in the turn: closing the turn
-    # must keep the partial reply as surely as a ^C inside it (CI once lost it to the GC's timing)
+    # must keep the partial reply as surely as a ^C inside it (CI once lost it to the GC closing the turn)
     from thinkcli.engine.events import Thinking
     from thinkcli.frontends.chat import ChatSession
     from thinkcli.policy.plan import Overrides
     from thinkcli.scheduler.runtime import Runtime
 
-    monkeypatch.setenv("THINK_N_CTX", "4096")
-    session = ChatSession(Runtime.create(log=False), Overrides(model=str(tiny("tame")), max_thinking=2000).validate())
+    monkeypatch.setenv("THINK_N_CTX", "16384")  # room for two turns' budgets: no exchange is dropped to fit
+    model = str(tiny("tame", n_ctx=16384))
+    session = ChatSession(Runtime.create(log=False), Overrides(model=model, max_thinking=2000).validate())
     turn = session.turn("think for a long time")
     for event in turn:
         if isinstance(event, Thinking):
             break  # what a KeyboardInterrupt in renderer.handle does to the loop
-    turn.close()
+    with pytest.raises(KeyboardInterrupt):
+        turn.throw(KeyboardInterrupt())  # what `think chat` does then
     assert [m["role"] for m in session.messages] == ["user", "assistant"]
     assert session.messages[1]["content"].endswith("[interrupted]")
     assert session.last is not None and session.last.interrupted
+    turn = session.turn("and again")  # a turn closed for any other reason (a bug in the renderer) adds nothing
+    next(iter(turn))
+    turn.close()
+    assert len(session.messages) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -135,7 +136,8 @@ def chat(
             for event in turn:
                 renderer.handle(event)
         except KeyboardInterrupt:
-            turn.close()  # a ^C in the renderer: the turn keeps its partial reply now, not at the next GC
+            with contextlib.suppress(KeyboardInterrupt):  # a ^C in the renderer: the turn keeps its partial
+                turn.throw(KeyboardInterrupt())  # reply as for one inside it (a finished turn re-raises at once)
             renderer.close()
             err.write("[interrupted: the partial reply is kept in history]\n")
             continue

@@ -110,8 +110,7 @@ class ChatSession:
                     case Outcome():
                         outcome = event
                 yield event
-        except (KeyboardInterrupt, GeneratorExit):
-            # GeneratorExit: the ^C landed in the consumer (the renderer), which closes this turn
+        except KeyboardInterrupt:  # inside the turn, or thrown in by a consumer it reached (the renderer)
             partial = "".join(answer_parts).strip()
             self.messages += [{"role": "user", "content": text},
                               {"role": "assistant", "content": (partial + " [interrupted]").strip()}]
