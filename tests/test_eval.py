@@ -373,7 +373,7 @@ def test_the_loss_bound_is_clopper_pearsons():
 
 
 def test_confidence_calibration_takes_the_cheapest_threshold_whose_bound_holds():
-    from thinkcli.frontends.eval.runner import calibrate_confidence
+    from thinkcli.frontends.eval.runner import calibrate_stop
     from thinkcli.policy.plan import Overrides
 
     base = Overrides()
@@ -383,16 +383,37 @@ def test_confidence_calibration_takes_the_cheapest_threshold_whose_bound_holds()
     loose = {i.id: _record("0" if int(i.id) < 10 else "1", 30) for i in items}  # 10 lost: bound > 2 %
     tight = {i.id: _record("1", 60) for i in items}  # nothing lost
     records = {"256": cap, "conf0.8@256": loose, "conf0.95@256": tight}
-    chosen = calibrate_confidence(items, records, policies, tolerance=0.05)
+    chosen = calibrate_stop("conf", items, records, policies, tolerance=0.05)
     assert chosen is not None and chosen.threshold == 0.95 and chosen.losses == 0 and chosen.thinking_mean == 60
     assert chosen.loss_bound < 0.05 and chosen.cap_thinking_mean == 100 and len(chosen.weighed) == 2
-    assert calibrate_confidence(items, records, policies, tolerance=0.2).threshold == 0.8  # 10 % lost, bound < 20 %
+    assert calibrate_stop("conf", items, records, policies, tolerance=0.2).threshold == 0.8  # 10 % lost, bound < 20 %
     few = items[:20]  # too few items to bound a loss below 5 %: the stop is switched off
-    off = calibrate_confidence(few, records, policies, tolerance=0.05)
+    off = calibrate_stop("conf", few, records, policies, tolerance=0.05)
     assert off is not None and off.threshold == 0.0 and off.thinking_mean == 100
-    assert calibrate_confidence(items, {"256": cap}, policies[:1], 0.05) is None
+    assert calibrate_stop("conf", items, {"256": cap}, policies[:1], 0.05) is None
+    assert calibrate_stop("trial", items, records, policies, 0.05) is None  # no trial policy ran
     with pytest.raises(UsageError, match="between 0 and 1"):
         parse_policies("conf1.5@256", base, "m")
+
+
+def test_trial_calibration_is_weighed_alike_and_written_to_every_tier_that_thinks():
+    from thinkcli.frontends.eval.runner import Calibration, calibrate_stop
+    from thinkcli.policy.plan import Overrides
+    from thinkcli.policy.registry import load_registry
+
+    items = [EvalItem(str(i), 0, "q", "1") for i in range(100)]
+    policies = parse_policies("256,trial0.9@256,trial0.99@256,conf0.9@256", Overrides(), "m")
+    records = {"256": {i.id: _record("1", 100) for i in items},
+               "trial0.9@256": {i.id: _record("0" if int(i.id) < 30 else "1", 20) for i in items},  # cheap, loses 30
+               "trial0.99@256": {i.id: _record("1", 50) for i in items},  # half the thinking, nothing lost
+               "conf0.9@256": {i.id: _record("1", 10) for i in items}}  # another rule: never weighed here
+    trial = calibrate_stop("trial", items, records, policies, tolerance=0.05)
+    assert trial is not None and trial.rule == "trial" and trial.threshold == 0.99 and trial.thinking_mean == 50
+    assert [t for t, *_ in trial.weighed] == [0.9, 0.99]
+    calibration = Calibration("tiny-reasoner", 0.05, {"instant": 0, "light": 256, "standard": 256}, {}, {}, trial=trial)
+    tiers = calibration.tiers_override(load_registry())
+    assert tiers["light"]["trial_confidence"] == tiers["standard"]["trial_confidence"] == 0.99
+    assert "trial_confidence" not in tiers["instant"]  # a tier that does not think has no trials
 
 
 def test_calibrate_weighs_the_confidence_stop_on_the_tiny_reasoner(think, think_home, tmp_path):

@@ -150,11 +150,12 @@ def _calibration(items: list[EvalItem], policies: list[Policy], scores: list[Pol
                  model_name: str, tolerance: float) -> Calibration:
     from dataclasses import replace
 
-    from ..frontends.eval.runner import calibrate, calibrate_confidence, calibrate_probe, policy_file, read_records
+    from ..frontends.eval.runner import calibrate, calibrate_probe, calibrate_stop, policy_file, read_records
 
     records = {p.name: read_records(policy_file(directory, p)) for p in policies}
     return replace(calibrate(scores, model_name, tolerance), probe=calibrate_probe(items, records, tolerance),
-                   confidence=calibrate_confidence(items, records, policies, tolerance))
+                   confidence=calibrate_stop("conf", items, records, policies, tolerance),
+                   trial=calibrate_stop("trial", items, records, policies, tolerance))
 
 
 def _points(scores: list[PolicyScore]) -> list[Point]:
@@ -252,15 +253,17 @@ def _print_calibration(calibration: Calibration, registry: Registry) -> None:
                      f"(best {probe.best_accuracy:.0%}), thinking {probe.thinking_tokens} vs "
                      f"{probe.thinking_tokens_never_kept} tokens")
         entry["probe"] = {"confidence": probe.threshold}
-    stop = calibration.confidence
-    if stop is not None:
+    for stop, name, label in ((calibration.confidence, "stop", "confidence stop"),
+                              (calibration.trial, "trial", "trial answers")):
+        if stop is None:
+            continue
         tried = "; ".join(f"{t}: {n} lost, bound {b:.1%}, thinking {m:.0f}" for t, n, b, m in stop.weighed)
-        verdict = (f"confidence {stop.threshold} under cap {stop.cap}: thinking {stop.thinking_mean:.0f} vs "
+        verdict = (f"{label} at {stop.threshold} under cap {stop.cap}: thinking {stop.thinking_mean:.0f} vs "
                    f"{stop.cap_thinking_mean:.0f} tokens, {stop.losses} of {stop.items} lost (90 % bound "
                    f"{stop.loss_bound:.1%})" if stop.threshold else
-                   f"confidence stop off (0): no threshold keeps the loss within {calibration.tolerance:.0%} "
+                   f"{label} off (0): no threshold keeps the loss within {calibration.tolerance:.0%} "
                    "with 90 % confidence")
-        lines.append(f"  stop     {verdict} — weighed {tried}")
+        lines.append(f"  {name:<8} {verdict} — weighed {tried}")
     proposal = {"models": {calibration.model: entry}}
     lines.append("proposed models.yaml override (--write puts it in your models.yaml):")
     lines.append(yaml.safe_dump(proposal, sort_keys=False).rstrip())

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from ...engine.vote import NUMBER, extract_answer
 from ...errors import ThinkError, UsageError
@@ -35,7 +35,8 @@ from ..batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
 from .sets import EvalItem
 
 DEFAULT_POLICIES = "auto,0,256,1024"
-CALIBRATION_CAPS = "auto,auto-noprobe,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256"
+CALIBRATION_CAPS = ("auto,auto-noprobe,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256,"
+                    "trial0.9@256,trial0.99@256")
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -319,17 +320,22 @@ class ProbeCalibration:
     thinking_tokens_never_kept: int  # spent if the probe never kept an answer
 
 
-@dataclass(frozen=True)
-class ConfidenceCalibration:
-    """The confidence stop's threshold, chosen with a risk bound: of the calibration items the cap alone
-    answers right, the share the stop loses must stay within the tolerance with 90 % confidence (a
-    Clopper-Pearson upper bound on the loss, not the loss seen), and among those it thinks least.
-    0.0: no threshold weighed passes, so the stop is switched off."""
+StopRule = Literal["conf", "trial"]
 
+
+@dataclass(frozen=True)
+class StopCalibration:
+    """A threshold that ends thinking early — the confidence stop's (`conf`) or trial answers' (`trial`) —
+    chosen with a risk bound: of the calibration items the cap alone answers right, the share the rule
+    loses must stay within the tolerance with 90 % confidence (a Clopper-Pearson upper bound on the loss,
+    not the loss seen), and among those it thinks least. 0.0: no threshold weighed passes, so the rule is
+    switched off."""
+
+    rule: StopRule
     threshold: float
     cap: int
     items: int
-    losses: int  # items the cap got right and the stop got wrong, at this threshold
+    losses: int  # items the cap got right and the rule got wrong, at this threshold
     loss_bound: float  # the 90 % upper bound on the loss rate
     thinking_mean: float  # at this threshold (the cap's own where 0.0)
     cap_thinking_mean: float
@@ -355,14 +361,16 @@ def loss_bound(losses: int, items: int, delta: float = 0.1) -> float:
     return high
 
 
-def calibrate_confidence(items: list[EvalItem], records: dict[str, dict[str, Json]], policies: list[Policy],
-                         tolerance: float) -> ConfidenceCalibration | None:
-    """None unless some `confN@CAP` policies ran beside the fixed cap CAP (each gives one threshold)."""
-    stops = [p for p in policies if p.name.startswith("conf") and p.overrides.confidence]
+def calibrate_stop(rule: StopRule, items: list[EvalItem], records: dict[str, dict[str, Json]],
+                   policies: list[Policy], tolerance: float) -> StopCalibration | None:
+    """None unless some `{rule}T@CAP` policies ran beside the fixed cap CAP (each gives one threshold)."""
+    def threshold_of(policy: Policy) -> float:
+        return (policy.overrides.confidence if rule == "conf" else policy.overrides.trial) or 0.0
+
     by_cap: dict[int, list[Policy]] = {}
-    for policy in stops:
+    for policy in policies:
         cap = policy.overrides.max_thinking or 0
-        if str(cap) in records:
+        if policy.name.startswith(rule) and threshold_of(policy) and str(cap) in records:
             by_cap.setdefault(cap, []).append(policy)
     if not by_cap:
         return None
@@ -378,18 +386,18 @@ def calibrate_confidence(items: list[EvalItem], records: dict[str, dict[str, Jso
         return None
     cap_mean = sum(spent_thinking_tokens(baseline[i.id]) for i in scored) / len(scored)
     weighed = []
-    for policy in sorted(chosen, key=lambda p: p.overrides.confidence or 0.0):
+    for policy in sorted(chosen, key=threshold_of):
         run = records[policy.name]
         losses = sum(right(baseline[i.id], i) and not right(run.get(i.id), i) for i in scored)
         mean = sum(spent_thinking_tokens(run[i.id]) if run.get(i.id) else cap for i in scored) / len(scored)
-        weighed.append((policy.overrides.confidence or 0.0, losses, loss_bound(losses, len(scored)), mean))
+        weighed.append((threshold_of(policy), losses, loss_bound(losses, len(scored)), mean))
     passing = [w for w in weighed if w[2] <= tolerance + 1e-12]
     if passing:
         threshold, losses, bound, mean = min(passing, key=lambda w: (w[3], -w[0]))
     else:
         threshold, losses, bound, mean = 0.0, 0, 0.0, cap_mean
-    return ConfidenceCalibration(threshold, cap, len(scored), losses, round(bound, 4), round(mean, 1),
-                                 round(cap_mean, 1), tuple((t, n, round(b, 4), round(m, 1)) for t, n, b, m in weighed))
+    return StopCalibration(rule, threshold, cap, len(scored), losses, round(bound, 4), round(mean, 1),
+                           round(cap_mean, 1), tuple((t, n, round(b, 4), round(m, 1)) for t, n, b, m in weighed))
 
 
 @dataclass(frozen=True)
@@ -403,7 +411,8 @@ class Calibration:
     curve: dict[str, dict[int, float]]
     probe: ProbeCalibration | None = None
     skipped: tuple[str, ...] = ()  # tiers no cap got any item right: left as they are
-    confidence: ConfidenceCalibration | None = None  # the confidence stop (written to the standard tier)
+    confidence: StopCalibration | None = None  # the confidence stop (written to the standard tier)
+    trial: StopCalibration | None = None  # trial answers (written to every tier that thinks)
 
     def tiers_override(self, registry: Registry) -> dict[str, dict[str, int | float]]:
         """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
@@ -416,6 +425,10 @@ class Calibration:
             override[tier] = fields
         if self.confidence is not None:
             override.setdefault("standard", {})["confidence"] = self.confidence.threshold
+        if self.trial is not None:
+            for tier, fields in override.items():
+                if fields.get("max_thinking", current[tier].max_thinking):
+                    fields["trial_confidence"] = self.trial.threshold
         return override
 
 
