@@ -53,11 +53,12 @@ def test_policies_parse_into_overrides():
 def test_the_ablation_takes_auto_apart_one_part_at_a_time():
     from thinkcli.frontends.eval.runner import ABLATION
 
-    cap, tiers, probe, conf, full = parse_policies(ABLATION, Overrides(), "m")
-    assert cap.fixed and cap.cap == 256
+    cap, tiers, probe, conf, loop, full = parse_policies(ABLATION, Overrides(), "m")
+    assert cap.fixed and cap.cap == 512
     assert not tiers.overrides.probe and tiers.overrides.confidence == 0.0 and not tiers.overrides.loop_breaker
     assert probe.overrides.probe and probe.overrides.confidence == 0.0 and not probe.overrides.loop_breaker
     assert conf.overrides.probe and conf.overrides.confidence is None and not conf.overrides.loop_breaker
+    assert loop.overrides.loop_breaker and all(p.overrides.trial == 0.0 for p in (tiers, probe, conf, loop))
     assert full.overrides == Overrides(tier="auto")
     registry = __import__("thinkcli.policy.registry", fromlist=["load_registry"]).load_registry()
     from thinkcli.policy.plan import make_plan

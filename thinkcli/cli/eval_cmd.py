@@ -28,9 +28,10 @@ def eval_command(
     eval_set: Annotated[str, typer.Argument(metavar="SET", help="A JSONL of {prompt, answer[, id, tier, checker]}, "
                                                                  "or builtin[:LEVEL] for the bundled set.")],
     policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
-                                                         "a thinking cap (0, 256 …), voteN, voteN@CAP, auto without "
-                                                         "parts (auto-noprobe, -noconf, -noloop: "
-                                                         "auto-noconf-noloop). [default: auto,0,256,1024]")] = None,
+                                                         "a thinking cap (0, 256 …), voteN, voteN@CAP, confT@CAP, "
+                                                         "trialT@CAP, auto without parts (auto-noprobe, -noconf, "
+                                                         "-noloop, -notrial: auto-noconf-noloop). "
+                                                         "[default: auto,0,256,1024]")] = None,
     model: ModelOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (the builtin set is "
                                                  "interleaved by level and kind).")] = None,
@@ -49,8 +50,8 @@ def eval_command(
                                              "for a smaller cap.")] = 0.02,
     write: Annotated[bool, typer.Option("--write", help="Calibration: put the caps into your models.yaml.")] = False,
     dump: Annotated[bool, typer.Option("--dump", help="Print the set as JSONL and exit (no model).")] = False,
-    ablation: Annotated[bool, typer.Option("--ablation", help="What each part of auto saves: a cap of 256, the tiers "
-                                           "alone, then + probe, + confidence stop, + loop breaker.")] = False,
+    ablation: Annotated[bool, typer.Option("--ablation", help="What each part of auto saves: a cap of 512, the tiers "
+                                           "alone, then + probe, + confidence stop, + loop breaker, + trial answers.")] = False,
     set_seed: Annotated[int, typer.Option("--set-seed", help="Seed of the builtin set.")] = 0,
     gpu_layers: GpuLayersOpt = None,
     no_log: NoLogOpt = False,

@@ -55,9 +55,10 @@ class Policy:
 
 
 POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
-                            r"|auto(?P<without>(?:-no(?:probe|conf|loop))+)|(?P<rule>conf|trial)(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
+                            r"|auto(?P<without>(?:-no(?:probe|conf|loop|trial))+)|(?P<rule>conf|trial)(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
 # What each part of `auto` saves: a fixed cap, then the tiers alone, then each part added in turn.
-ABLATION = "256,auto-noprobe-noconf-noloop,auto-noconf-noloop,auto-noloop,auto"
+ABLATION = ("512,auto-noprobe-noconf-noloop-notrial,auto-noconf-noloop-notrial,auto-noloop-notrial,auto-notrial,"
+            "auto")
 
 
 def parse_policies(text: str, base: Overrides, default_model: str) -> list[Policy]:
@@ -100,7 +101,8 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             parts = set(match["without"].split("-no")[1:])
             policy = Policy(raw, replace(base, tier="auto", probe="probe" not in parts,
                                          confidence=0.0 if "conf" in parts else base.confidence,
-                                         loop_breaker="loop" not in parts))
+                                         loop_breaker="loop" not in parts,
+                                         trial=0.0 if "trial" in parts else base.trial))
         else:
             policy = Policy(raw, replace(base, tier=match["tier"]))
         if any(p.name == policy.name for p in policies):
