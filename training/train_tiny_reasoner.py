@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout: thinkcli without installing it
-from thinkcli.frontends.eval.arithmetic import KINDS, Problem, draw
+from thinkcli.frontends.eval.arithmetic import KINDS, WORDS_ALPHABET, Problem, count_problem, draw
 
 TRAIN_SEED = 20261202  # the eval sets use other seeds (thinkcli/frontends/eval/sets.py)
 CHATML_THINK_TEMPLATE = (
@@ -82,27 +82,27 @@ class Tokenizer:
 BUDGET_END = "\n\nConsidering the limited time, I have to give the solution based on the thinking directly now.\n</think>\n"
 
 
-def chat_text(problem: Problem, thinking: bool, cut_at: int | None = None,
-              empty_block_in_prompt: bool = False) -> tuple[str, str]:
-    """(the prompt `think` renders, what the assistant says) for one problem; `cut_at` ends the trace
-    there with the budget message, as a thinking cap does, and the answer still follows.
+def chat_text(problem: Problem, thinking: bool, cut: int | None = None, at_line: bool = False) -> list[tuple[str, bool]]:
+    """What `think` renders for one problem, as (text, learnt) pieces: the prompt and anything a policy
+    inserts are given, only the model's own words are learnt.
 
-    The shipped model learnt a direct answer's empty think block as part of its reply, so it may
-    also choose to skip thinking by itself (it does on letter counts). `empty_block_in_prompt` puts
-    the block in the prompt, as the template renders thinking off, so it is given, never learnt:
-    a second stage trained so (README, "A tiny reasoner") thinks on every problem, which showed
-    that its letter-count traces never learnt to copy the word's letters."""
+    Thinking off, the template's empty think block ends the prompt (given, so the model never learns
+    to skip thinking by itself when it is on). `cut` ends the trace early as a policy does, and the
+    answer still follows: mid-line with the budget message (a cap), or after line `cut` with the bare
+    close tag (a trial answer or a stop once the answer is known). An answer after an early cut is a
+    guess the model cannot make sure of, so its confidence there is low, and high once the trace has
+    said `so ANSWER`: what lets a trial answer tell a known answer from a guess."""
     prompt = f"<|im_start|>user\n{problem.question}<|im_end|>\n<|im_start|>assistant\n"
-    if thinking and cut_at is not None:
-        reply = f"<think>\n{problem.trace[:cut_at]}{BUDGET_END}\n{problem.answer}<|im_end|>\n"
-    elif thinking:
-        reply = f"<think>\n{problem.trace}\n</think>\n\n{problem.answer}<|im_end|>\n"
-    elif empty_block_in_prompt:  # as the template renders thinking off: the block is given, not learnt
-        prompt += "<think>\n\n</think>\n\n"
-        reply = f"{problem.answer}<|im_end|>\n"
-    else:
-        reply = f"<think>\n\n</think>\n\n{problem.answer}<|im_end|>\n"
-    return prompt, reply
+    if not thinking:
+        return [(prompt + "<think>\n\n</think>\n\n", False), (f"{problem.answer}<|im_end|>\n", True)]
+    if cut is None:
+        return [(prompt, False), (f"<think>\n{problem.trace}\n</think>\n\n{problem.answer}<|im_end|>\n", True)]
+    if at_line:
+        lines = problem.trace.split("\n")
+        return [(prompt, False), ("<think>\n" + "\n".join(lines[:cut]) + "\n", True), ("</think>\n", False),
+                (f"\n{problem.answer}<|im_end|>\n", True)]
+    return [(prompt, False), (f"<think>\n{problem.trace[:cut]}", True), (BUDGET_END, False),
+            (f"\n{problem.answer}<|im_end|>\n", True)]
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -178,36 +178,66 @@ def build_model(vocab: int, width: int, layers: int, heads: int, ff: int, contex
 
 
 # -- data --------------------------------------------------------------------------------------
+def _rich_count(rng: random.Random, band: bool | None) -> Problem:
+    """A letter count whose word holds the asked letter often (15-50 % of its letters): a drawn word holds
+    it about once, so nearly every count line says `no` and a model learns that before it learns to
+    compare the two letters of a line; these words give the `yes` lines their share."""
+    length = rng.randint(3, 6) if band is False else rng.randint(3, 20)
+    letter = rng.choice(WORDS_ALPHABET)
+    share = rng.choice((0.15, 0.3, 0.5))
+    word = "".join(letter if rng.random() < share else rng.choice(WORDS_ALPHABET) for _ in range(length))
+    return count_problem(letter, word)
+
+
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
-            easy_direct: float = 0.0, block_in_prompt: bool = False, kind_weights: list[float] | None = None):
-    """Endless (ids, targets, mask) batches: problems packed back to back into rows of `length`
-    tokens, the loss only on what the assistant says. `easy_direct` of the direct (thinking off)
-    answers are drawn from the easy band: a direct answer is only learnable on small numbers, and
-    uniform sizes spend most direct samples on numbers no 4-layer pass can add in its head."""
+            easy_direct: float, cut_share: float, count_weight: float = 1.0, rich_counts: float = 0.0):
+    """Endless (ids, targets, mask) batches: whole problems packed into rows of `length` tokens (one
+    that does not fit starts the next row; the rest of a row is padding), the loss only on what the
+    model says. `easy_direct` of the direct (thinking off) answers come from the easy band: a direct
+    answer is only learnable on small numbers, and uniform sizes spend most of them on numbers no
+    4-layer pass can add in its head."""
     import torch
 
     rng = random.Random(seed)
-    buffer_ids: list[int] = []
-    buffer_mask: list[int] = []
+    pad = tokenizer.ids["</s>"]
+
+    def sample() -> tuple[list[int], list[int]]:
+        thinking = rng.random() < think_share
+        band = False if not thinking and rng.random() < easy_direct else None
+        kind = rng.choice(KINDS) if count_weight == 1 else rng.choices(
+            KINDS, weights=[count_weight if k == "count" else 1.0 for k in KINDS])[0]
+        problem = draw(rng, kind, band)
+        if kind == "count" and rng.random() < rich_counts:
+            problem = _rich_count(rng, band)
+        cut, at_line = None, False
+        if thinking and rng.random() < cut_share:
+            at_line = rng.random() < 0.5
+            cut = rng.randint(1, problem.trace.count("\n") + 1) if at_line else rng.randrange(len(problem.trace))
+        ids: list[int] = []
+        mask: list[int] = []
+        for text, learnt in chat_text(problem, thinking, cut, at_line):
+            piece = tokenizer.encode(text)
+            ids += piece
+            mask += [int(learnt)] * len(piece)
+        return ids, mask
+
+    waiting = sample()
     while True:
-        while len(buffer_ids) < rows * (length + 1):
-            if not easy_direct and not kind_weights:  # the first stage's draws, in its order (reproducible)
-                problem = draw(rng, rng.choice(KINDS))
-                thinking = rng.random() < think_share
-            else:
-                thinking = rng.random() < think_share
-                band = False if not thinking and rng.random() < easy_direct else None
-                kind = rng.choices(KINDS, weights=kind_weights)[0] if kind_weights else rng.choice(KINDS)
-                problem = draw(rng, kind, band)
-            cut = rng.randrange(len(problem.trace)) if thinking and rng.random() < 0.1 else None
-            prompt, reply = chat_text(problem, thinking, cut, block_in_prompt)
-            p, r = tokenizer.encode(prompt), tokenizer.encode(reply)
-            buffer_ids += p + r
-            buffer_mask += [0] * len(p) + [1] * len(r)
-        n = rows * (length + 1)
-        ids = torch.tensor(buffer_ids[:n]).view(rows, length + 1)
-        mask = torch.tensor(buffer_mask[:n]).view(rows, length + 1)
-        del buffer_ids[:n], buffer_mask[:n]
+        all_ids, all_mask = [], []
+        for _ in range(rows):
+            row_ids: list[int] = []
+            row_mask: list[int] = []
+            while len(row_ids) + len(waiting[0]) <= length + 1:
+                row_ids += waiting[0]
+                row_mask += waiting[1]
+                waiting = sample()
+            if not row_ids:  # an empty row would make the loss 0/0 and poison every weight
+                raise SystemExit(f"a problem of {len(waiting[0])} tokens does not fit a row of {length}")
+            row_mask += [0] * (length + 1 - len(row_ids))
+            row_ids += [pad] * (length + 1 - len(row_ids))
+            all_ids.append(row_ids)
+            all_mask.append(row_mask)
+        ids, mask = torch.tensor(all_ids), torch.tensor(all_mask)
         yield ids[:, :-1], ids[:, 1:], mask[:, 1:]
 
 
@@ -286,12 +316,11 @@ def check_against_llama_cpp(model, tokenizer: Tokenizer, path: Path) -> None:  #
     import torch
     from llama_cpp import Llama
 
-    llm = Llama(str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    llm = Llama(str(path), n_ctx=1024, logits_all=True, verbose=False, n_threads=2)
     rng = random.Random(7)
     worst, positions, agree = 0.0, 0, 0
     for kind in KINDS:
-        prompt, reply = chat_text(draw(rng, kind, hard=True), thinking=True)
-        text = prompt + reply
+        text = "".join(piece for piece, _ in chat_text(draw(rng, kind, hard=True), thinking=True))
         ours = tokenizer.encode(text)
         theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if ours != theirs:
@@ -328,18 +357,20 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=16)
-    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--think-share", type=float, default=0.7)
-    parser.add_argument("--easy-direct", type=float, default=0.0,
+    parser.add_argument("--think-share", type=float, default=0.55)
+    parser.add_argument("--easy-direct", type=float, default=0.8,
                         help="share of the direct answers drawn from the easy band (1-2 digits, short words)")
+    parser.add_argument("--cut-share", type=float, default=0.2,
+                        help="share of the traces cut early (half by a cap's message, half by a bare close tag after a line)")
+    parser.add_argument("--count-weight", type=float, default=1.0,
+                        help="how often letter counts are drawn against each other kind (their letter lookup learns last)")
+    parser.add_argument("--rich-counts", type=float, default=0.0,
+                        help="share of the letter counts drawn with the asked letter frequent in the word (its yes lines)")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
-    parser.add_argument("--count-weight", type=float, default=1.0,
-                        help="how often letter counts are drawn against each other kind (a stage that teaches them)")
-    parser.add_argument("--block-in-prompt", action="store_true",
-                        help="a direct answer's empty think block goes in the prompt (given, not learnt)")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
     args = parser.parse_args()
 
@@ -367,8 +398,7 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
-                       args.easy_direct, args.block_in_prompt,
-                       [args.count_weight if kind == "count" else 1.0 for kind in KINDS] if args.count_weight != 1 else None)
+                       args.easy_direct, args.cut_share, args.count_weight, args.rich_counts)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
@@ -406,14 +436,10 @@ def main() -> None:
     model.eval()
     write_gguf(model, tokenizer, config, args.out)
     stage = {"steps": step, "seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share,
-             "easy_direct": args.easy_direct, "lr": args.lr, "empty_block": "prompt" if args.block_in_prompt else "reply",
-             "count_weight": args.count_weight}
+             "easy_direct": args.easy_direct, "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts, "lr": args.lr,
+             "empty_block": "prompt"}
     earlier = args.init_from.with_suffix(".json") if args.init_from else None
     stages = json.loads(earlier.read_text()).get("stages", []) if earlier and earlier.exists() else []
-    if earlier and not stages and earlier.exists():  # the first stage's file predates the list
-        old = json.loads(earlier.read_text())
-        stages = [{"steps": old["steps"], "seed": old["seed"], "think_share": 0.7, "easy_direct": 0.0, "lr": 2e-3,
-                   "empty_block": "reply"}]
     meta = {**config, "stages": [*stages, stage]}
     (args.out.with_suffix(".json")).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.out} after {step} steps", flush=True)

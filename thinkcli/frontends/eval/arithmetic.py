@@ -7,8 +7,11 @@ Five kinds, in exactly the phrasings `think` users type (answers are plain integ
 A trace works the problem the way "Teaching Arithmetic to Small Transformers" (arXiv 2307.03381)
 found small models learn fastest: digits least-significant first, one column per line, each line
 holding everything the next one needs (the carry, the borrow, the running count, and the result's
-digits so far, `r…`), so every step is local and the answer is a copy of the last line. Like real reasoning models it overthinks: every trace ends with a check line, so even `2+3`
-thinks longer than its answer needs. Pure and seeded: the training script and `think eval` draw
+digits so far, `r…`), so every step is local and the answer is a copy of the last line. Like real reasoning models it
+overthinks: after `so ANSWER` every trace verifies it with a second pass as long as the first (a sum
+by subtracting back, a difference by adding back, a product, digit sum or count worked once more),
+so even `2+3` thinks twice as long as its answer needs, and a policy that stops thinking once the
+answer is known saves half of every trace. Pure and seeded: the training script and `think eval` draw
 from disjoint seeds.
 """
 
@@ -41,76 +44,112 @@ def _columns(number: int, width: int) -> list[int]:
     return [int(text[i]) if i < len(text) else 0 for i in range(width)]
 
 
-def add_problem(a: int, b: int) -> Problem:
+def _add_lines(a: int, b: int, label: str = "d") -> tuple[list[str], str]:
+    """The columns of a + b, least significant first, and the result's digits as the last line holds them."""
     width = max(len(str(a)), len(str(b)))
     lines, carry, digits = [], 0, ""
     for i, (x, y) in enumerate(zip(_columns(a, width), _columns(b, width), strict=True), start=1):
         total = x + y + carry
         digits = str(total % 10) + digits
-        lines.append(f"d{i} {x}+{y}+{carry}={total} r{digits}")
+        lines.append(f"{label}{i} {x}+{y}+{carry}={total} r{digits}")
         carry = total // 10
     if carry:
         digits = str(carry) + digits
-        lines.append(f"d{width + 1} 0+0+{carry}={carry} r{digits}")
-    result = a + b
-    lines += [f"so {result}", f"check {a}+{b}={result}"]
-    return Problem("add", f"What is {a} + {b}?", result, "\n".join(lines), width >= 5)
+        lines.append(f"{label}{width + 1} 0+0+{carry}={carry} r{digits}")
+    return lines, digits
 
 
-def sub_problem(a: int, b: int) -> Problem:
-    if b > a:
-        a, b = b, a
+def _sub_lines(a: int, b: int, label: str = "d") -> tuple[list[str], str]:
+    """The columns of a - b (a ≥ b) with their borrows, least significant first."""
     width = len(str(a))
     lines, borrow, digits = [], 0, ""
     for i, (x, y) in enumerate(zip(_columns(a, width), _columns(b, width), strict=True), start=1):
         value = x - y - borrow
         if value < 0:
             digits = str(value + 10) + digits
-            lines.append(f"d{i} {x}-{y}-{borrow}+10={value + 10} b1 r{digits}")
+            lines.append(f"{label}{i} {x}-{y}-{borrow}+10={value + 10} b1 r{digits}")
             borrow = 1
         else:
             digits = str(value) + digits
-            lines.append(f"d{i} {x}-{y}-{borrow}={value} b0 r{digits}")
+            lines.append(f"{label}{i} {x}-{y}-{borrow}={value} b0 r{digits}")
             borrow = 0
-    result = a - b
-    lines += [f"so {result}", f"check {a}-{b}={result}"]
-    return Problem("sub", f"What is {a} - {b}?", result, "\n".join(lines), width >= 5)
+    return lines, digits
 
 
-def mul_problem(a: int, d: int) -> Problem:
+def _mul_lines(a: int, d: int, label: str = "d") -> list[str]:
     width = len(str(a))
     lines, carry, digits = [], 0, ""
     for i, x in enumerate(_columns(a, width), start=1):
         total = x * d + carry
         digits = str(total % 10) + digits
-        lines.append(f"d{i} {x}*{d}+{carry}={total} r{digits}")
+        lines.append(f"{label}{i} {x}*{d}+{carry}={total} r{digits}")
         carry = total // 10
     if carry:
         digits = str(carry) + digits
-        lines.append(f"d{width + 1} {carry} r{digits}")
+        lines.append(f"{label}{width + 1} {carry} r{digits}")
+    return lines
+
+
+def add_problem(a: int, b: int) -> Problem:
+    """Checked by subtracting b from the sum, which must give a back."""
+    lines, _ = _add_lines(a, b)
+    result = a + b
+    check, _ = _sub_lines(result, b, "c")
+    lines += [f"so {result}", f"check {result}-{b}", *check, f"{a}+{b}={result} ok"]
+    return Problem("add", f"What is {a} + {b}?", result, "\n".join(lines), max(len(str(a)), len(str(b))) >= 5)
+
+
+def sub_problem(a: int, b: int) -> Problem:
+    """Checked by adding b back to the difference, which must give a."""
+    if b > a:
+        a, b = b, a
+    lines, _ = _sub_lines(a, b)
+    result = a - b
+    check, _ = _add_lines(result, b, "c")
+    lines += [f"so {result}", f"check {result}+{b}", *check, f"{a}-{b}={result} ok"]
+    return Problem("sub", f"What is {a} - {b}?", result, "\n".join(lines), len(str(a)) >= 5)
+
+
+def mul_problem(a: int, d: int) -> Problem:
+    """Checked by working the columns once more."""
     result = a * d
-    lines += [f"so {result}", f"check {a}*{d}={result}"]
-    return Problem("mul", f"What is {a} * {d}?", result, "\n".join(lines), width >= 5)
+    lines = [*_mul_lines(a, d), f"so {result}", f"check {a}*{d}", *_mul_lines(a, d, "c"), f"{a}*{d}={result} ok"]
+    return Problem("mul", f"What is {a} * {d}?", result, "\n".join(lines), len(str(a)) >= 5)
+
+
+def _running_sum(digits: str) -> list[str]:
+    lines, total = [], 0
+    for digit in digits:
+        total += int(digit)
+        lines.append(f"+{digit}={total}")
+    return lines
 
 
 def digitsum_problem(n: int) -> Problem:
-    lines, total = [], 0
-    for digit in str(n):
-        total += int(digit)
-        lines.append(f"+{digit}={total}")
-    lines += [f"so {total}", f"check {'+'.join(str(n))}={total}"]
+    """Summed left to right, checked right to left."""
+    total = sum(int(d) for d in str(n))
+    lines = [*_running_sum(str(n)), f"so {total}", "check", *_running_sum(str(n)[::-1]), f"{total} ok"]
     return Problem("digitsum", f"What is the sum of the digits of {n}?", total, "\n".join(lines), len(str(n)) >= 9)
 
 
-def count_problem(letter: str, word: str) -> Problem:
+def _count_lines(letter: str, word: str) -> list[str]:
+    """A line a letter, led by the two before it (the next letter is the one that follows those two
+    in the word, a lookup a small model learns: a lone letter repeats too often to find its place),
+    then the asked letter, so the yes/no compares two letters within the line, as a column line
+    shows both digits it adds."""
     lines, count = [], 0
-    for ch in word:
-        if ch == letter:
-            count += 1
-            lines.append(f"{ch} yes {count}")
-        else:
-            lines.append(f"{ch} no {count}")
-    lines += [f"so {count}", f"check {letter} in {word}: {count}"]
+    for i, ch in enumerate(word):
+        hit = ch == letter
+        count += hit
+        lines.append(f"{word[max(0, i - 2):i + 1]} {letter} {'yes' if hit else 'no'} {count}")
+    return lines
+
+
+def count_problem(letter: str, word: str) -> Problem:
+    """Counted letter by letter, checked by counting once more."""
+    count = word.count(letter)
+    lines = [*_count_lines(letter, word), f"so {count}", "check", *_count_lines(letter, word),
+             f"{letter} in {word}: {count} ok"]
     return Problem("count", f"How many times does the letter '{letter}' appear in '{word}'?", count,
                    "\n".join(lines), len(word) >= 12)
 

@@ -77,8 +77,9 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
                              f"or trial answers under a cap: conf0.9@256, trial0.9@256)")
         if match["cap"] is not None:
             cap = int(match["cap"])
+            # a point of the curve: the cap alone (no early stop of any kind: no confidence stop, no trials)
             overrides = replace(own, tier="standard", max_thinking=cap, min_thinking=0, strategy="single",
-                                samples=None, confidence=0.0, no_think=cap == 0)
+                                samples=None, confidence=0.0, trial=0.0, no_think=cap == 0)
             policy = Policy(raw, overrides, cap)
         elif match["n"] is not None:
             samples = int(match["n"])
