@@ -11,7 +11,9 @@ Same embedded model file, same 32 prompts, same budgets, through the one schedul
 3. a budget the server keeps: the shipped tiny reasoner on llama-server with a template that opens
    the thinking block (Qwen3.5's), 32 sums capped at 24 thinking tokens: think (one chat request an
    item, the server's `reasoning_budget_tokens`) against the same chat requests sent plainly, 8 at a
-   time, and against think keeping the budget itself (`server_budget: off`: a second request an item);
+   time, against the same with whole replies (the loop breaker off: no per-token rule, so each chat request
+   is not streamed and its reply is parsed once), and against think keeping the budget itself
+   (`server_budget: off`: a second request an item);
    rounds alternated, the ratio of items/s taken per round (target: think / plain >= 0.97).
 A family without stop strings makes every request generate exactly its token budget.
 Run: .venv/bin/python benchmarks/bench_remote.py [--only-kept: section 3 alone]
@@ -152,8 +154,9 @@ SUMS = [f"What is {1000 + 37 * i} + {2000 + 53 * i}?" for i in range(32)]
 KEPT_CAP = 24
 
 
-def kept_tasks(alias: str, items: int = 32) -> float:
-    """Seconds for the capped sums through the scheduler at --parallel 8."""
+def kept_tasks(alias: str, items: int = 32, loops: bool = True) -> float:
+    """Seconds for the capped sums through the scheduler at --parallel 8, as `think batch` runs them (no one
+    reads the text as it comes); `loops` False: no per-token rule, so the server's replies come whole."""
     from thinkcli.policy.plan import Overrides, make_plan
     from thinkcli.scheduler.results import Task, messages_for
     from thinkcli.scheduler.run import Scheduler
@@ -161,11 +164,12 @@ def kept_tasks(alias: str, items: int = 32) -> float:
 
     runtime = Runtime.create(log=False)
     runtime.load(alias)
-    overrides = Overrides(model=alias, tier="light", max_thinking=KEPT_CAP, max_answer=16, temperature=0.0, probe=False)
+    overrides = Overrides(model=alias, tier="light", max_thinking=KEPT_CAP, max_answer=16, temperature=0.0, probe=False,
+                          loop_breaker=loops)
     tasks = [Task(str(i), p, make_plan(p, runtime.registry, overrides, alias), messages_for(p))
              for i, p in enumerate(SUMS[:items])]
     started = time.perf_counter()
-    for _ in Scheduler(runtime, parallel=8).run(tasks):
+    for _ in Scheduler(runtime, parallel=8, streamed=False).run(tasks):
         pass
     return time.perf_counter() - started
 
@@ -202,8 +206,8 @@ def kept_budget(home: Path, model: Path | None = None, items: int = 32) -> None:
             f"  client:\n    url: {url}\n    model: {name}\n    family: qwen3\n    server_budget: off\n")
         message = load_registry(home / "config" / "models.yaml").family("qwen3").budget_message
         kept_tasks("kept", 8)  # warm: the server's cache, the imports
-        ratios, client_ratios = [], []
-        cpu = {"think": 0.0, "plain": 0.0}
+        ratios, whole_ratios, client_ratios = [], [], []
+        cpu = {"think": 0.0, "whole": 0.0, "plain": 0.0}
         for _ in range(ROUNDS):
             started = time.process_time()
             think_s = kept_tasks("kept", items)
@@ -211,17 +215,24 @@ def kept_budget(home: Path, model: Path | None = None, items: int = 32) -> None:
             started = time.process_time()
             plain_s = kept_plain(url, message, items, name)
             cpu["plain"] += time.process_time() - started
+            started = time.process_time()
+            whole_s = kept_tasks("kept", items, loops=False)
+            cpu["whole"] += time.process_time() - started
             client_s = kept_tasks("client", items)
             ratios.append(plain_s / think_s)
+            whole_ratios.append(plain_s / whole_s)
             client_ratios.append(plain_s / client_s)
             print(f"round: think (server keeps the budget) {items / think_s:.1f} items/s | plain chat requests "
-                  f"{items / plain_s:.1f} | think keeping it itself {items / client_s:.1f}")
+                  f"{items / plain_s:.1f} | think, whole replies (loop breaker off) {items / whole_s:.1f} | "
+                  f"think keeping it itself {items / client_s:.1f}")
         print(f"[a budget the server keeps: {model.name}, {items} sums, thinking capped at {KEPT_CAP}, --parallel 8] "
               "think / plain = "
               + ", ".join(f"{r:.2f}" for r in ratios) + f", median {statistics.median(ratios):.2f} (target >= 0.97); "
+              "whole replies / plain = " + ", ".join(f"{r:.2f}" for r in whole_ratios)
+              + f", median {statistics.median(whole_ratios):.2f}; "
               f"keeping it in think instead (two requests): median {statistics.median(client_ratios):.2f}")
-        print(f"  client CPU per round: think {cpu['think'] / ROUNDS:.2f} s, the plain client {cpu['plain'] / ROUNDS:.2f} s "
-              "(both share the 2 cores with the server)")
+        print(f"  client CPU per round: think {cpu['think'] / ROUNDS:.2f} s (whole replies {cpu['whole'] / ROUNDS:.2f} s), "
+              f"the plain client {cpu['plain'] / ROUNDS:.2f} s (all share the 2 cores with the server)")
     finally:
         proc.terminate()
         proc.wait()

@@ -154,8 +154,9 @@ def test_ollama_gets_a_thinking_budget_it_does_not_have_itself(reasoner):
 def test_ollama_generate_list_show_and_version(reasoner):
     ollama = pytest.importorskip("ollama")
     client = ollama.Client(host=reasoner.base)
-    made = client.generate(model="think", prompt="What is 12 + 7?", think=True, options={"temperature": 0})
-    assert made.response == "19" and made.thinking and made.thinking.startswith("d1 2+7+0=9")
+    # think: true lets the policy think (an easy sum this model knows may be answered at once: the probe)
+    made = client.generate(model="think", prompt="What is 48213 + 9977?", think=True, options={"temperature": 0})
+    assert made.response == "58190" and made.thinking and made.thinking.startswith("d1 3+7+0=10")
     streamed = list(client.generate(model="think", prompt="What is 12 + 7?", think=False, stream=True,
                                     options={"temperature": 0, "num_predict": 8}))
     assert streamed[-1].done and "".join(p.response or "" for p in streamed)

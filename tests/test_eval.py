@@ -419,8 +419,9 @@ def test_trial_calibration_is_weighed_alike_and_written_to_every_tier_that_think
 
 def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(think, think_home, tmp_path):
     """The shipped reasoner is sure of every token, so a window of 64 always stops at 64 tokens and loses
-    the longer sums, and a trial answer after the first lines is sure and wrong: calibration switches both
-    off and says why."""
+    the longer problems: calibration switches the stop off and says why. Trial answers are weighed alike,
+    and on 40 items none can pass a 2 % tolerance: the bound, not the loss seen, decides (40 items with
+    none lost bound the loss at 5.6 %)."""
     r = think("eval", "reasoner", "-m", "tiny-reasoner", "--limit", "40", "--calibrate", "--no-curve", "--no-log",
               "-o", str(tmp_path / "out"), timeout=300)
     assert r.returncode == 0, r.stderr
@@ -429,7 +430,6 @@ def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(th
     assert stop["cap"] == 256 and len(stop["weighed"]) == 3 and stop["threshold"] == 0.0
     assert all(bound > 0.02 for _, _, bound, _ in stop["weighed"])
     assert "confidence stop off (0)" in r.stdout and "confidence: 0.0" in r.stdout
-    # trial answers are weighed alike: forced after a line, this model's answers are sure and wrong
     assert trial["rule"] == "trial" and trial["cap"] == 256 and len(trial["weighed"]) == 2 and trial["threshold"] == 0.0
-    assert all(losses > 0 and bound > 0.02 for _, losses, bound, _ in trial["weighed"])
+    assert all(bound > 0.02 for _, _, bound, _ in trial["weighed"])
     assert "trial answers off (0)" in r.stdout and "trial_confidence: 0.0" in r.stdout

@@ -92,6 +92,39 @@ def test_an_uncapped_trace_and_a_batch_are_one_request_each(think, proxied, tmp_
     assert len(generations(proxied)) == 1 + 3
 
 
+def test_a_batch_with_no_per_token_rule_takes_whole_replies_that_read_as_the_streamed_ones(think, proxied, think_home,
+                                                                                           tmp_path):
+    """No loop breaker, no confidence stop, no probe, no one watching: each capped item is one chat request
+    that is not streamed (parsed once, no per-token work), and its record is the streamed one's."""
+    questions = tmp_path / "q.txt"
+    questions.write_text("What is 12 + 7?\nWhat is 4821371 + 9977?\nWhat is the sum of the digits of 4821?\n")
+
+    def batch(tiers: str) -> list[dict]:
+        configure(think_home, proxied.url, tiers)
+        out = tmp_path / "out.jsonl"
+        out.unlink(missing_ok=True)
+        r = think("batch", str(questions), "-o", str(out), "--tier", "light", "--max-thinking", "120",
+                  "--temperature", "0", "--no-probe", "--keep-thinking")
+        assert r.returncode == 0, r.stderr
+        assert "warning" not in r.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    def streams() -> list[bool]:
+        return [json.loads(b)["stream"] for p, b in zip(proxied.paths, proxied.bodies, strict=True)
+                if p == "/v1/chat/completions"]
+
+    whole = batch("    tiers:\n      light: {loop_tokens: 0}\n")
+    assert len(generations(proxied)) == 3 and streams() == [False] * 3
+    streamed = batch("")  # the loop breaker reads every token: streamed
+    assert len(generations(proxied)) == 6 and streams() == [False] * 3 + [True] * 3
+    for a, b in zip(whole, streamed, strict=True):
+        assert (a["answer"], a["thinking"], a["events"]) == (b["answer"], b["thinking"], b["events"])
+        assert a["usage"]["thinking_tokens"] == b["usage"]["thinking_tokens"]
+        assert a["usage"]["answer_tokens"] == b["usage"]["answer_tokens"]
+    assert [r["usage"]["thinking_tokens"] for r in whole][1] == 120  # capped by the server, its message in
+    assert whole[0]["events"] == [] and whole[0]["answer"] == "19"  # thought to its end by itself
+
+
 def test_the_confidence_stop_is_the_servers_reasoning_end(think, proxied, think_home):
     """A tier that stops when sure: the stop is a reasoning_end call on the running completion, never a
     second generation. (How many tokens it saves is not asserted: the call races the model, and llama-server's
@@ -167,3 +200,29 @@ def test_a_server_that_thinks_past_its_budget_is_caught_and_the_item_still_cappe
     assert record["usage"]["thinking_tokens"] == 4 and record["thinking"].startswith("abcd")
     assert "efgh" not in record["thinking"] and record["answer"] == "ok"  # continued by think, with its message
     assert server.requests.count("/v1/completions") == 1
+
+
+def test_a_whole_reply_is_split_and_counted_from_its_token_texts():
+    """Pure: the server's budget message is cut off the thinking, and each part is counted from the
+    token texts the logprobs name (the message, the close tag and the end token lie between or after)."""
+    from thinkcli.engine.remote import _parse_whole, _split_message, _token_counts
+
+    message = "\n\nConsidering the limited time, I must answer now.\n"
+    own, said = _split_message("d1 8+9+\n\nConsidering the limited time, I must answer now.\n\n", message)
+    assert (own, said.strip()) == ("d1 8+9+", message.strip())
+    assert _split_message("d1 8+9+0=17 r7\nso 17\n", message) == ("d1 8+9+0=17 r7\nso 17\n", "")
+    pieces = ["\n", "d1", " 8", "+", "9", "+", "\n\n", "Consider", "ing", " now", ".\n", "</think>", "\n\n", "9", "8",
+              "<|im_end|>"]
+    said = "\n\nConsidering now.\n"
+    # the thinking is every token to the message's end (the blank after the opening tag is thinking)
+    assert _token_counts(pieces, "d1 8+9+", said, "98") == (11, 2)
+    assert _token_counts(pieces, "d1 8+9+", "", "98") == (7, 2)  # no message: the blank after it is thinking
+    assert _token_counts(pieces, "", "", "98") == (0, 2)
+    assert _token_counts(pieces, "d1 8+9+", said, "") == (11, 0)
+    assert _token_counts(None, "d1", "", "98") is None and _token_counts(["x"], "d1", "", "98") is None
+    reply = _parse_whole(json.dumps({"choices": [{"message": {"reasoning": "r", "content": "a"}, "finish_reason": "stop",
+                                                  "logprobs": {"content": [{"token": "r"}, {"token": "a"}]}}],
+                                     "usage": {"completion_tokens": 2}}))
+    assert reply is not None and (reply.thinking, reply.answer, reply.reason, reply.tokens, reply.pieces) == (
+        "r", "a", "stop", 2, ["r", "a"])
+    assert _parse_whole("not json") is None and _parse_whole('{"choices": []}') is None

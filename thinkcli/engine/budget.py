@@ -12,7 +12,20 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 
-from .events import EngineEvent, FinishReason, ForcedEvent, ForcedKind, ForcedReason, Span, TokenTrace
+from .events import (
+    Answer,
+    BudgetForced,
+    EngineEvent,
+    Extended,
+    FinishReason,
+    ForcedEvent,
+    ForcedKind,
+    ForcedReason,
+    Probed,
+    Span,
+    Thinking,
+    TokenTrace,
+)
 from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
@@ -240,6 +253,19 @@ class SequencePolicy:
             return self._judge(step)
         return step
 
+    def accept_run(self, text: str, tokens: int) -> Step:
+        """`tokens` tokens of text at once, in the phase they belong to: a server's whole reply, read where
+        no rule had to see it token by token (no confidence stop, loop breaker, trial, probe or scores).
+        Counted and parsed as if streamed; the cap is the server's (its message comes by server_forced)."""
+        if self.parser.phase == THINKING:
+            self.thinking_tokens += tokens
+        else:
+            self.answer_tokens += tokens
+        self._recent.append(text)
+        chunks = self.parser.feed(text)
+        self._trace(chunks, None)
+        return Step(chunks=chunks, accepted=True)
+
     def trial_verdict(self, confidence: float | None) -> Step | None:
         """What a fork's trial answer said (asked after a step with `trial`): sure enough, and a step that
         closes the thinking (no budget message: the model had what it needed); else None, it goes on."""
@@ -349,8 +375,6 @@ def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[E
     """The engine events of one policy step: its text, the probe's verdict, what was forced.
 
     One place for both decoders (local and remote), so a step reads the same wherever it ran."""
-    from .events import BudgetForced, Extended, Probed
-
     yield from chunk_events(key, policy, step.chunks)
     if step.probe is not None:
         verdict = step.probe
@@ -365,8 +389,6 @@ def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[E
 
 def chunk_events(key: Hashable, policy: SequencePolicy, chunks: list[Chunk]) -> Iterator[EngineEvent]:
     """Parsed text as Thinking or Answer events (a step's, or what the parser flushes at the end)."""
-    from .events import Answer, Thinking
-
     for chunk in chunks:
         if chunk.kind == THINKING:
             yield Thinking(key, chunk.text, policy.thinking_total)

@@ -40,6 +40,9 @@ class Request:
     text: str = ""  # the rendered prompt (a remote engine sends the text, not the ids)
     # the conversation, where a remote server renders exactly `text` from it (it may then keep the budget)
     messages: tuple[dict[str, str], ...] | None = None
+    # someone reads the text as it comes (ask, chat, serve); False (batch, eval): only the finished
+    # sequence matters, so a remote engine may take a reply in one piece where no rule reads it token by token
+    streamed: bool = True
 
 
 Pending = Union[Request, Wait]

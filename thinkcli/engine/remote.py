@@ -9,10 +9,16 @@ request continues from the prompt plus everything so far — the server's prompt
 cheap. A stream that breaks is continued the same way, after a short backoff. Best-of-N is N
 concurrent requests; `RemoteDecoder.run` has the local decoder's interface, so the scheduler drives
 both alike.
+
+Where the server keeps the budget (llama-server, vLLM, SGLang: `_kept`), a capped item is one chat
+request; where, besides, no rule reads the item token by token and no one watches it come (a batch with
+the loop breaker off: `_whole`), that request is not streamed at all and its reply is parsed once.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import math
@@ -407,9 +413,9 @@ class _Waiting:
                 self._thread.start()
 
     def heard(self, ident: int) -> None:
-        if self._since:
-            with self._lock:
-                self._since.pop(ident, None)
+        """Called for every streamed line: no lock (a dict's pop is atomic; the watcher reads a copy)."""
+        if ident in self._since:
+            self._since.pop(ident, None)
 
     def _watch(self) -> None:
         while True:
@@ -419,9 +425,9 @@ class _Waiting:
                 if not self._since:
                     self._thread = None
                     return
-                late = [(i, url) for i, (url, since) in self._since.items() if now - since >= self.note_s]
+                late = [(i, url) for i, (url, since) in list(self._since.items()) if now - since >= self.note_s]
                 for ident, _url in late:
-                    del self._since[ident]
+                    self._since.pop(ident, None)
             for _ident, url in late[:1]:  # one line, however many wait on it
                 log.warning("waiting for the server at %s (silent for %g s; gives up after %g s)", url,
                             self.note_s, self.timeout)
@@ -781,7 +787,10 @@ class RemoteDecoder:
         policy.server_ends = self.model.server_budget == "llama-server" and policy.spec.confidence > 0
         state.exact = False  # a chat stream names no token ids: a continuation goes as text
         try:
-            yield from self._kept_stream(live, state, policy)
+            if _whole(live.request):
+                yield from self._kept_whole(live, state, policy)
+            else:
+                yield from self._kept_stream(live, state, policy)
         finally:
             policy.server_cap = policy.server_ends = False
             state.attempt += 1
@@ -842,6 +851,55 @@ class RemoteDecoder:
         finally:
             stream.close()
 
+    def _kept_whole(self, live: _Live, state: _State, policy: SequencePolicy) -> Iterator[EngineEvent]:
+        """No rule reads this item token by token and no one watches it come (see `_whole`): one chat request,
+        not streamed, parsed once. Verified as the stream is: the server's budget message ending the thinking
+        says it kept the cap; thinking longer than the cap without it is a server that ignored the field
+        (told once; the item starts again the usual way, nothing of it fed yet)."""
+        body = self._chat_body(live, policy)
+        body.update(stream=False, logprobs=True)  # the logprobs name each token: the parts are counted from them
+        found = list(self._request(body, live.home, "/chat/completions", _parse_whole, whole=True))
+        if not found:
+            raise ThinkError(f"the server at {live.home} sent no chat completion")
+        url, reply = found[-1]
+        state.replica, state.got_any = url, True
+        self.stats.tokens_generated += reply.tokens
+        self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + reply.tokens
+        if live.cancelled:
+            state.finish = live.cancelled
+            return
+        own, message = _split_message(reply.thinking, policy.forced.message)
+        if reply.answer and not reply.thinking:
+            self._fell_short(url, "does not return the thinking apart (reasoning_content)")
+            state.exact, state.restart = self.model.exact_tokens, True
+            return
+        spec = policy.spec
+        counted = _token_counts(reply.pieces, own, message, reply.answer)
+        if counted is None:  # a server that names no tokens: its tokenizer counts them
+            counted = len(self.model.tokenize(reply.thinking)), len(self.model.tokenize(reply.answer))
+        thought, answer_tokens = counted  # thought: every token of the thinking, the server's message too
+        own_tokens = spec.max_thinking if message else thought  # capped: the cap the server kept, as a stream counts
+        if not message and own_tokens > spec.max_thinking + 1:  # (+1: a blank that ends the thinking)
+            self._fell_short(url, "thinks on past the budget it was given")
+            state.exact, state.restart = self.model.exact_tokens, True
+            return
+        message_tokens = max(thought - own_tokens, 1)
+        state.pieces.append(own)
+        yield from _events(live.request.key, policy, policy.accept_run(own, own_tokens))
+        if message:
+            policy.awaiting = "cap"
+            yield from self._insert(live, state, policy.server_forced(message, message_tokens), restart=False)
+        elif reply.answer or reply.reason == "stop":  # the model closed its thinking itself
+            yield from self._feed(live, state, url, policy.parser.close_tag, None, None, None)
+        if reply.answer:
+            state.pieces.append(reply.answer)
+            yield from _events(live.request.key, policy, policy.accept_run(reply.answer, answer_tokens))
+            if policy.answer_tokens >= spec.max_answer:
+                state.finish = "length"
+        if state.finish is None and reply.reason == "stop":
+            yield from self._feed(live, state, url, "", None, "stop", None)
+        # otherwise ("length" short of the caps): the usual loop asks again for what the policy still allows
+
     def _insert(self, live: _Live, state: _State, step: Step, restart: bool = True) -> Iterator[EngineEvent]:
         """A policy step that put text in outside of `_feed` (the server's budget message, or ours after all)."""
         state.pieces.append(step.forced_text)
@@ -874,24 +932,28 @@ class RemoteDecoder:
         for url, chunk in self._request(body, replica, target, _parse_native if native else _parse_event):
             yield (url, *chunk)
 
-    def _request(self, body: Json, replica: str, target: str, parse: Callable[[str], T | None]
+    def _request(self, body: Json, replica: str, target: str, parse: Callable[[str], T | None], whole: bool = False
                  ) -> Generator[tuple[str, T], None, None]:
         """(replica, parsed chunk) per streamed line, from `replica` first (`target`: a path under its base
-        URL; /completion under its root). Connection errors, timeouts, 429 and 5xx are retried with
-        backoff, on the next replica when there are several; a stream that breaks after some text ends
-        here, and the caller continues from what it has."""
+        URL; /completion under its root); `whole`: one reply, not streamed, parsed at once. Connection
+        errors, timeouts, 429 and 5xx are retried with backoff, on the next replica when there are several;
+        a stream that breaks after some text ends here, and the caller continues from what it has."""
         import httpx
 
         timeouts = 0
+        # a whole reply is silent until it is done: its read timeout allows 10 tokens a second at the least
+        timeout = max(self.model.endpoint.timeout, _positive_int(body.get("max_tokens")) / 10) if whole else None
         for attempt in range(RETRIES + 1):
             self.stats.requests += 1
             url = replica if attempt == 0 else self._url()
             got_text = left = False
             ident = id(body) + attempt
-            self.model.waiting.start(ident, url)
+            if not whole:  # a whole reply is silent by design: no "waiting for the server" line
+                self.model.waiting.start(ident, url)
             try:
                 address = f"{_root(url)}{target}" if target == "/completion" else f"{url}{target}"
-                with self.model.client.stream("POST", address, json=body) as response:
+                with self.model.client.stream("POST", address, json=body,
+                                              timeout=timeout or httpx.USE_CLIENT_DEFAULT) as response:
                     if response.status_code in (401, 403):
                         raise ThinkError(f"the server at {url} refused the API key ({response.status_code})")
                     if response.status_code == 404:
@@ -901,7 +963,8 @@ class RemoteDecoder:
                     if response.status_code >= 400:
                         detail = response.read().decode("utf-8", "replace")[:200]
                         raise ThinkError(f"the server at {url} refused the request ({response.status_code}): {detail}")
-                    for line in response.iter_lines():
+                    lines = [response.read().decode("utf-8", "replace")] if whole else response.iter_lines()
+                    for line in lines:
                         self.model.waiting.heard(ident)
                         chunk = parse(line)
                         if chunk is not None:
@@ -1057,6 +1120,93 @@ def _parse_chat(line: str) -> ChatChunk | None:
                      ident if isinstance(ident, str) else None)
 
 
+@dataclass(frozen=True)
+class WholeChat:
+    """A chat completion read in one piece: its thinking (`reasoning_content` or `reasoning`), answer,
+    finish reason and generated token count."""
+
+    thinking: str
+    answer: str
+    reason: str | None
+    tokens: int
+    pieces: list[str] | None  # each generated token's text (from the logprobs), where the server names them
+
+
+def _parse_whole(text: str) -> WholeChat | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if choice is None:
+        return None
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+    thinking = next((value for key in ("reasoning_content", "reasoning")
+                     if isinstance(value := message.get(key), str) and value), "")
+    answer = message.get("content")
+    reason = choice.get("finish_reason")
+    usage = data.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    logprobs = choice.get("logprobs")
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+    named = [entry.get("token") for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+    pieces = [piece for piece in named if isinstance(piece, str)]
+    return WholeChat(thinking, answer if isinstance(answer, str) else "", reason if isinstance(reason, str) else None,
+                     tokens if isinstance(tokens, int) and tokens > 0 else 0,
+                     pieces if pieces and len(pieces) == len(named) else None)
+
+
+def _token_counts(pieces: list[str] | None, thinking: str, message: str, answer: str) -> tuple[int, int] | None:
+    """(tokens of the thinking — the server's budget message after it included — and of the answer) in a reply's
+    token texts, as a stream counts them: the thinking is every token up to its last character and the blanks
+    after it, the answer the tokens that hold it at the end (the close tag and an end token are neither).
+    None where the texts do not hold them (no pieces, characters split across tokens)."""
+    if not pieces:
+        return None
+    full = "".join(pieces)
+    ends = list(itertools.accumulate(map(len, pieces)))  # where each token's text ends in `full`
+    done = 0
+    for part in (thinking.strip(), message.strip()):
+        at = full.find(part, done)
+        if at < 0:
+            return None
+        if part:
+            done = at + len(part)
+    while done and done < len(full) and full[done].isspace():  # the blanks that end the thinking are its own
+        done += 1
+    thought = bisect.bisect_right(ends, done - 1) + 1 if done else 0
+    answer = answer.strip()
+    at = full.rfind(answer) if answer else len(full)
+    if at < done:
+        return None
+    said = bisect.bisect_right(ends, at + len(answer) - 1) - bisect.bisect_right(ends, at) + 1 if answer else 0
+    return thought, said
+
+
+def _whole(request: Request) -> bool:
+    """Whether a server-kept item may come in one piece: no one watches it come and no rule reads it token by
+    token (a confidence stop, the loop breaker, trials, the probe, or the scores of a vote or a trace)."""
+    spec = request.policy.spec
+    return not (request.streamed or request.score_tokens or request.policy.probing or spec.confidence
+                or spec.trial_confidence or spec.loop_tokens)
+
+
+def _split_message(thinking: str, message: str) -> tuple[str, str]:
+    """(the model's own thinking, the server's budget message at its end, or "" where there is none)."""
+    wanted = len(_squeeze(message))
+    if not wanted or not _squeeze(thinking).endswith(_squeeze(message)):
+        return thinking, ""
+    at, seen = len(thinking), 0
+    while seen < wanted:  # back over the message's visible characters, then the blanks before it
+        at -= 1
+        seen += not thinking[at].isspace()
+    while at > 0 and thinking[at - 1].isspace():
+        at -= 1
+    return thinking[:at], thinking[at:]
+
+
 def _squeeze(text: str) -> str:
     """Text compared without its whitespace (a server may trim or re-space the budget message)."""
     return "".join(text.split())
@@ -1065,6 +1215,8 @@ def _squeeze(text: str) -> str:
 def _text_of(chunk: object) -> str:
     if isinstance(chunk, ChatChunk):
         return chunk.text
+    if isinstance(chunk, WholeChat):
+        return chunk.thinking + chunk.answer
     return chunk[0] if isinstance(chunk, tuple) and chunk and isinstance(chunk[0], str) else ""
 
 

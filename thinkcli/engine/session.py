@@ -45,6 +45,7 @@ class Job:
     group: Hashable = None  # jobs of one prompt (Best-of-N samples) share a group
     stop: tuple[str, ...] = ()  # extra stop strings for the answer (the family's own always apply)
     raw: bool = False  # the last message is the model's text as it is (no chat template)
+    streamed: bool = True  # someone reads the text as it comes (Request.streamed)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class Engine:
         chat = (isinstance(loaded.model, RemoteModel) and not job.raw
                 and loaded.model.opens_thinking(loaded.family))
         return Request(job.key, prompt, policy, job.sampling, job.score_tokens, job.keep_cache, job.group, text,
-                       tuple(job.messages) if chat else None)
+                       tuple(job.messages) if chat else None, job.streamed)
 
     def forced(self, loaded: Loaded) -> ForcedText:
         """The texts a policy may insert for this model, tokenized once per model."""

@@ -402,7 +402,9 @@ def run_batch(runtime: Runtime, items: Iterable[Item], store: OutputStore, overr
         scheduler = WorkerPool(workers, WorkerOptions(parallel, most_samples(runtime, overrides), source,
                                                       runtime.engine.gpu_layers, log=runtime.log is not None))
     else:
-        scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides), source=source)
+        # records, not streams: no one reads a batch's text as it comes (a remote reply may come in one piece)
+        scheduler = Scheduler(runtime, parallel=parallel, max_samples=most_samples(runtime, overrides), source=source,
+                              streamed=False)
     last_progress = 0.0
     for event in scheduler.run(tasks()):
         while early:

@@ -62,7 +62,7 @@ def _work(index: int, inbox: multiprocessing.Queue, outbox: multiprocessing.Queu
     try:
         runtime = Runtime.create(gpu_layers=options.gpu_layers, log=options.log)
         scheduler = Scheduler(runtime, parallel=options.parallel, max_samples=options.max_samples,
-                              source=options.source)
+                              source=options.source, streamed=False)  # a batch's worker: records, not streams
         for event in scheduler.run(tasks()):
             if isinstance(event, (Outcome, Failed)):
                 outbox.put(event)

@@ -154,8 +154,10 @@ def _never_started(key: tuple[str, int]) -> SequenceDone:
 class Scheduler:
     """Runs tasks on the runtime's engine: `parallel` prompts in flight, Best-of-N inside them."""
 
-    def __init__(self, runtime: Runtime, parallel: int = 1, max_samples: int = 1, source: str = "ask"):
+    def __init__(self, runtime: Runtime, parallel: int = 1, max_samples: int = 1, source: str = "ask",
+                 streamed: bool = True):
         self.runtime = runtime
+        self.streamed = streamed  # False: no one reads the text as it comes (batch, eval): see Request.streamed
         self.source = source  # the front end, as the run log names it: ask, chat, batch, serve, eval …
         self.parallel = max(1, parallel)
         # Sequences decoded together (KV slots): `parallel`, or one prompt's samples if more. A
@@ -347,7 +349,7 @@ class _ModelRun:
                       replace(sampling, seed=sampling.seed + i),
                       keep_cache=task.keep_cache and state.n == 1,
                       score_tokens=plan.budget.needs_confidence or state.n > 1 or self.runtime.settings.token_probs,
-                      group=task.key, stop=task.stop, raw=task.raw)
+                      group=task.key, stop=task.stop, raw=task.raw, streamed=self.scheduler.streamed)
             yield self.runtime.engine.request(self.loaded, job, prompt=state.fitted.prompt_tokens,
                                               text=state.fitted.text)
 
