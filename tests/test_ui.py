@@ -96,7 +96,7 @@ def test_a_stream_says_its_plan_first_and_counts_tokens_as_it_goes(served):
     with httpx.stream("POST", f"{served.url}/chat/completions", json=body, timeout=60) as response:
         chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
     assert chunks[0]["think"] == {"tier": "light", "strategy": "single",
-                                  "budget": {"min_thinking": 0, "max_thinking": 256, "max_answer": 32, "samples": 1}}
+                                  "budget": {"min_thinking": 0, "max_thinking": 512, "max_answer": 32, "samples": 1}}
     counts = [c["think_progress"]["thinking_tokens"] for c in chunks if "think_progress" in c]
     assert counts == sorted(counts) and counts[-1] > 20
 
