@@ -257,14 +257,7 @@ class SequencePolicy:
         """`tokens` tokens of text at once, in the phase they belong to: a server's whole reply, read where
         no rule had to see it token by token (no confidence stop, loop breaker, trial, probe or scores).
         Counted and parsed as if streamed; the cap is the server's (its message comes by server_forced)."""
-        if self.parser.phase == THINKING:
-            self.thinking_tokens += tokens
-        else:
-            self.answer_tokens += tokens
-        self._recent.append(text)
-        chunks = self.parser.feed(text)
-        self._trace(chunks, None)
-        return Step(chunks=chunks, accepted=True)
+        return Step(chunks=self._take(text, tokens, None), accepted=True)
 
     def trial_verdict(self, confidence: float | None) -> Step | None:
         """What a fork's trial answer said (asked after a step with `trial`): sure enough, and a step that
@@ -304,15 +297,18 @@ class SequencePolicy:
 
     # -- helpers --------------------------------------------------------------------------
     def _accept(self, token: int, piece: str, counted: bool, prob: float | None = None) -> Step:
-        if counted:
-            if self.parser.phase == THINKING:
-                self.thinking_tokens += 1
-            else:
-                self.answer_tokens += 1
-        self._recent.append(piece)
-        chunks = self.parser.feed(piece)
+        return Step(tokens=[token], chunks=self._take(piece, int(counted), prob), accepted=True)
+
+    def _take(self, text: str, tokens: int, prob: float | None) -> list[Chunk]:
+        """`tokens` tokens of `text` counted in the phase they belong to, parsed and traced."""
+        if self.parser.phase == THINKING:
+            self.thinking_tokens += tokens
+        else:
+            self.answer_tokens += tokens
+        self._recent.append(text)
+        chunks = self.parser.feed(text)
         self._trace(chunks, prob)
-        return Step(tokens=[token], chunks=chunks, accepted=True)
+        return chunks
 
     def _trace(self, chunks: list[Chunk], prob: float | None, mark: str = "") -> None:
         for chunk in chunks:

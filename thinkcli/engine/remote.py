@@ -829,8 +829,7 @@ class RemoteDecoder:
                         self._reasoning_end(url, ident)
                 elif chunk.kind == "content":
                     if not thought:  # no thinking apart: the server does not split it (nothing was fed yet)
-                        self._fell_short(url, "does not stream the thinking apart (reasoning_content)")
-                        state.exact, state.restart = self.model.exact_tokens, True
+                        self._start_over(url, state, "does not stream the thinking apart (reasoning_content)")
                         return
                     if policy.parser.phase == THINKING:
                         if policy.awaiting == "confidence" and not held:
@@ -870,8 +869,7 @@ class RemoteDecoder:
             return
         own, message = _split_message(reply.thinking, policy.forced.message)
         if reply.answer and not reply.thinking:
-            self._fell_short(url, "does not return the thinking apart (reasoning_content)")
-            state.exact, state.restart = self.model.exact_tokens, True
+            self._start_over(url, state, "does not return the thinking apart (reasoning_content)")
             return
         spec = policy.spec
         counted = _token_counts(reply.pieces, own, message, reply.answer)
@@ -880,8 +878,7 @@ class RemoteDecoder:
         thought, answer_tokens = counted  # thought: every token of the thinking, the server's message too
         own_tokens = spec.max_thinking if message else thought  # capped: the cap the server kept, as a stream counts
         if not message and own_tokens > spec.max_thinking + 1:  # (+1: a blank that ends the thinking)
-            self._fell_short(url, "thinks on past the budget it was given")
-            state.exact, state.restart = self.model.exact_tokens, True
+            self._start_over(url, state, "thinks on past the budget it was given")
             return
         message_tokens = max(thought - own_tokens, 1)
         state.pieces.append(own)
@@ -916,6 +913,12 @@ class RemoteDecoder:
                 log.warning("%s refused reasoning_end (%d): the thinking goes on to its cap", url, response.status_code)
         except Exception as exc:  # the cap still holds: the item is right, only later
             log.warning("%s: reasoning_end failed (%s): the thinking goes on to its cap", url, type(exc).__name__)
+
+    def _start_over(self, url: str, state: _State, what: str) -> None:
+        """The server fell short before any of this item was fed: told once, and the item starts again the
+        usual way (the client keeps its budget)."""
+        self._fell_short(url, what)
+        state.exact, state.restart = self.model.exact_tokens, True
 
     def _fell_short(self, url: str, what: str) -> None:
         """A server that does not keep the budget after all: said once; this client keeps it from now on."""
