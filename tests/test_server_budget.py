@@ -115,12 +115,15 @@ def test_a_batch_with_no_per_token_rule_takes_whole_replies_that_read_as_the_str
 
     whole = batch("    tiers:\n      light: {loop_tokens: 0}\n")
     assert len(generations(proxied)) == 3 and streams() == [False] * 3
+    counted = proxied.paths.count("/tokenize")  # the forced texts, once: no prompt is asked for (bytes prove it fits)
     streamed = batch("")  # the loop breaker reads every token: streamed
     assert len(generations(proxied)) == 6 and streams() == [False] * 3 + [True] * 3
+    assert proxied.paths.count("/tokenize") - counted >= counted + 3  # a streamed item counts its prompt
     for a, b in zip(whole, streamed, strict=True):
         assert (a["answer"], a["thinking"], a["events"]) == (b["answer"], b["thinking"], b["events"])
         assert a["usage"]["thinking_tokens"] == b["usage"]["thinking_tokens"]
         assert a["usage"]["answer_tokens"] == b["usage"]["answer_tokens"]
+        assert a["usage"]["prompt_tokens"] == b["usage"]["prompt_tokens"] > 10  # the server's count, ours
     assert [r["usage"]["thinking_tokens"] for r in whole][1] == 120  # capped by the server, its message in
     assert whole[0]["events"] == [] and whole[0]["answer"] == "19"  # thought to its end by itself
 

@@ -367,11 +367,13 @@ def _fit(spans: list[Span], raw: str) -> tuple[Span, ...]:
     return tuple(fitted)
 
 
-def step_events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[EngineEvent]:
-    """The engine events of one policy step: its text, the probe's verdict, what was forced.
+def step_events(key: Hashable, policy: SequencePolicy, step: Step, text: bool = True) -> Iterator[EngineEvent]:
+    """The engine events of one policy step: its text (where someone reads it as it comes: `text`), the
+    probe's verdict, what was forced.
 
     One place for both decoders (local and remote), so a step reads the same wherever it ran."""
-    yield from chunk_events(key, policy, step.chunks)
+    if text:
+        yield from chunk_events(key, policy, step.chunks)
     if step.probe is not None:
         verdict = step.probe
         yield Probed(key, verdict.tokens, verdict.confidence, policy.spec.probe_confidence, verdict.kept)

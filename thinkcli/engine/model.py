@@ -170,6 +170,9 @@ class Model:
         add_bos = self.add_bos and not (bos_text and text.startswith(bos_text))
         return self.tokenize(text, add_bos=add_bos, special=True)
 
+    def prompt_bound(self, text: str) -> int | None:
+        return None  # tokenizing in process costs microseconds: count exactly
+
     def close(self) -> None:
         if getattr(self, "ptr", None):
             self._lib.llama_model_free(self.ptr)

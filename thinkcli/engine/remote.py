@@ -328,15 +328,28 @@ class RemoteModel:
     @property
     def takes_n(self) -> bool:
         """Whether the server honours `n` (llama-server and vLLM do; llama-cpp-python's ignores it)."""
-        return self._tokenizer in ("llama-server", "vllm")
+        return self._server_kind() in ("llama-server", "vllm")
 
     @property
     def exact_tokens(self) -> bool:
         """Whether prompt ids are the server's own (so they can be sent back as the prompt)."""
-        return self._tokenizer == "llama-server"
+        return self._server_kind() == "llama-server"
+
+    def _server_kind(self) -> str | None:
+        """Which tokenize endpoint answers (it tells the servers apart): found by the first prompt counted, or,
+        where `fit` counted none (bytes proved them short), by one word asked once."""
+        if self._tokenizer is None:
+            self.tokenize("1")
+        return self._tokenizer
 
     def prompt_tokens(self, text: str) -> list[int]:
         return self.tokenize(text, add_bos=not (self.bos_text and text.startswith(self.bos_text)))
+
+    def prompt_bound(self, text: str) -> int | None:
+        """Every token a tokenizer makes holds at least one byte of the text (byte fallback included), apart
+        from a BOS and a leading blank that SentencePiece may add: so a prompt that fits by this bound needs
+        no /tokenize request before it is sent."""
+        return len(text.encode("utf-8")) + 2
 
     def piece(self, token: int) -> bytes:
         return b""
@@ -439,6 +452,8 @@ class _Live:
     events: queue.Queue[Reported]  # the queue of the run() that started it (a later run never sees its events)
     home: str  # the replica it runs on (a continuation goes back there: its cache is there)
     cancelled: FinishReason | None = None
+    prompt: list[int] | None = None  # the prompt's ids once known (`fit` leaves them out where bytes prove it fits)
+    prompt_count: int = 0  # the prompt's tokens as the server counted them (a whole reply's usage)
 
 
 @dataclass
@@ -605,8 +620,10 @@ class RemoteDecoder:
         goes on alone from where it is (a server that ignored `n` streamed only sample 0: the others
         simply start alone)."""
         states = [_State(time.perf_counter(), self.model.exact_tokens) for _ in members]
+        ids = self._prompt(members[0])  # one prompt: asked once (where `fit` left it out)
         for live in members:
-            live.events.put(Started(live.request.key, len(live.request.prompt), 0))
+            live.prompt = live.prompt or ids
+            live.events.put(Started(live.request.key, len(ids), 0))
         try:
             body = self._body(members[0], states[0])
             body.update(n=len(members), logprobs=1)  # scores and, from llama-server, token ids
@@ -655,7 +672,7 @@ class RemoteDecoder:
         else:
             max_tokens = max(policy.spec.max_answer - policy.answer_tokens, 1)
         sampling = request.sampling
-        prompt: str | list[int] = ([*request.prompt, *state.tokens] if state.exact
+        prompt: str | list[int] = ([*self._prompt(live), *state.tokens] if state.exact
                                    else request.text + "".join(state.pieces))
         body: Json = {
             "model": self.model.endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
@@ -675,7 +692,7 @@ class RemoteDecoder:
               token_id: int | None) -> list[EngineEvent]:
         """One streamed chunk through the sequence's policy: its events; `state` learns whether the
         sequence finished or must be asked again with the text the policy inserted."""
-        request, policy, key = live.request, live.request.policy, live.request.key
+        request, policy = live.request, live.request.policy
         events: list[EngineEvent] = []
         steps = []
         if piece:
@@ -700,7 +717,7 @@ class RemoteDecoder:
             if step.accepted:
                 state.pieces.append(text)
             state.tokens.extend(step.tokens)  # the sampled token (if kept) and what the policy forced
-            events.extend(_events(key, policy, step))
+            events.extend(_events(request, step))
             if step.finish:
                 state.finish = step.finish
                 break
@@ -715,9 +732,12 @@ class RemoteDecoder:
         policy = request.policy
         key = request.key
         if state is None:
+            kept = self._server_keeps(request)
+            whole = kept and _whole(request)  # no one reads Started's count as it comes: the reply's usage has it
+            count = len(request.prompt) if whole else len(self._prompt(live))
             state = _State(time.perf_counter(), self.model.exact_tokens)
-            yield Started(key, len(request.prompt), 0)
-            if self._server_keeps(request):
+            yield Started(key, count, 0)
+            if kept:
                 yield from self._kept(live, state)
         while state.finish is None:
             if live.cancelled:
@@ -739,8 +759,11 @@ class RemoteDecoder:
             if state.finish is None and not state.restart and not state.got_any:
                 state.finish = "length"  # the server returned nothing more: do not ask forever
             state.attempt += 1
-        yield from chunk_events(key, policy, policy.parser.flush())
-        usage = Usage(len(request.prompt), 0, policy.thinking_tokens, policy.answer_tokens, policy.forced_tokens)
+        flushed = policy.parser.flush()
+        if request.streamed:
+            yield from chunk_events(key, policy, flushed)
+        prompt = live.prompt_count or len(self._prompt(live))
+        usage = Usage(prompt, 0, policy.thinking_tokens, policy.answer_tokens, policy.forced_tokens)
         finish = state.finish
         yield SequenceDone(key, finish, policy.parser.thinking, policy.parser.answer, usage, policy.trace_confidence,
                            state.first_token - state.started if state.first_token else None,
@@ -856,12 +879,15 @@ class RemoteDecoder:
         says it kept the cap; thinking longer than the cap without it is a server that ignored the field
         (told once; the item starts again the usual way, nothing of it fed yet)."""
         body = self._chat_body(live, policy)
-        body.update(stream=False, logprobs=True)  # the logprobs name each token: the parts are counted from them
+        # the logprobs name each token (the parts are counted from them); one alternative each, not twenty:
+        # llama-server sends 20 by default, and the reply is then 10 times the JSON to parse
+        body.update(stream=False, logprobs=True, top_logprobs=1)
         found = list(self._request(body, live.home, "/chat/completions", _parse_whole, whole=True))
         if not found:
             raise ThinkError(f"the server at {live.home} sent no chat completion")
         url, reply = found[-1]
         state.replica, state.got_any = url, True
+        live.prompt_count = reply.prompt_tokens
         self.stats.tokens_generated += reply.tokens
         self.stats.per_endpoint[url] = self.stats.per_endpoint.get(url, 0) + reply.tokens
         if live.cancelled:
@@ -882,7 +908,7 @@ class RemoteDecoder:
             return
         message_tokens = max(thought - own_tokens, 1)
         state.pieces.append(own)
-        yield from _events(live.request.key, policy, policy.accept_run(own, own_tokens))
+        yield from _events(live.request, policy.accept_run(own, own_tokens))
         if message:
             policy.awaiting = "cap"
             yield from self._insert(live, state, policy.server_forced(message, message_tokens), restart=False)
@@ -890,7 +916,7 @@ class RemoteDecoder:
             yield from self._feed(live, state, url, policy.parser.close_tag, None, None, None)
         if reply.answer:
             state.pieces.append(reply.answer)
-            yield from _events(live.request.key, policy, policy.accept_run(reply.answer, answer_tokens))
+            yield from _events(live.request, policy.accept_run(reply.answer, answer_tokens))
             if policy.answer_tokens >= spec.max_answer:
                 state.finish = "length"
         if state.finish is None and reply.reason == "stop":
@@ -901,7 +927,7 @@ class RemoteDecoder:
         """A policy step that put text in outside of `_feed` (the server's budget message, or ours after all)."""
         state.pieces.append(step.forced_text)
         state.restart = restart
-        yield from _events(live.request.key, live.request.policy, step)
+        yield from _events(live.request, step)
 
     def _reasoning_end(self, url: str, ident: str) -> None:
         """Tell llama-server to end this completion's thinking now (its budget message goes in)."""
@@ -916,9 +942,18 @@ class RemoteDecoder:
 
     def _start_over(self, url: str, state: _State, what: str) -> None:
         """The server fell short before any of this item was fed: told once, and the item starts again the
-        usual way (the client keeps its budget)."""
+        usual way (the client keeps its budget; as ids where the server takes them)."""
         self._fell_short(url, what)
         state.exact, state.restart = self.model.exact_tokens, True
+
+    def _prompt(self, live: _Live) -> list[int]:
+        """The prompt's ids: `fit` left them out where its bytes prove it fits (a server-kept reply sends the
+        conversation); a request that sends ids, or a count no server gave, asks for them here, once, on this
+        sequence's own thread."""
+        if live.prompt is None:
+            request = live.request
+            live.prompt = request.prompt or (self.model.prompt_tokens(request.text) if request.text else [])
+        return live.prompt
 
     def _fell_short(self, url: str, what: str) -> None:
         """A server that does not keep the budget after all: said once; this client keeps it from now on."""
@@ -1133,6 +1168,7 @@ class WholeChat:
     reason: str | None
     tokens: int
     pieces: list[str] | None  # each generated token's text (from the logprobs), where the server names them
+    prompt_tokens: int = 0  # as the server counted them (0: it did not say)
 
 
 def _parse_whole(text: str) -> WholeChat | None:
@@ -1152,13 +1188,15 @@ def _parse_whole(text: str) -> WholeChat | None:
     reason = choice.get("finish_reason")
     usage = data.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     logprobs = choice.get("logprobs")
     entries = logprobs.get("content") if isinstance(logprobs, dict) else None
     named = [entry.get("token") for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
     pieces = [piece for piece in named if isinstance(piece, str)]
     return WholeChat(thinking, answer if isinstance(answer, str) else "", reason if isinstance(reason, str) else None,
                      tokens if isinstance(tokens, int) and tokens > 0 else 0,
-                     pieces if pieces and len(pieces) == len(named) else None)
+                     pieces if pieces and len(pieces) == len(named) else None,
+                     prompt if isinstance(prompt, int) and prompt > 0 else 0)
 
 
 def _token_counts(pieces: list[str] | None, thinking: str, message: str, answer: str) -> tuple[int, int] | None:
@@ -1223,9 +1261,14 @@ def _text_of(chunk: object) -> str:
     return chunk[0] if isinstance(chunk, tuple) and chunk and isinstance(chunk[0], str) else ""
 
 
-def _events(key: Hashable, policy: SequencePolicy, step: Step) -> Iterator[EngineEvent]:
-    """A step's events, and a progress heartbeat every 8 tokens (as the local decoder sends)."""
-    yield from step_events(key, policy, step)
+def _events(request: Request, step: Step) -> Iterator[EngineEvent]:
+    """A step's events, and a progress heartbeat every 8 tokens (as the local decoder sends). Where no one
+    reads the text as it comes (batch, eval), neither: the finished sequence carries its text and counts, and
+    a token's events would only cross the queue to be dropped."""
+    key, policy = request.key, request.policy
+    yield from step_events(key, policy, step, text=request.streamed)
+    if not request.streamed:
+        return
     total = policy.thinking_total + policy.answer_tokens
     if total % 8 == 0 and step.accepted:
         yield Progress(key, policy.parser.phase, policy.thinking_total, policy.answer_tokens, policy.window_confidence)

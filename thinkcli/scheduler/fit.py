@@ -23,7 +23,7 @@ MIN_ANSWER = 16  # a prompt that leaves less than this for an answer is refused
 @dataclass(frozen=True)
 class Fitted:
     plan: Plan
-    prompt_tokens: list[int]
+    prompt_tokens: list[int]  # empty where a served model's prompt provably fits (its engine asks for ids if need be)
     dropped_messages: int
     notes: tuple[BudgetLowered, ...]
     text: str = ""  # the rendered prompt
@@ -51,6 +51,9 @@ def fit(runtime: Runtime, loaded: Loaded, task: Task) -> Fitted:
                                    f"tokens; {hint}")
     while True:
         rendered = runtime.engine.render(loaded, messages, budget.thinking, raw=task.raw)
+        bound = loaded.model.prompt_bound(rendered.text)
+        if bound is not None and bound + budget.max_thinking + budget.max_answer + margin <= room:
+            return Fitted(plan, [], dropped, total_note, rendered.text, tuple(messages))  # fits: no round trip
         tokens = loaded.model.prompt_tokens(rendered.text)
         full = len(tokens) + budget.max_thinking + budget.max_answer + margin
         if full <= room or not task.drop_history or len(messages) - first <= 1:
