@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from ..errors import ModelError, ThinkError
 from ..text import Json
@@ -218,6 +218,11 @@ class RemoteModel:
         self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=min(endpoint.timeout, 10.0)),
                                    headers=endpoint.headers())
         self.meta_timeout = httpx.Timeout(min(endpoint.timeout, META_TIMEOUT), connect=min(endpoint.timeout, 3.0))
+        from .wire import Wire, usable
+
+        # generation requests and their token streams over plain HTTP take the lean client (wire.py)
+        self.wire = (Wire(endpoint.headers(), endpoint.timeout, min(endpoint.timeout, 10.0))
+                     if all(usable(url) for url in endpoint.urls) else None)
         self._tokenizer: str | None = None
         self.waiting = _Waiting(endpoint.timeout)
         served: Json | None = None
@@ -282,7 +287,7 @@ class RemoteModel:
         if not text:
             return []
         root = _root(self.base)
-        attempts = {
+        attempts: dict[str, tuple[str, Json]] = {
             "llama-server": (f"{root}/tokenize", {"content": text, "add_special": add_bos, "parse_special": special}),
             "llama-cpp-python": (f"{root}/extras/tokenize", {"input": text}),
             "vllm": (f"{root}/tokenize", {"model": self.endpoint.model, "prompt": text, "add_special_tokens": add_bos}),
@@ -292,8 +297,8 @@ class RemoteModel:
                 break
             url, body = attempts[kind]
             try:
-                response = self.client.post(url, json=body, timeout=self.meta_timeout)
-                data = response.json() if response.status_code == 200 else None
+                status, data = self.call(url, body)
+                data = data if status == 200 else None
             except Exception:
                 data = None
             ids = _token_ids(data.get("tokens") if isinstance(data, dict) else None)
@@ -302,6 +307,29 @@ class RemoteModel:
                 return ids
         self._tokenizer = "estimate"
         return [0] * max(1, len(text) // 4)
+
+    def open(self, url: str, body: Json, timeout: float | None = None) -> Any:
+        """A POST whose reply is read as it comes (a context manager: `status_code`, `iter_lines`, `read`);
+        `timeout`: how long the server may stay silent, where not the endpoint's."""
+        if self.wire is not None:
+            return self.wire.post(url, body, timeout)
+        import httpx
+
+        return self.client.stream("POST", url, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+
+    def call(self, url: str, body: Json) -> tuple[int, Any]:
+        """(status, JSON reply or None) of a POST that a live server answers at once (tokenize, control)."""
+        if self.wire is not None:
+            with self.wire.post(url, body, self.meta_timeout.read) as reply:
+                raw = reply.read()
+                status = reply.status_code
+        else:
+            response = self.client.post(url, json=body, timeout=self.meta_timeout)
+            raw, status = response.content, response.status_code
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, None
 
     def opens_thinking(self, family: Family) -> bool:
         """Whether the server may render the conversation itself and keep the budget: it can keep one, it
@@ -359,6 +387,8 @@ class RemoteModel:
 
     def close(self) -> None:
         self.client.close()
+        if self.wire is not None:
+            self.wire.close()
 
 
 def _sampling_fields(sampling: Sampling) -> Json:
@@ -933,10 +963,9 @@ class RemoteDecoder:
         """Tell llama-server to end this completion's thinking now (its budget message goes in)."""
         try:
             self.stats.controls += 1
-            response = self.model.client.post(f"{url}/chat/completions/control", timeout=self.model.meta_timeout,
-                                              json={"id": ident, "action": "reasoning_end"})
-            if response.status_code >= 400:
-                log.warning("%s refused reasoning_end (%d): the thinking goes on to its cap", url, response.status_code)
+            status, _ = self.model.call(f"{url}/chat/completions/control", {"id": ident, "action": "reasoning_end"})
+            if status >= 400:
+                log.warning("%s refused reasoning_end (%d): the thinking goes on to its cap", url, status)
         except Exception as exc:  # the cap still holds: the item is right, only later
             log.warning("%s: reasoning_end failed (%s): the thinking goes on to its cap", url, type(exc).__name__)
 
@@ -990,8 +1019,7 @@ class RemoteDecoder:
                 self.model.waiting.start(ident, url)
             try:
                 address = f"{_root(url)}{target}" if target == "/completion" else f"{url}{target}"
-                with self.model.client.stream("POST", address, json=body,
-                                              timeout=timeout or httpx.USE_CLIENT_DEFAULT) as response:
+                with self.model.open(address, body, timeout) as response:
                     if response.status_code in (401, 403):
                         raise ThinkError(f"the server at {url} refused the API key ({response.status_code})")
                     if response.status_code == 404:
