@@ -109,6 +109,26 @@ def test_a_trace_that_repeats_its_shape_is_not_a_loop_and_the_breaker_can_be_tur
     assert all(off.decide(1, "again ").event is None for _ in range(299))
 
 
+def test_a_sequence_whose_trials_never_come_near_sure_gives_up_past_half_its_cap():
+    p = policy(max_thinking=40, give_up=0.5)  # no trial stop: trials run for the floor alone
+    assert p.decide(1, "a\n", 0.9).trial
+    assert p.trial_verdict(0.99) is None  # sure, but trial_confidence is off: only the floor acts
+    fresh = policy(max_thinking=40, give_up=0.5)
+    for _ in range(19):
+        fresh.decide(1, "a\n", 0.9)
+    assert fresh.trial_verdict(0.2) is None  # 19 of 40: too early to give up
+    fresh.decide(1, "a\n", 0.9)
+    step = fresh.trial_verdict(0.3)  # half the cap, and no trial ever reached 0.5: the cap's graceful end
+    assert step is not None and step.tokens == [70, 50, 51, 60]
+    assert step.event == ForcedEvent("budget_forced", 20, 4, "give_up") and fresh.parser.phase == ANSWER
+    climbing = policy(max_thinking=40, give_up=0.5)
+    climbing.decide(1, "a\n", 0.9)
+    assert climbing.trial_verdict(0.6) is None  # once near sure: the model is closing in, never given up
+    for _ in range(30):
+        climbing.decide(1, "a\n", 0.9)
+    assert climbing.trial_verdict(0.1) is None and climbing.parser.phase != ANSWER
+
+
 def test_a_line_end_asks_for_a_trial_and_a_sure_one_closes_the_thinking():
     p = policy(max_thinking=50, trial_confidence=0.9)
     assert not p.decide(1, "a", 0.9).trial  # mid-line: no trial

@@ -186,9 +186,9 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, registry.families)
         question = [{"role": "user", "content": "What is 4721 + 389?"}]
 
-        def run(trial: float) -> tuple[SequenceDone, dict]:
-            job = Job("t", question, BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=trial),
-                      Sampling(temperature=0.0))
+        def run(trial: float, give_up: float = 0.0, cap: int = 256) -> tuple[SequenceDone, dict]:
+            job = Job("t", question, BudgetSpec(max_thinking=cap, max_answer=16, trial_confidence=trial,
+                                                give_up=give_up), Sampling(temperature=0.0))
             events = list(engine.generate(loaded, [job]))  # run to its end: the decoder's own cleanup
             done = next(e for e in events if isinstance(e, SequenceDone))
             return done, dict(vars(engine._decoders[str(loaded.model.path)].stats))
@@ -202,5 +202,10 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         never, stats = run(0.999999)
         assert never.thinking == plain.thinking and never.answer == plain.answer  # forks change nothing
         assert stats["trials"] > 1 and stats["trials_taken"] == 1  # the counter is per decoder: still one
+        # a floor no trial reaches: at the first line end past half the cap (32 of 64), the cap's own end
+        given_up, _ = run(0.0, give_up=0.999999, cap=64)
+        assert [e.reason for e in given_up.events] == ["give_up"] and 32 <= given_up.usage.thinking_tokens < 64
+        assert "Considering the limited time" in given_up.thinking and given_up.answer
+        assert [m.mark for m in given_up.trace.thinking if m.mark] == ["give_up"]
     finally:
         engine.close()

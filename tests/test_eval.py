@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -415,6 +416,13 @@ def test_trial_calibration_is_weighed_alike_and_written_to_every_tier_that_think
     tiers = calibration.tiers_override(load_registry())
     assert tiers["light"]["trial_confidence"] == tiers["standard"]["trial_confidence"] == 0.99
     assert "trial_confidence" not in tiers["instant"]  # a tier that does not think has no trials
+    [floor] = parse_policies("giveup0.3@256", Overrides(), "m")  # the tier's own trials, and the floor
+    assert (floor.overrides.give_up, floor.overrides.trial, floor.overrides.max_thinking) == (0.3, None, 256)
+    records["giveup0.3@256"] = {i.id: _record("0" if int(i.id) < 2 else "1", 40) for i in items}
+    give_up = calibrate_stop("giveup", items, records, [*policies, floor], tolerance=0.08)
+    assert give_up is not None and give_up.threshold == 0.3 and give_up.losses == 2  # 2 lost: bound 5.2 %
+    tiers = replace(calibration, give_up=give_up).tiers_override(load_registry())
+    assert tiers["light"]["give_up"] == 0.3 and "give_up" not in tiers["instant"]
 
 
 def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(think, think_home, tmp_path):
@@ -433,3 +441,6 @@ def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(th
     assert trial["rule"] == "trial" and trial["cap"] == 256 and len(trial["weighed"]) == 2 and trial["threshold"] == 0.0
     assert all(bound > 0.02 for _, _, bound, _ in trial["weighed"])
     assert "trial answers off (0)" in r.stdout and "trial_confidence: 0.0" in r.stdout
+    give_up = calibration["give_up"]  # beside the tier's trials (0.999): weighed with the same bound
+    assert give_up["rule"] == "giveup" and [t for t, *_ in give_up["weighed"]] == [0.2, 0.5]
+    assert "give-up floor" in r.stdout

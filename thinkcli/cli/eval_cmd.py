@@ -29,7 +29,7 @@ def eval_command(
                                                                  "or builtin[:LEVEL] for the bundled set.")],
     policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
                                                          "a thinking cap (0, 256 …), voteN, voteN@CAP, confT@CAP, "
-                                                         "trialT@CAP, auto without parts (auto-noprobe, -noconf, "
+                                                         "trialT@CAP, giveupF@CAP, auto without parts (auto-noprobe, -noconf, "
                                                          "-noloop, -notrial: auto-noconf-noloop). "
                                                          "[default: auto,0,256,1024]")] = None,
     model: ModelOpt = None,
@@ -156,7 +156,8 @@ def _calibration(items: list[EvalItem], policies: list[Policy], scores: list[Pol
     records = {p.name: read_records(policy_file(directory, p)) for p in policies}
     return replace(calibrate(scores, model_name, tolerance), probe=calibrate_probe(items, records, tolerance),
                    confidence=calibrate_stop("conf", items, records, policies, tolerance),
-                   trial=calibrate_stop("trial", items, records, policies, tolerance))
+                   trial=calibrate_stop("trial", items, records, policies, tolerance),
+                   give_up=calibrate_stop("giveup", items, records, policies, tolerance))
 
 
 def _points(scores: list[PolicyScore]) -> list[Point]:
@@ -255,7 +256,8 @@ def _print_calibration(calibration: Calibration, registry: Registry) -> None:
                      f"{probe.thinking_tokens_never_kept} tokens")
         entry["probe"] = {"confidence": probe.threshold}
     for stop, name, label in ((calibration.confidence, "stop", "confidence stop"),
-                              (calibration.trial, "trial", "trial answers")):
+                              (calibration.trial, "trial", "trial answers"),
+                              (calibration.give_up, "give_up", "give-up floor")):
         if stop is None:
             continue
         tried = "; ".join(f"{t}: {n} lost, bound {b:.1%}, thinking {m:.0f}" for t, n, b, m in stop.weighed)

@@ -30,6 +30,7 @@ from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 
 SENTENCE_ENDS = (".", "!", "?", "\n")
 LOOP_TOKENS = 64  # a repeated run this long (and at least two periods) is a loop
+GIVE_UP_AFTER = 0.5  # of the cap: before this, a trial that is not yet sure is only a trace in progress
 LOOP_GRAM = 12  # tokens compared at once: a step pattern (digits, letters that change) never repeats this long
 
 
@@ -90,6 +91,11 @@ class BudgetSpec:
     # thinking there (reason "trial"); 0 = off.
     trial_confidence: float = 0.0
     trial_tokens: int = 8
+    # Give up (the lower threshold of Conformal Thinking, arXiv 2602.03814): once GIVE_UP_AFTER of the cap
+    # is thought, a sequence whose trial answers never reached this confidence ends its thinking as the cap
+    # does, message and all (reason "give_up"): a prompt the model is not closing in on stops burning the
+    # budget. Trials run for it even where trial_confidence is 0; 0 = off.
+    give_up: float = 0.0
 
     @property
     def needs_confidence(self) -> bool:
@@ -156,6 +162,7 @@ class SequencePolicy:
         # `awaiting` is why its budget message is due (the cap was reached, or the end was asked for).
         self.server_cap = False
         self.server_ends = False
+        self.best_trial = 0.0  # the surest trial answer so far (give_up)
         self.awaiting: ForcedReason | None = None
 
     @property
@@ -226,7 +233,7 @@ class SequencePolicy:
             return self._force(self.forced.budget, step, "cap", "budget_forced")
         if self._loops is not None and self._loops.add(piece) and self.thinking_total >= spec.min_thinking:
             return self._force(self.forced.budget, step, "loop", "budget_forced")
-        if spec.trial_confidence and piece.endswith("\n") and self.thinking_total >= spec.min_thinking:
+        if (spec.trial_confidence or spec.give_up) and piece.endswith("\n") and self.thinking_total >= spec.min_thinking:
             step.trial = True
         window = self.window_confidence
         if window is not None and self.thinking_total >= spec.min_thinking:
@@ -261,10 +268,17 @@ class SequencePolicy:
 
     def trial_verdict(self, confidence: float | None) -> Step | None:
         """What a fork's trial answer said (asked after a step with `trial`): sure enough, and a step that
-        closes the thinking (no budget message: the model had what it needed); else None, it goes on."""
-        if self.parser.phase != THINKING or confidence is None or confidence < self.spec.trial_confidence:
+        closes the thinking (no budget message: the model had what it needed); or, past GIVE_UP_AFTER of the
+        cap with no trial ever near sure (`give_up`), a step that ends it as the cap would; else None."""
+        if self.parser.phase != THINKING or confidence is None:
             return None
-        return self._force(self.forced.close, Step(), "trial", "budget_forced")
+        self.best_trial = max(self.best_trial, confidence)
+        spec = self.spec
+        if spec.trial_confidence and confidence >= spec.trial_confidence:
+            return self._force(self.forced.close, Step(), "trial", "budget_forced")
+        if spec.give_up and self.best_trial < spec.give_up and self.thinking_total >= GIVE_UP_AFTER * spec.max_thinking:
+            return self._force(self.forced.budget, Step(), "give_up", "budget_forced")
+        return None
 
     def server_forced(self, text: str, tokens: int) -> Step:
         """The server ended the thinking, as asked: its message `text` (`tokens` long; empty where the server

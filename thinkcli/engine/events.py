@@ -12,7 +12,7 @@ from typing import Literal, Union
 
 FinishReason = Literal["stop", "length", "stopped_early", "dropped", "context", "cancelled", "escalated"]
 ForcedKind = Literal["budget_forced", "extended"]
-ForcedReason = Literal["cap", "confidence", "eos", "wait", "loop", "trial"]
+ForcedReason = Literal["cap", "confidence", "eos", "wait", "loop", "trial", "give_up"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..engine.events import Span, TokenTrace
 
 PROB_STEPS = 240  # a probability kept to 1/240: finer than any shading shows
 UNMEASURED = 241  # sampled, but its probability was not computed
-MARKS = ("scaffold", "cap", "confidence", "eos", "wait", "loop", "trial")  # codes 242.. (append only)
+MARKS = ("scaffold", "cap", "confidence", "eos", "wait", "loop", "trial", "give_up")  # codes 242.. (append only)
 MAX_CHARS = 255  # a longer span is kept as several
 
 
@@ -98,4 +98,5 @@ MARK_LABELS = {
     "wait": "too early: \"Wait\" inserted",
     "loop": "loop broken: thinking closed",
     "trial": "a trial answer was sure: thinking closed",
+    "give_up": "no trial answer came near sure by half the cap: given up",
 }

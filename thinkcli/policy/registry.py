@@ -51,6 +51,8 @@ class Tier:
     # this sure ends the thinking (0: off). Local models only.
     trial_confidence: float = 0.0
     trial_tokens: int = 8
+    # Give up: past half the cap with no trial answer this sure, thinking ends as at the cap (0: off)
+    give_up: float = 0.0
     model: str | None = None
 
 
@@ -372,6 +374,7 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
         loop_tokens=c.integer("loop_tokens", LOOP_TOKENS, maximum=1 << 20),
         trial_confidence=c.number("trial_confidence", 0.0, 0.0, 1.0),
         trial_tokens=c.integer("trial_tokens", 8, minimum=1, maximum=64),
+        give_up=c.number("give_up", 0.0, 0.0, 1.0),
         model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:

@@ -36,7 +36,7 @@ from .sets import EvalItem
 
 DEFAULT_POLICIES = "auto,0,256,1024"
 CALIBRATION_CAPS = ("auto,auto-noprobe,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256,"
-                    "trial0.9@256,trial0.99@256")
+                    "trial0.9@256,trial0.99@256,giveup0.2@256,giveup0.5@256")
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ class Policy:
 
 
 POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
-                            r"|auto(?P<without>(?:-no(?:probe|conf|loop|trial))+)|(?P<rule>conf|trial)(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
+                            r"|auto(?P<without>(?:-no(?:probe|conf|loop|trial))+)|(?P<rule>conf|trial|giveup)(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
 # What each part of `auto` saves: a fixed cap, then the tiers alone, then each part added in turn.
 ABLATION = ("512,auto-noprobe-noconf-noloop-notrial,auto-noconf-noloop-notrial,auto-noloop-notrial,auto-notrial,"
             "auto")
@@ -74,7 +74,7 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
         if match is None:
             raise UsageError(f"unknown policy '{raw}' (use auto, a tier name, a thinking cap like 256, "
                              f"voteN / voteN@CAP, auto without parts: auto-noprobe, -noconf, -noloop, or a confidence stop "
-                             f"or trial answers under a cap: conf0.9@256, trial0.9@256)")
+                             f"or trial answers or a give-up floor under a cap: conf0.9@256, trial0.9@256, giveup0.3@256)")
         if match["cap"] is not None:
             cap = int(match["cap"])
             # a point of the curve: the cap alone (no early stop of any kind: no confidence stop, no trials)
@@ -89,14 +89,15 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             overrides = replace(own, tier="deep", strategy="vote", samples=samples, max_thinking=vote_cap,
                                 min_thinking=0 if vote_cap is not None else None)
             policy = Policy(raw, overrides, vote_cap)
-        elif match["conf"] is not None:  # a cap, and a confidence stop or trial answers under it
-            threshold, conf_cap = float(match["conf"]), int(match["ccap"])
+        elif match["conf"] is not None:  # a cap, and a confidence stop, trial answers or a give-up floor under it
+            threshold, conf_cap, rule = float(match["conf"]), int(match["ccap"]), match["rule"]
             if not 0 < threshold < 1:
                 raise UsageError(f"policy '{raw}': the confidence threshold must be between 0 and 1")
-            trial = match["rule"] == "trial"
+            # a give-up floor runs beside the tier's own trial answers (the policy it would join)
             overrides = replace(own, tier="standard", max_thinking=conf_cap, min_thinking=0, strategy="single",
-                                samples=None, confidence=0.0 if trial else threshold, trial=threshold if trial else 0.0,
-                                probe=False, no_think=False)
+                                samples=None, confidence=threshold if rule == "conf" else 0.0,
+                                trial={"trial": threshold, "conf": 0.0}.get(rule), give_up=threshold if rule == "giveup"
+                                else 0.0, probe=False, no_think=False)
             policy = Policy(raw, overrides)
         elif match["without"] is not None:  # the tiers without some of their parts (an ablation)
             parts = set(match["without"].split("-no")[1:])
@@ -323,12 +324,13 @@ class ProbeCalibration:
     thinking_tokens_never_kept: int  # spent if the probe never kept an answer
 
 
-StopRule = Literal["conf", "trial"]
+StopRule = Literal["conf", "trial", "giveup"]
 
 
 @dataclass(frozen=True)
 class StopCalibration:
-    """A threshold that ends thinking early — the confidence stop's (`conf`) or trial answers' (`trial`) —
+    """A threshold that ends thinking early — the confidence stop's (`conf`), trial answers' (`trial`) or the
+    give-up floor's (`giveup`, beside the tier's trial answers) —
     chosen with a risk bound: of the calibration items the cap alone answers right, the share the rule
     loses must stay within the tolerance with 90 % confidence (a Clopper-Pearson upper bound on the loss,
     not the loss seen), and among those it thinks least. 0.0: no threshold weighed passes, so the rule is
@@ -368,7 +370,8 @@ def calibrate_stop(rule: StopRule, items: list[EvalItem], records: dict[str, dic
                    policies: list[Policy], tolerance: float) -> StopCalibration | None:
     """None unless some `{rule}T@CAP` policies ran beside the fixed cap CAP (each gives one threshold)."""
     def threshold_of(policy: Policy) -> float:
-        return (policy.overrides.confidence if rule == "conf" else policy.overrides.trial) or 0.0
+        overrides = policy.overrides
+        return {"conf": overrides.confidence, "trial": overrides.trial, "giveup": overrides.give_up}[rule] or 0.0
 
     by_cap: dict[int, list[Policy]] = {}
     for policy in policies:
@@ -416,6 +419,7 @@ class Calibration:
     skipped: tuple[str, ...] = ()  # tiers no cap got any item right: left as they are
     confidence: StopCalibration | None = None  # the confidence stop (written to the standard tier)
     trial: StopCalibration | None = None  # trial answers (written to every tier that thinks)
+    give_up: StopCalibration | None = None  # the give-up floor (likewise)
 
     def tiers_override(self, registry: Registry) -> dict[str, dict[str, int | float]]:
         """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
@@ -428,10 +432,12 @@ class Calibration:
             override[tier] = fields
         if self.confidence is not None:
             override.setdefault("standard", {})["confidence"] = self.confidence.threshold
-        if self.trial is not None:
+        for stop, field_name in ((self.trial, "trial_confidence"), (self.give_up, "give_up")):
+            if stop is None:
+                continue
             for tier, fields in override.items():
                 if fields.get("max_thinking", current[tier].max_thinking):
-                    fields["trial_confidence"] = self.trial.threshold
+                    fields[field_name] = stop.threshold
         return override
 
 
