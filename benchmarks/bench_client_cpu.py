@@ -2,7 +2,8 @@
 
 The shipped tiny reasoner on llama-server (-np 16, a template that opens the thinking block), 64 sums
 through the one scheduler at --parallel 16 as `think batch` runs them (no one reads the text as it
-comes), four ways: capped items whose budget the server keeps and that no per-token rule reads (the
+comes), capped at 112 thinking tokens (items of about 120 tokens, the issue's 64 x 128; the confidence
+stop's items run under a cap of 256), four ways: capped items whose budget the server keeps and that no per-token rule reads (the
 loop breaker off: one chat request each, not streamed, parsed once); the same with the loop breaker on
 (a per-token rule: streamed); capped items whose budget think keeps (two raw /completion requests); and
 items that stop on confidence (a per-token rule on the client). Prints the client's CPU (this
