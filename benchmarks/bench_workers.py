@@ -6,7 +6,9 @@ rounds each, alternated. On a 2-core machine the server needs those cores too, s
 a second client process costs or buys *here*; with the server on other hardware, the client's core is
 the limit a second worker lifts (see bench_client_cpu.py for the per-token cost). So a second section
 runs the same against a server that costs nothing: a stub that streams a ready-made 64-token reply to
-every request, where the client is all there is to measure.
+every request, where the client is all there is to measure — 2,048 items, so that what a run costs per
+item outweighs what it costs to start (a worker is a spawned process: its imports and the model's
+metadata, about a second).
 Run: .venv/bin/python benchmarks/bench_workers.py [--items 128] [--rounds 2]
 """
 
@@ -100,16 +102,16 @@ def main() -> None:
             f"models:\n  client:\n    url: {url}\n    model: tiny-reasoner\n    family: qwen3\n"
             f"  stub:\n    url: {stub}\n    model: stub\n    family: qwen3\n")
         many = home / "many.txt"
-        many.write_text("".join(f"Question {i}: what is the answer?\n" for i in range(args.items * 4)))
+        stubbed = args.items * 16
+        many.write_text("".join(f"Question {i}: what is the answer?\n" for i in range(stubbed)))
         batch(home, many, 1, 16, "stub")  # warm
         one, two = [], []
         for _ in range(args.rounds):
             one.append(batch(home, many, 1, 16, "stub"))
             two.append(batch(home, many, 2, 8, "stub"))
-            print(f"round: --workers 1 {len(one) and args.items * 4 / one[-1]:.1f} items/s | --workers 2 "
-                  f"{args.items * 4 / two[-1]:.1f} items/s")
+            print(f"round: --workers 1 {stubbed / one[-1]:.1f} items/s | --workers 2 {stubbed / two[-1]:.1f} items/s")
         ratios = [a / b for a, b in zip(one, two, strict=True)]
-        print(f"[a server that costs nothing: {args.items * 4} items, 64 tokens each] --workers 2 / --workers 1 = "
+        print(f"[a server that costs nothing: {stubbed} items, 64 tokens each] --workers 2 / --workers 1 = "
               + ", ".join(f"{r:.2f}" for r in ratios) + f", median {statistics.median(ratios):.2f}")
     finally:
         proc.terminate()

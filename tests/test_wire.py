@@ -107,6 +107,18 @@ def test_a_whole_reply_and_a_stream_of_lines_share_one_kept_alive_socket(wire):
     server.close()
 
 
+def test_a_big_chunk_arrives_whole_in_pieces_and_the_socket_is_kept(wire):
+    text = b"".join(b"line %06d\n" % i for i in range(40_000))  # 480 KB in one chunk, then a small one
+    server = Scripted(chunked(text, b"tail\n"), fixed(b"{}"))
+    with wire.post(f"{server.url}/v1/chat/completions", {}) as reply:
+        lines = list(reply.iter_lines())
+    assert len(lines) == 40_001 and lines[0] == "line 000000" and lines[-2:] == ["line 039999", "tail"]
+    with wire.post(f"{server.url}/x", {}) as reply:
+        assert reply.read() == b"{}"
+    assert server.connections == 1
+    server.close()
+
+
 def test_a_reply_left_halfway_closes_its_socket_and_the_next_request_opens_one(wire):
     gate = threading.Event()
     server = Scripted(chunked(b"data: 1\n", b"data: 2\n", gate=gate), fixed(b"{}"))

@@ -203,26 +203,49 @@ class Reply:
         self._finish()
 
     def _chunks(self) -> Iterator[bytes]:
+        """A chunked body: every chunk the buffer holds whole is taken at once and yielded together (a
+        streamed token is one chunk; after a read, all that came is one piece, not one generator step
+        each); a chunk bigger than what came yields as it arrives."""
+        buffer, at = self._buffer, 0
+        self._buffer = b""
         while True:
-            line = self._line()
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
+            taken: list[bytes] = []
+            while True:
+                end = buffer.find(b"\r\n", at)
+                if end < 0:
+                    break
+                size_text = buffer[at:end].split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    self._drop()
+                    raise httpx.RemoteProtocolError(f"a bad chunk size: {size_text[:20]!r}") from None
+                if size == 0:
+                    if taken:
+                        yield b"".join(taken)
+                    self._buffer = buffer[end + 2:]
+                    while self._line():  # trailers, up to the blank line
+                        pass
+                    return
+                start, stop = end + 2, end + 2 + size
+                if len(buffer) < stop + 2:
+                    if start + _READ < len(buffer) < stop:  # a big chunk: hand on what came, keep the framing
+                        taken.append(buffer[start:])
+                        buffer, at = b"%x\r\n" % (stop - len(buffer)), 0
+                        buffer += self._recv()
+                        continue
+                    break
+                if buffer[stop:stop + 2] != b"\r\n":
+                    self._drop()
+                    raise httpx.RemoteProtocolError("a chunk that does not end where its size says")
+                taken.append(buffer[start:stop])
+                at = stop + 2
+            if taken:
+                yield b"".join(taken)
+            if len(buffer) - at > _MAX_HEAD and buffer.find(b"\r\n", at) < 0:
                 self._drop()
-                raise httpx.RemoteProtocolError(f"a bad chunk size: {size_text[:20]!r}") from None
-            if size == 0:
-                while self._line():  # trailers, up to the blank line
-                    pass
-                return
-            left = size
-            while left > 0:
-                data = self._take_some(left)
-                left -= len(data)
-                yield data
-            if self._line():
-                self._drop()
-                raise httpx.RemoteProtocolError("a chunk that does not end where its size says")
+                raise httpx.RemoteProtocolError("a framing line without an end")
+            buffer, at = buffer[at:] + self._recv(), 0
 
     def _take_some(self, most: int) -> bytes:
         """Up to `most` bytes of what has come (waiting for some when nothing has)."""
