@@ -420,7 +420,12 @@ def test_trial_calibration_is_weighed_alike_and_written_to_every_tier_that_think
     assert (floor.overrides.give_up, floor.overrides.trial, floor.overrides.max_thinking) == (0.3, None, 256)
     records["giveup0.3@256"] = {i.id: _record("0" if int(i.id) < 2 else "1", 40) for i in items}
     give_up = calibrate_stop("giveup", items, records, [*policies, floor], tolerance=0.08)
+    assert give_up is not None and give_up.threshold == 0.0 and give_up.fired == 0  # it ended no trace: off
+    for i in items[:10]:
+        records["giveup0.3@256"][i.id]["events"] = [{"type": "budget_forced", "reason": "give_up"}]
+    give_up = calibrate_stop("giveup", items, records, [*policies, floor], tolerance=0.08)
     assert give_up is not None and give_up.threshold == 0.3 and give_up.losses == 2  # 2 lost: bound 5.2 %
+    assert give_up.fired == 10
     tiers = replace(calibration, give_up=give_up).tiers_override(load_registry())
     assert tiers["light"]["give_up"] == 0.3 and "give_up" not in tiers["instant"]
 
@@ -443,4 +448,5 @@ def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(th
     assert "trial answers off (0)" in r.stdout and "trial_confidence: 0.0" in r.stdout
     give_up = calibration["give_up"]  # beside the tier's trials (0.999): weighed with the same bound
     assert give_up["rule"] == "giveup" and [t for t, *_ in give_up["weighed"]] == [0.2, 0.5]
+    assert give_up["threshold"] in (0.0, 0.2)  # on a tie in thinking the gentler floor
     assert "give-up floor" in r.stdout

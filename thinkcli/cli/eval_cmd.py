@@ -264,6 +264,7 @@ def _print_calibration(calibration: Calibration, registry: Registry) -> None:
         verdict = (f"{label} at {stop.threshold} under cap {stop.cap}: thinking {stop.thinking_mean:.0f} vs "
                    f"{stop.cap_thinking_mean:.0f} tokens, {stop.losses} of {stop.items} lost (90 % bound "
                    f"{stop.loss_bound:.1%})" if stop.threshold else
+                   f"{label} off (0): it never ended a trace here, so it would save nothing" if stop.fired == 0 else
                    f"{label} off (0): no threshold keeps the loss within {calibration.tolerance:.0%} "
                    "with 90 % confidence")
         lines.append(f"  {name:<8} {verdict} — weighed {tried}")

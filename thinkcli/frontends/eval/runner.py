@@ -345,6 +345,7 @@ class StopCalibration:
     thinking_mean: float  # at this threshold (the cap's own where 0.0)
     cap_thinking_mean: float
     weighed: tuple[tuple[float, int, float, float], ...] = ()  # (threshold, losses, bound, thinking mean)
+    fired: int = -1  # a give-up floor: items it ended at the chosen floor (0: it never fired, so it stays off)
 
 
 def loss_bound(losses: int, items: int, delta: float = 0.1) -> float:
@@ -398,12 +399,21 @@ def calibrate_stop(rule: StopRule, items: list[EvalItem], records: dict[str, dic
         mean = sum(spent_thinking_tokens(run[i.id]) if run.get(i.id) else cap for i in scored) / len(scored)
         weighed.append((threshold_of(policy), losses, loss_bound(losses, len(scored)), mean))
     passing = [w for w in weighed if w[2] <= tolerance + 1e-12]
-    if passing:
-        threshold, losses, bound, mean = min(passing, key=lambda w: (w[3], -w[0]))
+    fired = -1
+    if passing:  # the least thinking; on a tie the gentlest: a stop's highest threshold, a give-up's lowest floor
+        gentle = 1 if rule == "giveup" else -1
+        threshold, losses, bound, mean = min(passing, key=lambda w: (w[3], gentle * w[0]))
+        if rule == "giveup":  # a floor that never ended a trace saves nothing: it stays off
+            run = records[next(p.name for p in chosen if threshold_of(p) == threshold)]
+            fired = sum(any(e.get("reason") == "give_up" for e in (run.get(i.id) or {}).get("events") or [])
+                        for i in scored)
+            if not fired:
+                threshold, losses, bound, mean = 0.0, 0, 0.0, cap_mean
     else:
         threshold, losses, bound, mean = 0.0, 0, 0.0, cap_mean
     return StopCalibration(rule, threshold, cap, len(scored), losses, round(bound, 4), round(mean, 1),
-                           round(cap_mean, 1), tuple((t, n, round(b, 4), round(m, 1)) for t, n, b, m in weighed))
+                           round(cap_mean, 1), tuple((t, n, round(b, 4), round(m, 1)) for t, n, b, m in weighed),
+                           fired)
 
 
 @dataclass(frozen=True)
