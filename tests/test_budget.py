@@ -109,6 +109,23 @@ def test_a_trace_that_repeats_its_shape_is_not_a_loop_and_the_breaker_can_be_tur
     assert all(off.decide(1, "again ").event is None for _ in range(299))
 
 
+def test_two_trials_in_a_row_that_agree_and_are_sure_enough_close_the_thinking():
+    p = policy(max_thinking=50, trial_confidence=0.999, trial_agree=0.9)
+    assert p.decide(1, "a\n", 0.9).trial  # agreement alone asks for trials too
+    assert p.trial_verdict(0.95, (7, 8)) is None  # the first: nothing to agree with yet
+    assert p.trial_verdict(0.95, (7, 9)) is None  # another answer: not settled
+    assert p.trial_verdict(0.85, (7, 9)) is None  # the same answer, but one of the two is below 0.9
+    assert p.trial_verdict(0.92, (7, 9)) is None  # agrees with the last (0.85): still below
+    step = p.trial_verdict(0.93, (7, 9))  # two in a row, both sure enough: closed as a sure trial is
+    assert step is not None and step.tokens == [50, 51, 60] and step.event.reason == "trial"
+    off = policy(max_thinking=50, trial_confidence=0.999)
+    off.trial_verdict(0.95, (7, 9))
+    assert off.trial_verdict(0.95, (7, 9)) is None  # agreement off: only trial_confidence ends it
+    empty = policy(max_thinking=50, trial_agree=0.5)
+    empty.trial_verdict(0.9, ())
+    assert empty.trial_verdict(0.9, ()) is None  # no answer at all agrees with nothing
+
+
 def test_a_sequence_whose_trials_never_come_near_sure_gives_up_past_half_its_cap():
     p = policy(max_thinking=40, give_up=0.5)  # no trial stop: trials run for the floor alone
     assert p.decide(1, "a\n", 0.9).trial

@@ -186,9 +186,9 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, registry.families)
         question = [{"role": "user", "content": "What is 4721 + 389?"}]
 
-        def run(trial: float, give_up: float = 0.0, cap: int = 256) -> tuple[SequenceDone, dict]:
+        def run(trial: float, give_up: float = 0.0, cap: int = 256, agree: float = 0.0) -> tuple[SequenceDone, dict]:
             job = Job("t", question, BudgetSpec(max_thinking=cap, max_answer=16, trial_confidence=trial,
-                                                give_up=give_up), Sampling(temperature=0.0))
+                                                give_up=give_up, trial_agree=agree), Sampling(temperature=0.0))
             events = list(engine.generate(loaded, [job]))  # run to its end: the decoder's own cleanup
             done = next(e for e in events if isinstance(e, SequenceDone))
             return done, dict(vars(engine._decoders[str(loaded.model.path)].stats))
@@ -202,6 +202,11 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         never, stats = run(0.999999)
         assert never.thinking == plain.thinking and never.answer == plain.answer  # forks change nothing
         assert stats["trials"] > 1 and stats["trials_taken"] == 1  # the counter is per decoder: still one
+        # agreement: two trials in a row answer the same, each at least this sure (a low bar here: it ends
+        # early, but only once two trials name the same answer, and with the close tag alone)
+        agreed, _ = run(0.999999, agree=0.3)
+        assert [e.reason for e in agreed.events] == ["trial"] and agreed.usage.thinking_tokens < plain.usage.thinking_tokens
+        assert "Considering the limited time" not in agreed.thinking and agreed.answer
         # a floor no trial reaches: at the first line end past half the cap (32 of 64), the cap's own end
         given_up, _ = run(0.0, give_up=0.999999, cap=64)
         assert [e.reason for e in given_up.events] == ["give_up"] and 32 <= given_up.usage.thinking_tokens < 64

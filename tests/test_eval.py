@@ -54,13 +54,16 @@ def test_policies_parse_into_overrides():
 def test_the_ablation_takes_auto_apart_one_part_at_a_time():
     from thinkcli.frontends.eval.runner import ABLATION
 
-    cap, tiers, probe, conf, loop, full = parse_policies(ABLATION, Overrides(), "m")
+    cap, tiers, probe, conf, loop, trials, full = parse_policies(ABLATION, Overrides(), "m")
     assert cap.fixed and cap.cap == 512
     assert not tiers.overrides.probe and tiers.overrides.confidence == 0.0 and not tiers.overrides.loop_breaker
     assert probe.overrides.probe and probe.overrides.confidence == 0.0 and not probe.overrides.loop_breaker
     assert conf.overrides.probe and conf.overrides.confidence is None and not conf.overrides.loop_breaker
     assert loop.overrides.loop_breaker and all(p.overrides.trial == 0.0 for p in (tiers, probe, conf, loop))
+    assert all(p.overrides.trial_agree == 0.0 and p.overrides.give_up == 0.0 for p in (tiers, probe, conf, loop))
+    assert trials.overrides.trial is None and trials.overrides.trial_agree == 0.0  # trials, not yet agreement
     assert full.overrides == Overrides(tier="auto")
+    assert cap.overrides.trial == cap.overrides.trial_agree == cap.overrides.give_up == 0.0  # the cap alone
     registry = __import__("thinkcli.policy.registry", fromlist=["load_registry"]).load_registry()
     from thinkcli.policy.plan import make_plan
 

@@ -96,6 +96,10 @@ class BudgetSpec:
     # does, message and all (reason "give_up"): a prompt the model is not closing in on stops burning the
     # budget. Trials run for it even where trial_confidence is 0; 0 = off.
     give_up: float = 0.0
+    # Trials that agree: two trial answers in a row, token for token the same and each at least this sure,
+    # end the thinking too (reason "trial"): an answer the trace has settled on, where the model stays
+    # below trial_confidence after its conclusion (it checks its work); 0 = off.
+    trial_agree: float = 0.0
 
     @property
     def needs_confidence(self) -> bool:
@@ -163,6 +167,7 @@ class SequencePolicy:
         self.server_cap = False
         self.server_ends = False
         self.best_trial = 0.0  # the surest trial answer so far (give_up)
+        self.last_trial: tuple[tuple[int, ...], float] | None = None  # the last trial's answer and confidence
         self.awaiting: ForcedReason | None = None
 
     @property
@@ -233,7 +238,7 @@ class SequencePolicy:
             return self._force(self.forced.budget, step, "cap", "budget_forced")
         if self._loops is not None and self._loops.add(piece) and self.thinking_total >= spec.min_thinking:
             return self._force(self.forced.budget, step, "loop", "budget_forced")
-        if (spec.trial_confidence or spec.give_up) and piece.endswith("\n") and self.thinking_total >= spec.min_thinking:
+        if (spec.trial_confidence or spec.give_up or spec.trial_agree) and piece.endswith("\n") and self.thinking_total >= spec.min_thinking:
             step.trial = True
         window = self.window_confidence
         if window is not None and self.thinking_total >= spec.min_thinking:
@@ -266,15 +271,19 @@ class SequencePolicy:
         Counted and parsed as if streamed; the cap is the server's (its message comes by server_forced)."""
         return Step(chunks=self._take(text, tokens, None), accepted=True)
 
-    def trial_verdict(self, confidence: float | None) -> Step | None:
+    def trial_verdict(self, confidence: float | None, answer: tuple[int, ...] = ()) -> Step | None:
         """What a fork's trial answer said (asked after a step with `trial`): sure enough, and a step that
-        closes the thinking (no budget message: the model had what it needed); or, past GIVE_UP_AFTER of the
-        cap with no trial ever near sure (`give_up`), a step that ends it as the cap would; else None."""
+        closes the thinking (no budget message: the model had what it needed) — so does an answer the last
+        trial gave too, both at least `trial_agree` sure; or, past GIVE_UP_AFTER of the cap with no trial
+        ever near sure (`give_up`), a step that ends it as the cap would; else None."""
         if self.parser.phase != THINKING or confidence is None:
             return None
         self.best_trial = max(self.best_trial, confidence)
         spec = self.spec
-        if spec.trial_confidence and confidence >= spec.trial_confidence:
+        previous, self.last_trial = self.last_trial, (answer, confidence)
+        agreed = (spec.trial_agree and answer and previous is not None and previous[0] == answer
+                  and min(previous[1], confidence) >= spec.trial_agree)
+        if (spec.trial_confidence and confidence >= spec.trial_confidence) or agreed:
             return self._force(self.forced.close, Step(), "trial", "budget_forced")
         if spec.give_up and self.best_trial < spec.give_up and self.thinking_total >= GIVE_UP_AFTER * spec.max_thinking:
             return self._force(self.forced.budget, Step(), "give_up", "budget_forced")

@@ -388,7 +388,7 @@ class Decoder:
             close = policy.forced.close[0]
             if len(slot.cached) + len(slot.feed) + len(close) + policy.spec.trial_tokens >= self.seq_room:
                 continue
-            step = policy.trial_verdict(self._trial(slot, close, policy.spec.trial_tokens))
+            step = policy.trial_verdict(*self._trial(slot, close, policy.spec.trial_tokens))
             if step is None:
                 continue
             self.stats.trials_taken += 1
@@ -397,9 +397,10 @@ class Decoder:
             slot.feed.extend(step.tokens)
             yield from step_events(request.key, policy, step)
 
-    def _trial(self, slot: _Slot, close: list[int], tokens: int) -> float | None:
+    def _trial(self, slot: _Slot, close: list[int], tokens: int) -> tuple[float | None, tuple[int, ...]]:
         """Answer up to `tokens` tokens greedily in a fork of this sequence (its KV cells shared, not
-        copied), then drop the fork: the answer's geometric-mean probability (None: no answer)."""
+        copied), then drop the fork: the answer's geometric-mean probability (None: no answer), and its
+        tokens (two trials in a row that agree say the answer is settled)."""
         import math
 
         lib, fork = self._lib, self.n_seq
@@ -409,6 +410,7 @@ class Decoder:
         lib.llama_memory_seq_cp(self.memory, slot.seq_id, fork, 0, position)
         self.stats.trials += 1
         logprob, count = 0.0, 0
+        answer: list[int] = []
         try:
             for _ in range(tokens):
                 self._batch_clear()
@@ -422,12 +424,13 @@ class Decoder:
                     break
                 logprob += math.log(max(prob, 1e-12))
                 count += 1
+                answer.append(token)
                 feed = [token]
         except (ContextOverflowError, GenerationError):
-            return None  # no room for a fork now (or llama.cpp refused it): no trial
+            return None, ()  # no room for a fork now (or llama.cpp refused it): no trial
         finally:
             lib.llama_memory_seq_rm(self.memory, fork, 0, -1)
-        return math.exp(logprob / count) if count else None
+        return (math.exp(logprob / count) if count else None), tuple(answer)
 
     def _most_likely(self, index: int) -> tuple[int, float]:
         """The greedy token at batch row `index`, and its probability."""

@@ -34,6 +34,7 @@ class Overrides:
     loop_breaker: bool = True  # False: thinking loops run to the cap (eval's ablation)
     trial: float | None = None  # trial answers' confidence (0: off; None: the tier's)
     give_up: float | None = None  # the give-up floor (0: off; None: the tier's)
+    trial_agree: float | None = None  # two agreeing trials' confidence (0: off; None: the tier's)
 
     def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
@@ -172,6 +173,7 @@ def _tier_plan(difficulty: Difficulty, registry: Registry, overrides: Overrides,
         trial_confidence=tier.trial_confidence if overrides.trial is None else overrides.trial,
         trial_tokens=tier.trial_tokens,
         give_up=tier.give_up if overrides.give_up is None else overrides.give_up,
+        trial_agree=tier.trial_agree if overrides.trial_agree is None else overrides.trial_agree,
     )
     strategy = overrides.strategy or tier.strategy
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:

@@ -53,6 +53,8 @@ class Tier:
     trial_tokens: int = 8
     # Give up: past half the cap with no trial answer this sure, thinking ends as at the cap (0: off)
     give_up: float = 0.0
+    # Two trial answers in a row that agree, each this sure, end thinking too (0: off)
+    trial_agree: float = 0.0
     model: str | None = None
 
 
@@ -375,6 +377,7 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
         trial_confidence=c.number("trial_confidence", 0.0, 0.0, 1.0),
         trial_tokens=c.integer("trial_tokens", 8, minimum=1, maximum=64),
         give_up=c.number("give_up", 0.0, 0.0, 1.0),
+        trial_agree=c.number("trial_agree", 0.0, 0.0, 1.0),
         model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:
