@@ -190,18 +190,21 @@ def _rich_count(rng: random.Random, band: bool | None) -> Problem:
 
 
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
-            easy_direct: float, cut_share: float, count_weight: float = 1.0, rich_counts: float = 0.0):
+            easy_direct: float, cut_share: float, count_weight: float = 1.0, rich_counts: float = 0.0,
+            direct_weight: float = 1.0):
     """Endless (ids, targets, mask) batches: whole problems packed into rows of `length` tokens (one
     that does not fit starts the next row; the rest of a row is padding), the loss only on what the
     model says. `easy_direct` of the direct (thinking off) answers come from the easy band: a direct
     answer is only learnable on small numbers, and uniform sizes spend most of them on numbers no
-    4-layer pass can add in its head."""
+    4-layer pass can add in its head. `direct_weight` scales a direct answer's tokens in the loss: a
+    direct answer is three tokens against a trace's hundreds, so unweighted it gets about 1 % of the
+    gradient and the answers without thinking lag."""
     import torch
 
     rng = random.Random(seed)
     pad = tokenizer.ids["</s>"]
 
-    def sample() -> tuple[list[int], list[int]]:
+    def sample() -> tuple[list[int], list[float]]:
         thinking = rng.random() < think_share
         band = False if not thinking and rng.random() < easy_direct else None
         kind = rng.choice(KINDS) if count_weight == 1 else rng.choices(
@@ -214,11 +217,12 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
             at_line = rng.random() < 0.5
             cut = rng.randint(1, problem.trace.count("\n") + 1) if at_line else rng.randrange(len(problem.trace))
         ids: list[int] = []
-        mask: list[int] = []
+        mask: list[float] = []
+        weight = 1.0 if thinking else direct_weight
         for text, learnt in chat_text(problem, thinking, cut, at_line):
             piece = tokenizer.encode(text)
             ids += piece
-            mask += [int(learnt)] * len(piece)
+            mask += [weight if learnt else 0.0] * len(piece)
         return ids, mask
 
     waiting = sample()
@@ -226,14 +230,14 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
         all_ids, all_mask = [], []
         for _ in range(rows):
             row_ids: list[int] = []
-            row_mask: list[int] = []
+            row_mask: list[float] = []
             while len(row_ids) + len(waiting[0]) <= length + 1:
                 row_ids += waiting[0]
                 row_mask += waiting[1]
                 waiting = sample()
             if not row_ids:  # an empty row would make the loss 0/0 and poison every weight
                 raise SystemExit(f"a problem of {len(waiting[0])} tokens does not fit a row of {length}")
-            row_mask += [0] * (length + 1 - len(row_ids))
+            row_mask += [0.0] * (length + 1 - len(row_ids))
             row_ids += [pad] * (length + 1 - len(row_ids))
             all_ids.append(row_ids)
             all_mask.append(row_mask)
@@ -369,6 +373,8 @@ def main() -> None:
                         help="how often letter counts are drawn against each other kind (their letter lookup learns last)")
     parser.add_argument("--rich-counts", type=float, default=0.0,
                         help="share of the letter counts drawn with the asked letter frequent in the word (its yes lines)")
+    parser.add_argument("--direct-weight", type=float, default=1.0,
+                        help="loss weight of a direct (thinking off) answer's tokens against a trace's")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
@@ -398,7 +404,7 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
-                       args.easy_direct, args.cut_share, args.count_weight, args.rich_counts)
+                       args.easy_direct, args.cut_share, args.count_weight, args.rich_counts, args.direct_weight)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
@@ -418,14 +424,20 @@ def main() -> None:
             logits = model(ids)
             losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                        reduction="none")
-            loss = (losses * mask.reshape(-1)).sum() / mask.sum()
+            weights = mask.reshape(-1)
+            learnt = (weights > 0).float()
+            loss = (losses * weights).sum() / weights.sum()  # what is optimised
+            plain = (losses * learnt).sum() / learnt.sum()  # every learnt token alike: comparable across stages
+            direct = weights > 1.0 if args.direct_weight > 1 else None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
-            record = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr, 6),
+            record = {"step": step, "loss": round(plain.item(), 4), "lr": round(lr, 6),
                       "s": round(time.monotonic() - started, 1)}
+            if direct is not None and direct.any():
+                record["direct_loss"] = round(losses[direct].mean().item(), 4)
             log.write(json.dumps(record) + "\n")
             log.flush()
             if step % 10 == 0:
@@ -437,6 +449,7 @@ def main() -> None:
     write_gguf(model, tokenizer, config, args.out)
     stage = {"steps": step, "seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share,
              "easy_direct": args.easy_direct, "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts, "lr": args.lr,
+             "direct_weight": args.direct_weight,
              "empty_block": "prompt"}
     earlier = args.init_from.with_suffix(".json") if args.init_from else None
     stages = json.loads(earlier.read_text()).get("stages", []) if earlier and earlier.exists() else []

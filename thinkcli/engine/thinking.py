@@ -21,13 +21,20 @@ class Chunk:
 
 
 def _holdback_len(text: str, patterns: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of any pattern."""
+    """Length of the longest suffix of `text` that is a proper prefix of any pattern. Runs for every
+    token: a suffix can only start where the pattern's first character sits in text's last
+    len(pattern) - 1 characters, so only those places are tried (not every length, each a compare)."""
     best = 0
+    end = len(text)
     for pattern in patterns:
-        for n in range(min(len(pattern) - 1, len(text)), best, -1):
-            if text.endswith(pattern[:n]):
-                best = n
+        if not pattern:
+            continue
+        at = text.find(pattern[0], max(end - len(pattern) + 1, 0))
+        while at >= 0 and end - at > best:
+            if pattern.startswith(text[at:]):
+                best = end - at
                 break
+            at = text.find(pattern[0], at + 1)
     return best
 
 

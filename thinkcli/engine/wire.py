@@ -277,35 +277,27 @@ class Reply:
             if len(self._buffer) > _MAX_HEAD:
                 self._drop()
                 raise httpx.RemoteProtocolError("a reply head without an end")
-            try:
-                data = self._sock.recv(_READ)
-            except TimeoutError:
-                self._drop()
-                raise httpx.ReadTimeout(f"no reply within {self._timeout:g} s") from None
-            except OSError as exc:
-                self._drop()
-                if not self._buffer:
-                    raise _Stale() from None
-                raise httpx.ReadError(str(exc)) from None
-            if not data:
-                self._drop()
-                if not self._buffer:
-                    raise _Stale()
-                raise httpx.RemoteProtocolError("the server closed the connection inside a reply head")
-            self._buffer += data
+            self._buffer += self._recv(head=True)
 
-    def _recv(self, eof_ok: bool = False) -> bytes:
+    def _recv(self, eof_ok: bool = False, head: bool = False) -> bytes:
+        """One read. Waiting for a reply `head` with nothing of it yet, a dead socket is a stale pooled
+        one (_Stale: the request is sent again on a fresh one), not the server's fault."""
         try:
             data = self._sock.recv(_READ)
         except TimeoutError:
             self._drop()
-            raise httpx.ReadTimeout(f"the server sent nothing for {self._timeout:g} s") from None
+            waited = "no reply within" if head else "the server sent nothing for"
+            raise httpx.ReadTimeout(f"{waited} {self._timeout:g} s") from None
         except OSError as exc:
             self._drop()
+            if head and not self._buffer:
+                raise _Stale() from None
             raise httpx.ReadError(str(exc)) from None
         if not data and not eof_ok:
             self._drop()
-            raise httpx.RemoteProtocolError("the server closed the connection inside a reply")
+            if head and not self._buffer:
+                raise _Stale()
+            raise httpx.RemoteProtocolError("the server closed the connection inside a reply" + (" head" if head else ""))
         return data
 
     def _finish(self) -> None:
