@@ -340,13 +340,17 @@ def check_against_llama_cpp(model, tokenizer: Tokenizer, path: Path) -> None:  #
         py_lp = py - np.log(np.exp(py - py.max(-1, keepdims=True)).sum(-1, keepdims=True)) - py.max(-1, keepdims=True)
         worst = max(worst, float(np.abs(np.exp(cpp_lp) - np.exp(py_lp)).max()))
         positions += len(ours)
-        agree += int((cpp.argmax(-1) == py.argmax(-1)).sum())
+        # the top token must agree, except at a near tie (two tokens within the tolerance), which float
+        # rounding may tip either way: a sampler cannot tell such tokens apart either
+        top2 = np.sort(np.exp(py_lp), axis=-1)[:, -2:]
+        tie = (top2[:, 1] - top2[:, 0]) <= 1e-2
+        agree += int(((cpp.argmax(-1) == py.argmax(-1)) | tie).sum())
     llm.close()
     if worst > 1e-2 or agree < positions:
-        raise SystemExit(f"llama.cpp differs from torch (probability by up to {worst:.2e}; the same top token at "
-                         f"{agree} of {positions} positions): the GGUF is wrong")
-    print(f"llama.cpp matches torch: token probabilities within {worst:.1e}, the same top token at all {positions} "
-          f"positions of {len(KINDS)} prompts", flush=True)
+        raise SystemExit(f"llama.cpp differs from torch (probability by up to {worst:.2e}; the same top token, or a "
+                         f"near tie, at {agree} of {positions} positions): the GGUF is wrong")
+    print(f"llama.cpp matches torch: token probabilities within {worst:.1e}, the same top token (or a near tie) at "
+          f"all {positions} positions of {len(KINDS)} prompts", flush=True)
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -391,6 +395,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     checkpoint = args.work / "checkpoint.pt"
     step, spent = 0, 0.0
+    # what this stage was trained with, kept in its checkpoint: an --export-only run records the stage's
+    # own settings, not the flags it was started with
+    recipe = {"seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share, "easy_direct": args.easy_direct,
+              "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts,
+              "lr": args.lr, "direct_weight": args.direct_weight, "empty_block": "prompt"}
     if args.init_from and not checkpoint.exists():
         load_gguf(model, args.init_from, config["layers"])
         print(f"starting from {args.init_from}", flush=True)
@@ -399,6 +408,8 @@ def main() -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, spent = state["step"], state.get("elapsed", 0.0)
+        if args.export_only:
+            recipe = state.get("recipe", recipe)
         print(f"resumed at step {step} ({spent / 60:.1f} minutes in)", flush=True)
     if not args.export_only:
         params = sum(p.numel() for p in model.parameters())
@@ -410,7 +421,7 @@ def main() -> None:
 
         def save() -> None:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "elapsed": time.monotonic() - started}, args.work / "checkpoint.tmp")
+                        "elapsed": time.monotonic() - started, "recipe": recipe}, args.work / "checkpoint.tmp")
             (args.work / "checkpoint.tmp").replace(checkpoint)
 
         while step < args.steps and time.monotonic() - started < args.minutes * 60:
@@ -447,10 +458,7 @@ def main() -> None:
         save()
     model.eval()
     write_gguf(model, tokenizer, config, args.out)
-    stage = {"steps": step, "seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share,
-             "easy_direct": args.easy_direct, "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts, "lr": args.lr,
-             "direct_weight": args.direct_weight,
-             "empty_block": "prompt"}
+    stage = {"steps": step, **recipe}
     earlier = args.init_from.with_suffix(".json") if args.init_from else None
     stages = json.loads(earlier.read_text()).get("stages", []) if earlier and earlier.exists() else []
     meta = {**config, "stages": [*stages, stage]}

@@ -69,8 +69,9 @@ def png_curve(points: list[Point], title: str, path: Path) -> None:
             auto = point.policy == "auto"
             axes.plot([point.tokens], [point.accuracy * 100], "*" if auto else "s", markersize=14 if auto else 8,
                       color="#ee6677" if auto else "#228833", label=point.policy)
+        # caps labelled above their point, policies below theirs: a policy that lands on a cap stays legible
         axes.annotate(point.policy, (point.tokens, point.accuracy * 100), textcoords="offset points",
-                      xytext=(6, 6), fontsize=9)
+                      xytext=(6, 6) if point.fixed else (6, -14), fontsize=9)
     axes.set_xlabel("mean thinking tokens per prompt")
     axes.set_ylabel("accuracy %")
     axes.set_title(title)
