@@ -315,6 +315,9 @@ def write_gguf(model, tokenizer: Tokenizer, config: dict, path: Path) -> None:  
     temp.replace(path)
 
 
+PROBABILITY_TOLERANCE = 1e-2  # how far llama.cpp's token probabilities may stray from torch's
+
+
 def check_against_llama_cpp(model, tokenizer: Tokenizer, path: Path) -> None:  # type: ignore[no-untyped-def]
     """llama.cpp must tokenize as we trained and compute the logits torch computes."""
     import torch
@@ -338,15 +341,16 @@ def check_against_llama_cpp(model, tokenizer: Tokenizer, path: Path) -> None:  #
         # rounding differences between two summation orders)
         cpp_lp = cpp - np.log(np.exp(cpp - cpp.max(-1, keepdims=True)).sum(-1, keepdims=True)) - cpp.max(-1, keepdims=True)
         py_lp = py - np.log(np.exp(py - py.max(-1, keepdims=True)).sum(-1, keepdims=True)) - py.max(-1, keepdims=True)
-        worst = max(worst, float(np.abs(np.exp(cpp_lp) - np.exp(py_lp)).max()))
+        py_p = np.exp(py_lp)
+        worst = max(worst, float(np.abs(np.exp(cpp_lp) - py_p).max()))
         positions += len(ours)
         # the top token must agree, except at a near tie (two tokens within the tolerance), which float
         # rounding may tip either way: a sampler cannot tell such tokens apart either
-        top2 = np.sort(np.exp(py_lp), axis=-1)[:, -2:]
-        tie = (top2[:, 1] - top2[:, 0]) <= 1e-2
+        top2 = np.sort(py_p, axis=-1)[:, -2:]
+        tie = (top2[:, 1] - top2[:, 0]) <= PROBABILITY_TOLERANCE
         agree += int(((cpp.argmax(-1) == py.argmax(-1)) | tie).sum())
     llm.close()
-    if worst > 1e-2 or agree < positions:
+    if worst > PROBABILITY_TOLERANCE or agree < positions:
         raise SystemExit(f"llama.cpp differs from torch (probability by up to {worst:.2e}; the same top token, or a "
                          f"near tie, at {agree} of {positions} positions): the GGUF is wrong")
     print(f"llama.cpp matches torch: token probabilities within {worst:.1e}, the same top token (or a near tie) at "
