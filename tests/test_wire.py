@@ -162,6 +162,20 @@ def test_errors_are_httpx_errors_the_engine_already_retries(wire):
         wire.post(f"http://127.0.0.1:{port}/x", {})
 
 
+def test_a_stream_that_falls_silent_mid_body_is_a_read_timeout_and_its_socket_is_not_kept():
+    gate = threading.Event()  # never set: the second chunk never comes
+    server = Scripted(chunked(b'data: {"a": 1}\n', b"never", gate=gate))
+    quick = Wire({}, timeout=0.3, connect_timeout=1.0)
+    with pytest.raises(httpx.ReadTimeout), quick.post(f"{server.url}/v1/completions", {}) as reply:
+        lines = reply.iter_lines()
+        assert next(lines) == 'data: {"a": 1}'
+        next(lines)  # waits 0.3 s, then times out
+    assert not quick._idle.get(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    gate.set()
+    server.close()
+    quick.close()
+
+
 def test_an_error_status_is_read_like_any_reply(wire):
     server = Scripted(fixed(b'{"error": "busy"}', status=503), fixed(b"{}"))
     with wire.post(f"{server.url}/x", {}) as reply:

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .fastjson import loads
+
 _MAX_HEAD = 64 * 1024  # a status line and headers longer than this are not a server we speak to
 _READ = 65536
 _IDLE_PER_HOST = 64  # idle keep-alive sockets kept per server
@@ -168,7 +170,7 @@ class Reply:
             yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.read())
+        return loads(self.read())
 
     def close(self) -> None:
         """Done with it: a reply read to its end leaves its socket to the next request; one left halfway is
