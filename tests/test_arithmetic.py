@@ -73,3 +73,25 @@ def test_the_eval_set_is_fresh_and_mostly_easy():
     assert [i.prompt for i in load_set("reasoner")] == [i.prompt for i in items]  # reproducible
     training = {p.question for p in problems(20261202, 2000)}
     assert sum(i.prompt in training for i in hard) == 0  # hard problems are never ones it was trained on
+
+
+def test_training_draws_balanced_letter_counts_whose_answers_are_right():
+    """The training script's even counts (--balanced-counts): answers 0-3 alike, each count right."""
+    import importlib.util
+    import random
+    from collections import Counter
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "training" / "train_tiny_reasoner.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_reasoner", path)
+    assert spec is not None and spec.loader is not None
+    training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(training)  # torch is imported only inside main()
+    rng = random.Random(5)
+    answers: Counter[int] = Counter()
+    for _ in range(2000):
+        problem = training._balanced_count(rng, False)
+        letter, word = re.search(r"letter '(.)' appear in '(\w+)'", problem.question).groups()
+        assert 3 <= len(word) <= 6 and problem.answer == word.count(letter)
+        answers[problem.answer] += 1
+    assert set(answers) == {0, 1, 2, 3} and min(answers.values()) > 400

@@ -189,9 +189,21 @@ def _rich_count(rng: random.Random, band: bool | None) -> Problem:
     return count_problem(letter, word)
 
 
+def _balanced_count(rng: random.Random, band: bool | None) -> Problem:
+    """A letter count whose answer is drawn evenly from 0 to 3: in drawn words the letter is there about
+    once, so a model answering without its trace learns to say `1` to every count (it did, 105 times
+    in 108) and never to compare the word with the letter; here `1` is right a quarter of the time."""
+    length = rng.randint(3, 6) if band is False else rng.randint(3, 20)
+    letter = rng.choice(WORDS_ALPHABET)
+    others = [c for c in WORDS_ALPHABET if c != letter]
+    count = rng.randint(0, min(3, length))
+    at = set(rng.sample(range(length), count))
+    return count_problem(letter, "".join(letter if i in at else rng.choice(others) for i in range(length)))
+
+
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
             easy_direct: float, cut_share: float, count_weight: float = 1.0, rich_counts: float = 0.0,
-            direct_weight: float = 1.0):
+            direct_weight: float = 1.0, balanced_counts: float = 0.0):
     """Endless (ids, targets, mask) batches: whole problems packed into rows of `length` tokens (one
     that does not fit starts the next row; the rest of a row is padding), the loss only on what the
     model says. `easy_direct` of the direct (thinking off) answers come from the easy band: a direct
@@ -210,7 +222,9 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
         kind = rng.choice(KINDS) if count_weight == 1 else rng.choices(
             KINDS, weights=[count_weight if k == "count" else 1.0 for k in KINDS])[0]
         problem = draw(rng, kind, band)
-        if kind == "count" and rng.random() < rich_counts:
+        if kind == "count" and not thinking and rng.random() < balanced_counts:
+            problem = _balanced_count(rng, band)
+        elif kind == "count" and rng.random() < rich_counts:
             problem = _rich_count(rng, band)
         cut, at_line = None, False
         if thinking and rng.random() < cut_share:
@@ -383,6 +397,8 @@ def main() -> None:
                         help="share of the letter counts drawn with the asked letter frequent in the word (its yes lines)")
     parser.add_argument("--direct-weight", type=float, default=1.0,
                         help="loss weight of a direct (thinking off) answer's tokens against a trace's")
+    parser.add_argument("--balanced-counts", type=float, default=0.0,
+                        help="share of the direct (thinking off) letter counts drawn with answers even over 0-3")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
@@ -404,6 +420,8 @@ def main() -> None:
     recipe = {"seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share, "easy_direct": args.easy_direct,
               "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts,
               "lr": args.lr, "direct_weight": args.direct_weight, "empty_block": "prompt"}
+    if args.balanced_counts:
+        recipe["balanced_counts"] = args.balanced_counts
     if args.init_from and not checkpoint.exists():
         load_gguf(model, args.init_from, config["layers"])
         print(f"starting from {args.init_from}", flush=True)
@@ -419,7 +437,8 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
-                       args.easy_direct, args.cut_share, args.count_weight, args.rich_counts, args.direct_weight)
+                       args.easy_direct, args.cut_share, args.count_weight, args.rich_counts, args.direct_weight,
+                       args.balanced_counts)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
