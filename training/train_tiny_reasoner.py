@@ -419,9 +419,8 @@ def main() -> None:
     # own settings, not the flags it was started with
     recipe = {"seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share, "easy_direct": args.easy_direct,
               "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts,
-              "lr": args.lr, "direct_weight": args.direct_weight, "empty_block": "prompt"}
-    if args.balanced_counts:
-        recipe["balanced_counts"] = args.balanced_counts
+              "lr": args.lr, "direct_weight": args.direct_weight, "balanced_counts": args.balanced_counts,
+              "empty_block": "prompt"}
     if args.init_from and not checkpoint.exists():
         load_gguf(model, args.init_from, config["layers"])
         print(f"starting from {args.init_from}", flush=True)

@@ -214,19 +214,18 @@ class RemoteModel:
     def __init__(self, name: str, endpoint: Endpoint):
         import httpx
 
+        from .wire import Wire, usable
+
         self.key = endpoint.key
-        # generation may be silent up to `timeout` (prompt evaluation); the rest answers at once.
-        # Plain-HTTP endpoints never speak TLS (redirects are not followed): no TLS context, whose CA
-        # bundle costs 50-200 ms of every start; https:// endpoints verify as always.
-        plain = all(url.startswith("http://") for url in endpoint.urls)
+        # plain HTTP with no proxy: generation requests and their token streams take the lean client
+        # (wire.py), and httpx needs no TLS context (it never speaks TLS there: no proxy, redirects not
+        # followed), whose CA bundle costs 50-200 ms of every start; https:// or a proxy verify as always
+        plain = all(usable(url) for url in endpoint.urls)
+        # generation may be silent up to `timeout` (prompt evaluation); the rest answers at once
         self.client = httpx.Client(timeout=httpx.Timeout(endpoint.timeout, connect=min(endpoint.timeout, 10.0)),
                                    headers=endpoint.headers(), verify=not plain)
         self.meta_timeout = httpx.Timeout(min(endpoint.timeout, META_TIMEOUT), connect=min(endpoint.timeout, 3.0))
-        from .wire import Wire, usable
-
-        # generation requests and their token streams over plain HTTP take the lean client (wire.py)
-        self.wire = (Wire(endpoint.headers(), endpoint.timeout, min(endpoint.timeout, 10.0))
-                     if all(usable(url) for url in endpoint.urls) else None)
+        self.wire = Wire(endpoint.headers(), endpoint.timeout, min(endpoint.timeout, 10.0)) if plain else None
         self._tokenizer: str | None = None
         self.waiting = _Waiting(endpoint.timeout)
         served: Json | None = None
