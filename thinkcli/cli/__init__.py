@@ -11,17 +11,34 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 
 class PipeClosed(Exception):
     """stdout's reader went away (`think ask … | head -c1`): not an error of ours."""
 
 
-class _Group(TyperGroup):
-    """Turns a closed pipe into PipeClosed before Click's own handler sees it (Click exits 1)."""
+def _unescaped(help_text: str) -> str:
+    """Typer escapes `[default: …]` for Rich's markup whenever Rich is installed, even with markup off,
+    and the backslash reached the help (`\\[default: auto]`)."""
+    return help_text.replace("\\[", "[")
 
-    def invoke(self, ctx: Any) -> Any:  # a Click context (the copy of Click that Typer vendors)
+
+class Command(TyperCommand):
+    """Every command of `think`: help without Typer's stray escapes."""
+
+    def get_help(self, ctx: Any) -> str:
+        return _unescaped(super().get_help(ctx))
+
+
+class Group(TyperGroup):
+    """`think` and `think logs`: help without stray escapes; a closed pipe becomes PipeClosed before
+    Click's own handler sees it (Click exits 1)."""
+
+    def get_help(self, ctx: Any) -> str:
+        return _unescaped(super().get_help(ctx))
+
+    def invoke(self, ctx: Any) -> Any:  # a Click context
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
@@ -30,7 +47,7 @@ class _Group(TyperGroup):
 
 app = typer.Typer(
     name="think",
-    cls=_Group,
+    cls=Group,
     help="Local inference-time scaling: little compute for easy prompts, a lot for hard ones.",
     no_args_is_help=True,
     add_completion=False,
@@ -48,13 +65,19 @@ COMMANDS = {"ask": "ask", "chat": "chat", "classify": "classify_cmd", "batch": "
             "doctor": "models", "logs": "logs_cmd"}
 
 
+_registered: set[str] = set()
+
+
 def register(argv: list[str]) -> None:
-    """The commands `argv` may run: its command's module alone, or every one (help, a mistyped name)."""
+    """The commands `argv` may run: its command's module alone, or every one (help, a mistyped name).
+    Each module registers once, however often this is asked (the help snapshot asks for all)."""
     import importlib
 
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     for name in [COMMANDS[first]] if first in COMMANDS else MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(app)
+        if name not in _registered:
+            _registered.add(name)
+            importlib.import_module(f"{__name__}.{name}").register(app)
 
 
 def error_line(message: str) -> None:

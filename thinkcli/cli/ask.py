@@ -9,6 +9,7 @@ import typer
 
 from ..errors import UsageError
 from ..text import clean_text
+from . import Command
 from .options import (
     GpuLayersOpt,
     JsonOpt,
@@ -129,4 +130,4 @@ def ask(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ask")(ask)
+    app.command("ask", cls=Command)(ask)

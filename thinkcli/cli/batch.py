@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import ThinkError, UsageError
+from . import Command
 from .ask import gpu_layers_value, overrides_from
 from .options import (
     FormatChoice,
@@ -191,4 +192,4 @@ def print_summary(data: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("batch")(batch)
+    app.command("batch", cls=Command)(batch)

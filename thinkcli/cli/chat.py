@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..text import clean_text
+from . import Command
 from .ask import gpu_layers_value
 from .options import GpuLayersOpt, MaxThinkingOpt, ModelOpt, NoLogOpt, NoProbeOpt, NoThinkOpt, TierChoice, TierOpt
 
@@ -163,4 +164,4 @@ def chat(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("chat")(chat)
+    app.command("chat", cls=Command)(chat)

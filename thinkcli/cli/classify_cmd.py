@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..text import Json
+from . import Command
 from .ask import read_prompt
 from .options import JsonOpt, ModelOpt, NoStdinOpt
 
@@ -79,4 +80,4 @@ def run_probe(text: str, model: str | None) -> Json:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("classify")(classify_command)
+    app.command("classify", cls=Command)(classify_command)

@@ -13,6 +13,7 @@ import typer
 
 from ..errors import ThinkError, UsageError
 from ..text import Json
+from . import Command
 from .ask import gpu_layers_value
 from .options import GpuLayersOpt, JsonOpt, MaxAnswerOpt, ModelOpt, NoLogOpt, SeedOpt, TemperatureOpt
 
@@ -312,4 +313,4 @@ class _Progress:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    app.command("eval", cls=Command)(eval_command)

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..text import Json, printable
+from . import Command, Group
 from .options import JsonOpt
 
-logs_app = typer.Typer(help="Show logged runs; `logs stats`: thinking spent per tier.",
+logs_app = typer.Typer(cls=Group, help="Show logged runs; `logs stats`: thinking spent per tier.",
                        no_args_is_help=False, invoke_without_command=True)
 
 TierFilter = Annotated[Optional[str], typer.Option("--tier", help="Only runs of this tier.")]
@@ -87,7 +88,7 @@ def _short(text: str | None, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-@logs_app.command("stats")
+@logs_app.command("stats", cls=Command)
 def logs_stats(
     json_output: JsonOpt = False,
     tier: TierFilter = None,
@@ -127,7 +128,7 @@ def logs_stats(
     Console(width=140).print(table)
 
 
-@logs_app.command("show")
+@logs_app.command("show", cls=Command)
 def logs_show(
     run: Annotated[str, typer.Argument(help="A run's id (from `think logs`), or `last`.")] = "last",
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
@@ -164,7 +165,7 @@ def logs_show(
     Console(force_terminal=tty, no_color=not tty, highlight=False, soft_wrap=not tty).print(view)
 
 
-@logs_app.command("path")
+@logs_app.command("path", cls=Command)
 def logs_path() -> None:
     """Print the run log's path (SQLite: sqlite3 or Datasette open it)."""
     typer.echo(str(_log_path()))

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from . import Command
 from .options import JsonOpt
 
 
@@ -190,8 +191,8 @@ def doctor(json_output: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pull")(pull)
-    app.command("models")(models)
-    app.command("ls", hidden=True)(models)
-    app.command("rm")(rm)
-    app.command("doctor")(doctor)
+    app.command("pull", cls=Command)(pull)
+    app.command("models", cls=Command)(models)
+    app.command("ls", hidden=True, cls=Command)(models)
+    app.command("rm", cls=Command)(rm)
+    app.command("doctor", cls=Command)(doctor)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
+from . import Command
 from .ask import gpu_layers_value
 from .options import GpuLayersOpt, ModelOpt, NoLogOpt
 
@@ -128,4 +129,4 @@ class _Server:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", cls=Command)(serve)
