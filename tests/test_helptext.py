@@ -78,3 +78,10 @@ def _env() -> dict[str, str]:
     import os
 
     return {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+
+
+def test_a_stdout_that_cannot_hold_the_help_gets_clicks_echo():
+    """`…` in an ASCII stdout: the snapshot is not written at all, and Click's echo prints the help."""
+    r = run_think("classify", "--help", env={"PYTHONIOENCODING": "ascii", "COLUMNS": "100"})
+    assert r.returncode == 0 and r.stdout.startswith("Usage: think classify") and "Traceback" not in r.stderr
+    assert r.stdout.count("Usage:") == 1

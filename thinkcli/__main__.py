@@ -6,13 +6,20 @@ import os
 import sys
 
 
-def _print_fast(text: str) -> None:
+def _print_fast(text: str) -> bool:
+    """Writes `text` to stdout; False (nothing written) where stdout's encoding cannot hold it
+    (PYTHONIOENCODING=ascii and a `…`) or stdout is closed: the ordinary path knows what to do there."""
+    if sys.stdout is None:
+        return False
     try:
-        sys.stdout.write(text)
+        sys.stdout.write(text)  # a TextIOWrapper encodes the whole text before it writes any of it
         sys.stdout.flush()
+    except UnicodeEncodeError:
+        return False
     except BrokenPipeError:  # `think --help | head -1`: not an error; nothing more to flush at exit
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    return True
 
 
 def main() -> None:
@@ -20,14 +27,13 @@ def main() -> None:
     if args == ["--version"]:
         from . import __version__
 
-        _print_fast(f"think {__version__}\n")
-        return
-    if sys.stdout is not None and (not args or args[-1] in ("--help", "-h")):
+        if _print_fast(f"think {__version__}\n"):
+            return
+    if not args or args[-1] in ("--help", "-h"):
         from .helptext import lookup
 
         text = lookup(args)
-        if text is not None:
-            _print_fast(text + "\n")
+        if text is not None and _print_fast(text + "\n"):
             return
     from .cli import main as cli_main
 
