@@ -75,11 +75,8 @@ def test_the_eval_set_is_fresh_and_mostly_easy():
     assert sum(i.prompt in training for i in hard) == 0  # hard problems are never ones it was trained on
 
 
-def test_training_draws_balanced_letter_counts_whose_answers_are_right():
-    """The training script's even counts (--balanced-counts): answers 0-3 alike, each count right."""
+def _training_script():  # type: ignore[no-untyped-def]
     import importlib.util
-    import random
-    from collections import Counter
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "training" / "train_tiny_reasoner.py"
@@ -87,6 +84,15 @@ def test_training_draws_balanced_letter_counts_whose_answers_are_right():
     assert spec is not None and spec.loader is not None
     training = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(training)  # torch is imported only inside main()
+    return training
+
+
+def test_training_draws_balanced_letter_counts_whose_answers_are_right():
+    """The training script's even counts (--balanced-counts): answers 0-3 alike, each count right."""
+    import random
+    from collections import Counter
+
+    training = _training_script()
     rng = random.Random(5)
     answers: Counter[int] = Counter()
     for _ in range(2000):
@@ -95,3 +101,22 @@ def test_training_draws_balanced_letter_counts_whose_answers_are_right():
         assert 3 <= len(word) <= 6 and problem.answer == word.count(letter)
         answers[problem.answer] += 1
     assert set(answers) == {0, 1, 2, 3} and min(answers.values()) > 400
+
+
+def test_direct_kind_weights_shape_the_direct_answers_alone():
+    """--direct-kinds sub=3: three times the direct subtractions, the traces' kinds untouched."""
+    import random
+    from collections import Counter
+
+    import pytest
+
+    training = _training_script()
+    weights = training.parse_kind_weights("sub=3,count=0.5")
+    assert weights == {"add": 1.0, "sub": 3.0, "mul": 1.0, "digitsum": 1.0, "count": 0.5}
+    rng = random.Random(3)
+    direct = Counter(training._kind(rng, False, 1.0, weights) for _ in range(13000))
+    traces = Counter(training._kind(rng, True, 1.0, weights) for _ in range(13000))
+    assert 2.6 < direct["sub"] / direct["add"] < 3.4 and 0.4 < direct["count"] / direct["add"] < 0.6
+    assert max(traces.values()) / min(traces.values()) < 1.15
+    with pytest.raises(SystemExit, match="'division' is not one of"):
+        training.parse_kind_weights("division=2")

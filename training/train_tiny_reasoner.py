@@ -201,16 +201,37 @@ def _balanced_count(rng: random.Random, band: bool | None) -> Problem:
     return count_problem(letter, "".join(letter if i in at else rng.choice(others) for i in range(length)))
 
 
+def parse_kind_weights(text: str) -> dict[str, float]:
+    """`sub=3,mul=2`: a weight for each kind named, 1 for the rest."""
+    weights = dict.fromkeys(KINDS, 1.0)
+    for part in filter(None, text.split(",")):
+        kind, _, value = part.partition("=")
+        if kind.strip() not in weights:
+            raise SystemExit(f"--direct-kinds: {kind.strip()!r} is not one of {', '.join(KINDS)}")
+        weights[kind.strip()] = float(value)
+    return weights
+
+
+def _kind(rng: random.Random, thinking: bool, count_weight: float, direct_kinds: dict[str, float] | None) -> str:
+    if not thinking and direct_kinds is not None:
+        return rng.choices(KINDS, weights=[direct_kinds[k] for k in KINDS])[0]
+    if count_weight == 1:
+        return rng.choice(KINDS)
+    return rng.choices(KINDS, weights=[count_weight if k == "count" else 1.0 for k in KINDS])[0]
+
+
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
             easy_direct: float, cut_share: float, count_weight: float = 1.0, rich_counts: float = 0.0,
-            direct_weight: float = 1.0, balanced_counts: float = 0.0):
+            direct_weight: float = 1.0, balanced_counts: float = 0.0,
+            direct_kinds: dict[str, float] | None = None):
     """Endless (ids, targets, mask) batches: whole problems packed into rows of `length` tokens (one
     that does not fit starts the next row; the rest of a row is padding), the loss only on what the
     model says. `easy_direct` of the direct (thinking off) answers come from the easy band: a direct
     answer is only learnable on small numbers, and uniform sizes spend most of them on numbers no
     4-layer pass can add in its head. `direct_weight` scales a direct answer's tokens in the loss: a
     direct answer is three tokens against a trace's hundreds, so unweighted it gets about 1 % of the
-    gradient and the answers without thinking lag."""
+    gradient and the answers without thinking lag. `direct_kinds` weighs the kinds among the direct
+    answers alone (None: as among the traces, by `count_weight`)."""
     import torch
 
     rng = random.Random(seed)
@@ -219,8 +240,7 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
     def sample() -> tuple[list[int], list[float]]:
         thinking = rng.random() < think_share
         band = False if not thinking and rng.random() < easy_direct else None
-        kind = rng.choice(KINDS) if count_weight == 1 else rng.choices(
-            KINDS, weights=[count_weight if k == "count" else 1.0 for k in KINDS])[0]
+        kind = _kind(rng, thinking, count_weight, direct_kinds)
         problem = draw(rng, kind, band)
         if kind == "count" and not thinking and rng.random() < balanced_counts:
             problem = _balanced_count(rng, band)
@@ -399,6 +419,8 @@ def main() -> None:
                         help="loss weight of a direct (thinking off) answer's tokens against a trace's")
     parser.add_argument("--balanced-counts", type=float, default=0.0,
                         help="share of the direct (thinking off) letter counts drawn with answers even over 0-3")
+    parser.add_argument("--direct-kinds", type=parse_kind_weights, default=None,
+                        help="weights of the kinds among the direct answers alone, e.g. sub=3,mul=2 (default: as the traces)")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
@@ -420,7 +442,7 @@ def main() -> None:
     recipe = {"seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share, "easy_direct": args.easy_direct,
               "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts,
               "lr": args.lr, "direct_weight": args.direct_weight, "balanced_counts": args.balanced_counts,
-              "empty_block": "prompt"}
+              "direct_kinds": args.direct_kinds, "empty_block": "prompt"}
     if args.init_from and not checkpoint.exists():
         load_gguf(model, args.init_from, config["layers"])
         print(f"starting from {args.init_from}", flush=True)
@@ -437,7 +459,7 @@ def main() -> None:
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
                        args.easy_direct, args.cut_share, args.count_weight, args.rich_counts, args.direct_weight,
-                       args.balanced_counts)
+                       args.balanced_counts, args.direct_kinds)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 
