@@ -29,12 +29,11 @@ def main() -> None:
 
         if _print_fast(f"think {__version__}\n"):
             return
-    if not args or args[-1] in ("--help", "-h"):
-        from .helptext import lookup
+    from .helptext import lookup  # tells a help request at once, and loads the snapshot only for one
 
-        text = lookup(args)
-        if text is not None and _print_fast(text + "\n"):
-            return
+    text = lookup(args)
+    if text is not None and _print_fast(text + "\n"):
+        return
     from .cli import main as cli_main
 
     cli_main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-HELP_FLAGS = ("--help", "-h")
+HELP_FLAGS = ("-h", "--help")  # the app's help options too (cli/__init__.py), in the order its help lists them
 SNAPSHOT_WIDTH = 80  # Click wraps help at min(columns, 80) - 2: at 80 columns or more it is the same text
 
 

@@ -13,30 +13,28 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from ..helptext import HELP_FLAGS
+
 
 class PipeClosed(Exception):
     """stdout's reader went away (`think ask … | head -c1`): not an error of ours."""
 
 
-def _unescaped(help_text: str) -> str:
+class _UnescapedHelp:
     """Typer escapes `[default: …]` for Rich's markup whenever Rich is installed, even with markup off,
     and the backslash reached the help (`\\[default: auto]`)."""
-    return help_text.replace("\\[", "[")
-
-
-class Command(TyperCommand):
-    """Every command of `think`: help without Typer's stray escapes."""
 
     def get_help(self, ctx: Any) -> str:
-        return _unescaped(super().get_help(ctx))
+        return super().get_help(ctx).replace("\\[", "[")  # type: ignore[misc]
 
 
-class Group(TyperGroup):
-    """`think` and `think logs`: help without stray escapes; a closed pipe becomes PipeClosed before
-    Click's own handler sees it (Click exits 1)."""
+class Command(_UnescapedHelp, TyperCommand):
+    """Every command of `think`."""
 
-    def get_help(self, ctx: Any) -> str:
-        return _unescaped(super().get_help(ctx))
+
+class Group(_UnescapedHelp, TyperGroup):
+    """`think` and `think logs`; a closed pipe becomes PipeClosed before Click's own handler sees it
+    (Click exits 1)."""
 
     def invoke(self, ctx: Any) -> Any:  # a Click context
         try:
@@ -53,7 +51,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": list(HELP_FLAGS)},
 )
 
 
