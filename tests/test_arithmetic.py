@@ -120,3 +120,38 @@ def test_direct_kind_weights_shape_the_direct_answers_alone():
     assert max(traces.values()) / min(traces.values()) < 1.15
     with pytest.raises(SystemExit, match="'division' is not one of"):
         training.parse_kind_weights("division=2")
+
+
+def test_the_middle_band_lies_between_easy_and_hard():
+    """`reasoner:middle`: 3-4 digits, 5-8-digit digit sums, 7-11-letter words; `wide` mixes all three."""
+    from collections import Counter
+
+    middle = load_set("reasoner:middle")
+    assert len(middle) == 200 and all(i.id.split("-")[1] == "middle" and i.level is None for i in middle)
+    for item in middle:
+        if item.kind == "count":
+            assert 7 <= len(re.search(r"in '(\w+)'", item.prompt).group(1)) <= 11
+        else:
+            numbers = [n for n in re.findall(r"\d+", item.prompt)]
+            longest = max(len(n) for n in numbers)
+            assert (5 <= longest <= 8) if item.kind == "digitsum" else (3 <= longest <= 4), item.prompt
+    bands = Counter(i.id.split("-")[1] for i in load_set("reasoner:wide"))
+    assert set(bands) == {"easy", "middle", "hard"} and bands["easy"] > bands["hard"] > bands["middle"] > 20
+    assert [i.prompt for i in load_set("reasoner:easy")] == [i.prompt for i in load_set("reasoner:easy", 0)]
+
+
+def test_training_draws_middle_band_direct_answers_only_when_asked():
+    """--mid-direct 0.25: a quarter of the direct answers from the middle band; traces any size; the
+    roll is the one every earlier stage drew, so their recipes still draw the same problems."""
+    import random
+    from collections import Counter
+
+    training = _training_script()
+    rng = random.Random(9)
+    direct = Counter(training._size_band(rng, False, 0.75, 0.25) for _ in range(8000))
+    assert set(direct) == {(False, False), (None, True)} and 0.22 < direct[(None, True)] / 8000 < 0.28
+    assert training._size_band(rng, True, 0.75, 0.25) == (None, False)
+    old, new = random.Random(4), random.Random(4)
+    for _ in range(100):
+        expected = False if old.random() < 0.8 else None  # what stages 1-10 drew
+        assert training._size_band(new, False, 0.8, 0.0) == (expected, False)

@@ -220,10 +220,19 @@ def _kind(rng: random.Random, thinking: bool, count_weight: float, direct_kinds:
     return rng.choices(KINDS, weights=[count_weight if k == "count" else 1.0 for k in KINDS])[0]
 
 
+def _size_band(rng: random.Random, thinking: bool, easy_direct: float, mid_direct: float) -> tuple[bool | None, bool]:
+    """(`hard`, `middle`) for `draw`: a trace of any size; a direct answer from the easy band, the middle
+    band or any size, by the shares asked (one roll, drawn only for a direct answer, as every stage did)."""
+    if thinking:
+        return None, False
+    roll = rng.random()
+    return (False if roll < easy_direct else None), easy_direct <= roll < easy_direct + mid_direct
+
+
 def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share: float,  # type: ignore[no-untyped-def]
             easy_direct: float, cut_share: float, count_weight: float = 1.0, rich_counts: float = 0.0,
             direct_weight: float = 1.0, balanced_counts: float = 0.0,
-            direct_kinds: dict[str, float] | None = None):
+            direct_kinds: dict[str, float] | None = None, mid_direct: float = 0.0):
     """Endless (ids, targets, mask) batches: whole problems packed into rows of `length` tokens (one
     that does not fit starts the next row; the rest of a row is padding), the loss only on what the
     model says. `easy_direct` of the direct (thinking off) answers come from the easy band: a direct
@@ -231,7 +240,10 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
     4-layer pass can add in its head. `direct_weight` scales a direct answer's tokens in the loss: a
     direct answer is three tokens against a trace's hundreds, so unweighted it gets about 1 % of the
     gradient and the answers without thinking lag. `direct_kinds` weighs the kinds among the direct
-    answers alone (None: as among the traces, by `count_weight`)."""
+    answers alone (None: as among the traces, by `count_weight`). `mid_direct` of the direct answers
+    come from the middle band (3-4 digits): none of them is right without a trace, and a model taught
+    direct answers on the easy band alone grows as sure of these wrong answers as of its right ones,
+    which the probe then keeps; learnt with their true answers, they teach it doubt there."""
     import torch
 
     rng = random.Random(seed)
@@ -239,9 +251,9 @@ def batches(tokenizer: Tokenizer, seed: int, rows: int, length: int, think_share
 
     def sample() -> tuple[list[int], list[float]]:
         thinking = rng.random() < think_share
-        band = False if not thinking and rng.random() < easy_direct else None
+        band, middle = _size_band(rng, thinking, easy_direct, mid_direct)
         kind = _kind(rng, thinking, count_weight, direct_kinds)
-        problem = draw(rng, kind, band)
+        problem = draw(rng, kind, band, middle)
         if kind == "count" and not thinking and rng.random() < balanced_counts:
             problem = _balanced_count(rng, band)
         elif kind == "count" and rng.random() < rich_counts:
@@ -421,10 +433,14 @@ def main() -> None:
                         help="share of the direct (thinking off) letter counts drawn with answers even over 0-3")
     parser.add_argument("--direct-kinds", type=parse_kind_weights, default=None,
                         help="weights of the kinds among the direct answers alone, e.g. sub=3,mul=2 (default: as the traces)")
+    parser.add_argument("--mid-direct", type=float, default=0.0,
+                        help="share of the direct answers drawn from the middle band (3-4 digits), to learn doubt there")
     parser.add_argument("--init-from", type=Path, help="a stage's GGUF to fine-tune (a fresh --work starts from it)")
     parser.add_argument("--seed-offset", type=int, default=0, help="a later stage draws other problems")
     parser.add_argument("--export-only", action="store_true", help="write the GGUF from the last checkpoint")
     args = parser.parse_args()
+    if args.easy_direct + args.mid_direct > 1:
+        raise SystemExit("--easy-direct and --mid-direct together must be at most 1")
 
     torch.manual_seed(TRAIN_SEED)
     torch.set_num_threads(2)
@@ -442,7 +458,7 @@ def main() -> None:
     recipe = {"seed": TRAIN_SEED + args.seed_offset, "think_share": args.think_share, "easy_direct": args.easy_direct,
               "cut_share": args.cut_share, "count_weight": args.count_weight, "rich_counts": args.rich_counts,
               "lr": args.lr, "direct_weight": args.direct_weight, "balanced_counts": args.balanced_counts,
-              "direct_kinds": args.direct_kinds, "empty_block": "prompt"}
+              "direct_kinds": args.direct_kinds, "mid_direct": args.mid_direct, "empty_block": "prompt"}
     if args.init_from and not checkpoint.exists():
         load_gguf(model, args.init_from, config["layers"])
         print(f"starting from {args.init_from}", flush=True)
@@ -459,7 +475,7 @@ def main() -> None:
         print(f"{params / 1e6:.2f} M parameters; {args.rows}x{args.length} tokens a step", flush=True)
         data = batches(tokenizer, TRAIN_SEED + args.seed_offset + step, args.rows, args.length, args.think_share,
                        args.easy_direct, args.cut_share, args.count_weight, args.rich_counts, args.direct_weight,
-                       args.balanced_counts, args.direct_kinds)
+                       args.balanced_counts, args.direct_kinds, args.mid_direct)
         started = time.monotonic() - spent
         log = open(args.work / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 def eval_command(
     eval_set: Annotated[str, typer.Argument(metavar="SET", help="A JSONL of {prompt, answer[, id, tier, checker]}, "
-                                                                 "or builtin[:LEVEL] for the bundled set.")],
+                                                                 "builtin[:LEVEL] for the bundled set, or reasoner[:easy|middle|hard|wide] "
+                                                                 "for the tiny reasoner's problems.")],
     policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
                                                          "a thinking cap (0, 256 …), voteN, voteN@CAP, confT@CAP, "
                                                          "trialT@CAP, agreeT@CAP, giveupF@CAP, auto without parts (auto-noprobe, -noconf, "

@@ -154,23 +154,32 @@ def count_problem(letter: str, word: str) -> Problem:
                    "\n".join(lines), len(word) >= 12)
 
 
-def draw(rng: random.Random, kind: str, hard: bool | None = None) -> Problem:
-    """One problem of `kind`; `hard` picks the size band (None: any size, as in training)."""
-    def digits(easy: tuple[int, int], difficult: tuple[int, int], anything: tuple[int, int]) -> int:
-        low, high = anything if hard is None else (difficult if hard else easy)
+# The sizes of each band: (easy, middle, hard, any). The middle band lies between the two the eval set
+# weighs (3-4 digits, 5-8-digit digit sums, 7-11-letter words): too big to do without a trace, small
+# enough that a model sure of its easy answers may be wrongly sure of these too.
+_NUMBER_DIGITS = ((1, 2), (3, 4), (5, 7), (1, 7))
+_DIGITSUM_DIGITS = ((1, 2), (5, 8), (9, 12), (1, 12))
+_WORD_LETTERS = ((3, 6), (7, 11), (12, 20), (3, 20))
+
+
+def draw(rng: random.Random, kind: str, hard: bool | None = None, middle: bool = False) -> Problem:
+    """One problem of `kind`; `hard` picks the size band (None: any size, as in training), `middle` the
+    band between easy and hard (it overrides `hard`)."""
+    def digits(bands: tuple[tuple[int, int], ...]) -> int:
+        low, high = bands[1] if middle else bands[3] if hard is None else bands[2] if hard else bands[0]
         return rng.randint(low, high)
 
     if kind == "add":
-        return add_problem(_number(rng, digits((1, 2), (5, 7), (1, 7))), _number(rng, digits((1, 2), (5, 7), (1, 7))))
+        return add_problem(_number(rng, digits(_NUMBER_DIGITS)), _number(rng, digits(_NUMBER_DIGITS)))
     if kind == "sub":
-        a = _number(rng, digits((1, 2), (5, 7), (1, 7)))
+        a = _number(rng, digits(_NUMBER_DIGITS))
         return sub_problem(a, rng.randint(0, a))
     if kind == "mul":
-        return mul_problem(_number(rng, digits((1, 2), (5, 7), (1, 7))), rng.randint(0, 9))
+        return mul_problem(_number(rng, digits(_NUMBER_DIGITS)), rng.randint(0, 9))
     if kind == "digitsum":
-        return digitsum_problem(_number(rng, digits((1, 2), (9, 12), (1, 12))))
+        return digitsum_problem(_number(rng, digits(_DIGITSUM_DIGITS)))
     if kind == "count":
-        length = digits((3, 6), (12, 20), (3, 20))
+        length = digits(_WORD_LETTERS)
         word = "".join(rng.choice(WORDS_ALPHABET) for _ in range(length))
         letter = rng.choice(word) if rng.random() < 0.8 else rng.choice(WORDS_ALPHABET)
         return count_problem(letter, word)
@@ -179,9 +188,21 @@ def draw(rng: random.Random, kind: str, hard: bool | None = None) -> Problem:
 
 def problems(seed: int, count: int, hard_share: float | None = None) -> list[Problem]:
     """`count` problems, kinds in turn; `hard_share` of them hard (None: sizes uniform, as in training)."""
+    return [problem for _, problem in banded_problems(seed, count, hard_share)]
+
+
+def banded_problems(seed: int, count: int, hard_share: float | None = None,
+                    middle_share: float = 0.0) -> list[tuple[str, Problem]]:
+    """`count` problems with their bands (`easy`, `middle`, `hard`; `any` where sizes are uniform), kinds
+    in turn: `hard_share` of them hard, `middle_share` from the middle band, the rest easy."""
     rng = random.Random(seed)
     out = []
     for i in range(count):
-        hard = None if hard_share is None else rng.random() < hard_share
-        out.append(draw(rng, KINDS[i % len(KINDS)], hard))
+        roll = None if hard_share is None else rng.random()
+        if roll is None or hard_share is None:
+            band = "any"
+        else:
+            band = "hard" if roll < hard_share else "middle" if roll < hard_share + middle_share else "easy"
+        problem = draw(rng, KINDS[i % len(KINDS)], None if band == "any" else band == "hard", band == "middle")
+        out.append((band, problem))
     return out

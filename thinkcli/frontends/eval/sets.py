@@ -87,27 +87,32 @@ def read_set(path: Path) -> list[EvalItem]:
 REASONER = "reasoner"
 REASONER_SEED = 5_000_000  # the tiny reasoner was trained on problems of another seed
 REASONER_ITEMS = 200
+# each band's (hard share, middle share); the rest is easy
+REASONER_BANDS = {"": (0.4, 0.0), "easy": (0.0, 0.0), "middle": (0.0, 1.0), "hard": (1.0, 0.0), "wide": (0.3, 0.2)}
 
 
 def reasoner_set(seed: int = 0, band: str = "") -> list[EvalItem]:
-    """The tiny reasoner's problems, fresh: 60 % easy and 40 % hard (most real queries are easy), or one band."""
-    from .arithmetic import problems
+    """The tiny reasoner's problems, fresh: 60 % easy and 40 % hard (most real queries are easy), or one
+    band; `wide` adds the sizes between the two (50 % easy, 20 % middle, 30 % hard), where a model sure
+    of its easy answers may be wrongly sure of bigger ones: the set to calibrate a probe on."""
+    from .arithmetic import banded_problems
 
-    share = {"": 0.4, "easy": 0.0, "hard": 1.0}[band]
+    hard_share, middle_share = REASONER_BANDS[band]
     items = []
-    for i, p in enumerate(problems(REASONER_SEED + seed, REASONER_ITEMS, hard_share=share), start=1):
-        items.append(EvalItem(f"{p.kind}-{'hard' if p.hard else 'easy'}-{i}", i, p.question, str(p.answer), "number",
-                              None, 2 if p.hard else 1, p.kind))
+    drawn = banded_problems(REASONER_SEED + seed, REASONER_ITEMS, hard_share, middle_share)
+    for i, (size, p) in enumerate(drawn, start=1):
+        items.append(EvalItem(f"{p.kind}-{size}-{i}", i, p.question, str(p.answer), "number", None,
+                              {"easy": 1, "hard": 2}.get(size), p.kind))
     return items
 
 
 def load_set(name: str, seed: int = 0) -> list[EvalItem]:
-    """`builtin` (or `builtin:LEVEL`) for the bundled set, `reasoner[:easy|:hard]` for the tiny reasoner's
+    """`builtin` (or `builtin:LEVEL`) for the bundled set, `reasoner[:easy|:middle|:hard|:wide]` for the tiny reasoner's
     problems, else a JSONL file."""
     if name == REASONER or name.startswith(REASONER + ":"):
         _, _, band = name.partition(":")
-        if band not in ("", "easy", "hard"):
-            raise UsageError(f"unknown band '{band}' of the reasoner set (easy or hard)")
+        if band not in REASONER_BANDS:
+            raise UsageError(f"unknown band '{band}' of the reasoner set (easy, middle, hard or wide)")
         return reasoner_set(seed, band)
     if name == BUILTIN or name.startswith(BUILTIN + ":"):
         _, _, level = name.partition(":")
