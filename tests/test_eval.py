@@ -258,20 +258,34 @@ def test_eval_on_the_builtin_set_with_the_embedded_model(think, think_home, tmp_
 
 
 def test_probe_calibration_keeps_the_answers_that_need_no_thinking():
+    """The cheapest threshold whose lost answers (kept, wrong, and right with thinking) stay within the
+    tolerance with 90 % confidence: 100 sure right answers pass at 3 %, one sure wrong answer among
+    them does not, and with no threshold passing only certain answers are kept."""
     from thinkcli.frontends.eval.runner import calibrate_probe
 
-    items = [EvalItem(key, 0, "q", "1") for key in "abcd"]
-    confidence = {"a": 0.9, "b": 0.7, "c": 0.5, "d": 0.3}
-    auto = {k: {**_record("x", 0), "probe": {"confidence": c}} for k, c in confidence.items()}
-    plain = {k: _record("1" if k in "ab" else "0", 0) for k in "abcd"}  # right without thinking: a and b
-    thinking = {k: _record("1", 100) for k in "abcd"}  # thinking gets all four
-    records = {"auto": auto, "0": plain, "auto-noprobe": thinking}
-    strict = calibrate_probe(items, records, tolerance=0.0)
-    assert strict is not None and strict.threshold == 0.7 and strict.kept == 2 and strict.accuracy == 1.0
-    assert (strict.thinking_tokens, strict.thinking_tokens_never_kept) == (200, 400)
-    loose = calibrate_probe(items, records, tolerance=0.25)
-    assert loose is not None and loose.threshold == 0.5 and loose.accuracy == 0.75
-    assert calibrate_probe(items, {"auto": auto, "0": plain}, 0.0) is None  # needs all three policies
+    def run(confidence: dict[str, float], right: set[str]) -> dict[str, dict[str, dict[str, object]]]:
+        auto = {k: {**_record("x", 0), "probe": {"confidence": c}} for k, c in confidence.items()}
+        plain = {k: _record("1" if k in right else "0", 0) for k in confidence}  # the answer without thinking
+        thinking = {k: _record("1", 100) for k in confidence}  # thinking gets every one
+        return {"auto": auto, "0": plain, "auto-noprobe": thinking}
+
+    keys = [f"i{n}" for n in range(200)]
+    items = [EvalItem(key, 0, "q", "1") for key in keys]
+    # half the items sure and right without thinking (0.95), half unsure and wrong (0.3)
+    confidence = {k: 0.95 if n < 100 else 0.3 for n, k in enumerate(keys)}
+    easy = set(keys[:100])
+    probe = calibrate_probe(items, run(confidence, easy), tolerance=0.03)
+    assert probe is not None and probe.threshold == 0.95 and probe.kept == 100 and probe.losses == 0
+    assert (probe.thinking_tokens, probe.thinking_tokens_never_kept) == (10_000, 20_000) and probe.accuracy == 1.0
+    # four of the unsure ones are sure-but-wrong at 0.9: a threshold of 0.9 would keep them
+    fooled = {**confidence, **dict.fromkeys(keys[100:104], 0.9)}
+    probe = calibrate_probe(items, run(fooled, easy), tolerance=0.03)
+    assert probe is not None and probe.threshold == 0.95 and probe.losses == 0  # 4 of 200 lost: bound 4.0 % > 3 %
+    loose = calibrate_probe(items, run(fooled, easy), tolerance=0.05)
+    assert loose is not None and loose.threshold == 0.9 and loose.losses == 4 and 0.03 < loose.loss_bound <= 0.05
+    few = calibrate_probe(items[:4], run({"i0": 0.9, "i1": 0.7, "i2": 0.5, "i3": 0.3}, {"i0", "i1"}), 0.03)
+    assert few is not None and few.threshold == 1.0 and few.kept == 0  # 4 items prove no loss rate under 3 %
+    assert calibrate_probe(items, {"auto": {}, "0": {}}, 0.0) is None  # needs all three policies
 
 
 def test_calibrate_writes_the_probe_threshold_of_a_model(think, tiny, think_home, tmp_path):

@@ -254,9 +254,9 @@ def _print_calibration(calibration: Calibration, registry: Registry) -> None:
     probe = calibration.probe
     if probe is not None:
         lines.append(f"  probe    confidence {probe.threshold} (now {registry.probe_for(calibration.model).confidence}): "
-                     f"keeps {probe.kept} of {probe.items} answers without thinking, accuracy {probe.accuracy:.0%} "
-                     f"(best {probe.best_accuracy:.0%}), thinking {probe.thinking_tokens} vs "
-                     f"{probe.thinking_tokens_never_kept} tokens")
+                     f"keeps {probe.kept} of {probe.items} answers without thinking, {probe.losses} lost (90 % bound "
+                     f"{probe.loss_bound:.1%}), accuracy {probe.accuracy:.0%} (best {probe.best_accuracy:.0%}), "
+                     f"thinking {probe.thinking_tokens} vs {probe.thinking_tokens_never_kept} tokens")
         entry["probe"] = {"confidence": probe.threshold}
     for stop, name, label in ((calibration.confidence, "stop", "confidence stop"),
                               (calibration.trial, "trial", "trial answers"),
