@@ -288,6 +288,31 @@ def test_probe_calibration_keeps_the_answers_that_need_no_thinking():
     assert calibrate_probe(items, {"auto": {}, "0": {}}, 0.0) is None  # needs all three policies
 
 
+def test_probe_calibration_sets_a_bar_for_each_tier():
+    """Instant prompts sure and right at 0.85-0.9; light ones right at 0.97 but wrong at 0.85-0.9 (a
+    classifier that says light knows the answer is less safe): one bar for both either keeps the wrong
+    light answers or thinks on every instant prompt, a bar for each does neither."""
+    from thinkcli.frontends.eval.runner import Calibration, calibrate_probe
+    from thinkcli.policy.registry import load_registry
+
+    items, auto, plain, thinking = [], {}, {}, {}
+    for n in range(300):
+        tier = "instant" if n < 150 else "light"
+        sure_wrong = tier == "light" and n % 3 == 0
+        confidence = 0.85 + (n % 6) * 0.01 if tier == "instant" or sure_wrong else 0.97
+        key = f"i{n}"
+        items.append(EvalItem(key, 0, "q", "1"))
+        auto[key] = {**_record("x", 0), "tier": tier, "probe": {"confidence": confidence}}
+        plain[key] = _record("0" if sure_wrong else "1", 0)
+        thinking[key] = _record("1", 100)
+    probe = calibrate_probe(items, {"auto": auto, "0": plain, "auto-noprobe": thinking}, tolerance=0.03)
+    assert probe is not None and dict(probe.by_tier) == {"instant": 0.85, "light": 0.97}
+    assert probe.losses == 0 and probe.kept == 250 and probe.threshold == 0.97 and probe.accuracy == 1.0
+    calibration = Calibration("tiny-reasoner", 0.03, {"instant": 0, "light": 512}, {}, {}, probe=probe)
+    override = calibration.tiers_override(load_registry())
+    assert override["instant"]["probe_confidence"] == 0.85 and override["light"]["probe_confidence"] == 0.97
+
+
 def test_calibrate_writes_the_probe_threshold_of_a_model(think, tiny, think_home, tmp_path):
     (think_home / "config").mkdir(parents=True)
     (think_home / "config" / "models.yaml").write_text(

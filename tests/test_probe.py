@@ -121,6 +121,27 @@ def test_a_model_can_carry_its_own_probe_settings(think, tiny, think_home):
     assert record["probe"] == {"tokens": 5, "confidence": record["probe"]["confidence"], "threshold": 0.0, "kept": True}
 
 
+def test_a_tier_can_set_its_own_probe_bar(think, tiny, think_home):
+    """`tiers: light: {probe_confidence: …}`: that tier's prompts are judged by their own bar, the rest by
+    the probe's; a real ask records the bar it was judged by."""
+    config(think_home, tiny("tame"), "probe:\n  tiers: [instant, light]\n  confidence: 0.3\n")
+    models = think_home / "config" / "models.yaml"
+    models.write_text(models.read_text().replace("  light:\n    max_thinking: 24\n",
+                                                 "  light:\n    max_thinking: 24\n    probe_confidence: 0.999\n"))
+    registry = load_registry(models)
+    assert registry.probe_for("tiny", "light").confidence == 0.999
+    assert registry.probe_for("tiny", "instant").confidence == 0.3 and registry.probe_for("tiny").confidence == 0.3
+    light = make_plan("Name a colour.", registry, Overrides(), "tiny")
+    assert light.difficulty.tier == "light" and light.budget.probe_confidence == 0.999
+    instant = make_plan("hello", registry, Overrides(), "tiny")
+    assert instant.difficulty.tier == "instant" and instant.budget.probe_confidence == 0.3
+    assert ask(think, "Name a colour.")["probe"]["threshold"] == 0.999
+    assert ask(think, "hello")["probe"]["threshold"] == 0.3
+    models.write_text(models.read_text().replace("probe_confidence: 0.999", "probe_confidence: 2"))
+    r = think("ask", "hi")
+    assert r.returncode == 1 and "probe_confidence" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_the_probe_in_batch_and_before_best_of_n(think, tiny, think_home, tmp_path):
     config(think_home, tiny("tame"), "probe:\n  tiers: [instant, light, deep]\n")
     src = tmp_path / "in.txt"

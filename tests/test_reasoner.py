@@ -15,14 +15,14 @@ import pytest
 from thinkcli.models.hub import packaged_path
 
 
-def evaluate(tmp_path_factory, *args: str) -> tuple[dict[str, dict], Path]:
+def evaluate(tmp_path_factory, *args: str, eval_set: str = "reasoner") -> tuple[dict[str, dict], Path]:
     from conftest import run_think
 
     pytest.importorskip("llama_cpp")
     packaged_path("tiny-reasoner.gguf")  # shipped with the package: a missing file fails here
     out = tmp_path_factory.mktemp("reasoner-eval") / "results"
     home = tmp_path_factory.mktemp("reasoner-home")
-    r = run_think("eval", "reasoner", "-m", "tiny-reasoner", "--parallel", "4", "-o", str(out), "--json", "--no-log",
+    r = run_think("eval", eval_set, "-m", "tiny-reasoner", "--parallel", "4", "-o", str(out), "--json", "--no-log",
                   *args, env={"THINK_HOME": str(home)}, timeout=900)
     assert r.returncode == 0, r.stderr
     return {p["policy"]: p for p in json.loads(r.stdout)["policies"]}, out
@@ -125,6 +125,20 @@ def test_the_probe_keeps_what_the_model_knows_and_escalates_what_it_does_not(gre
     hard = [r for r in probed if "-hard-" in r["id"]]
     escalated = sum(not r["probe"]["kept"] for r in hard)
     assert escalated >= 0.8 * len(hard), (escalated, len(hard))  # hard items think (a kept one is right, above)
+
+
+def test_the_probe_is_not_fooled_between_the_bands(tmp_path_factory):
+    """The middle band (3-4 digits), which the eval set leaves out: the model is wrong on nearly all of
+    it without thinking, and sure of some of those wrong answers (`804 + 487` -> `131` at 0.99); the
+    light and standard tiers' bar (0.9707, weighed on `reasoner:wide`) must keep few of them."""
+    scores, out = evaluate(tmp_path_factory, "--limit", "60", "--policies", "auto,0", "--temperature", "0",
+                           eval_set="reasoner:middle")
+    right = {r["id"]: r["correct"] for r in rows(out, "auto")}
+    records = [json.loads(line) for line in (out / "auto.jsonl").read_text().splitlines()]
+    kept_wrong = [r["prompt"] for r in records if r["probe"] and r["probe"]["kept"] and not right[r["id"]]]
+    assert scores["0"]["accuracy"] <= 0.3  # measured: 13 % (8 of 60)
+    assert len(kept_wrong) <= 2, kept_wrong  # measured: none (at the old bar of 0.8: 4)
+    assert scores["auto"]["accuracy"] >= 0.9  # measured: 100 %
 
 
 def test_the_loop_breaker_never_cuts_a_healthy_trace(scores, greedy):

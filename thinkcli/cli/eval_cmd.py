@@ -253,7 +253,10 @@ def _print_calibration(calibration: Calibration, registry: Registry) -> None:
     entry: Json = {"tiers": calibration.tiers_override(registry)}
     probe = calibration.probe
     if probe is not None:
-        lines.append(f"  probe    confidence {probe.threshold} (now {registry.probe_for(calibration.model).confidence}): "
+        now = ", ".join(f"{tier} {registry.probe_for(calibration.model, tier).confidence}" for tier, _ in probe.lost_by_tier)
+        by_tier = ", ".join(f"{tier} {lost}" for tier, lost in probe.lost_by_tier)
+        lines.append(f"  probe    confidence {probe.threshold} (now {now or registry.probe_for(calibration.model).confidence}; "
+                     f"lost by tier: {by_tier}): "
                      f"keeps {probe.kept} of {probe.items} answers without thinking, {probe.losses} lost (90 % bound "
                      f"{probe.loss_bound:.1%}), accuracy {probe.accuracy:.0%} (best {probe.best_accuracy:.0%}), "
                      f"thinking {probe.thinking_tokens} vs {probe.thinking_tokens_never_kept} tokens")

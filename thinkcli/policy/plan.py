@@ -124,7 +124,7 @@ def _with_probe(plan: Plan, registry: Registry, overrides: Overrides, default_mo
                 measure_only: bool = False) -> Plan | None:
     """The probe plan for an auto-tier prompt in the probe's band: thinking off, the tier's answer
     cap, and the thinking plan to escalate to (the tier itself; instant escalates to light)."""
-    settings = registry.probe_for(plan.model)
+    settings = registry.probe_for(plan.model, plan.difficulty.tier)
     if measure_only:
         budget = BudgetSpec(thinking=False, min_thinking=0, max_thinking=0, max_answer=settings.tokens,
                             probe_tokens=settings.tokens, probe_confidence=settings.confidence)

@@ -7,7 +7,7 @@ is reported as one line naming the file, the entry and the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ class Tier:
     give_up: float = 0.0
     # Two trial answers in a row that agree, each this sure, end thinking too (0: off)
     trial_agree: float = 0.0
+    # The probe's bar on this tier's prompts (0: the probe's own `confidence`): a prompt the classifier
+    # calls instant can be trusted at a lower confidence than one it calls light or standard
+    probe_confidence: float = 0.0
     model: str | None = None
 
 
@@ -126,9 +129,12 @@ class Registry:
         entry = self.models.get(model) if model else None
         return entry.tiers if entry is not None and entry.tiers else self.tiers
 
-    def probe_for(self, model: str | None) -> ProbeSettings:
+    def probe_for(self, model: str | None, tier: str | None = None) -> ProbeSettings:
+        """The probe on a model; with `tier`, its confidence is that tier's own bar where it has one."""
         entry = self.models.get(model) if model else None
-        return entry.probe if entry is not None and entry.probe is not None else self.probe
+        settings = entry.probe if entry is not None and entry.probe is not None else self.probe
+        own = self.tiers_for(model)[tier].probe_confidence if tier in self.tiers_for(model) else 0.0
+        return replace(settings, confidence=own) if own else settings
 
     def deep_budget(self, model: str | None) -> int:
         """Thinking tokens one prompt costs at the deep tier's fixed budget (every sample counted)."""
@@ -378,6 +384,7 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
         trial_tokens=c.integer("trial_tokens", 8, minimum=1, maximum=64),
         give_up=c.number("give_up", 0.0, 0.0, 1.0),
         trial_agree=c.number("trial_agree", 0.0, 0.0, 1.0),
+        probe_confidence=c.number("probe_confidence", 0.0, 0.0, 1.0),
         model=c.text("model"),
     )
     if tier.min_thinking > tier.max_thinking:

@@ -28,14 +28,14 @@ from ...output.logs import spent_thinking_tokens
 from ...policy.classify import classify
 from ...policy.plan import Overrides
 from ...policy.registry import Registry
-from ...policy.tiers import TIER_NAMES
+from ...policy.tiers import TIER_NAMES, escalation_tier
 from ...scheduler.runtime import Runtime
 from ...text import Json
 from ..batch import BatchDone, Item, OutputStore, RecordWritten, run_batch
 from .sets import EvalItem
 
 DEFAULT_POLICIES = "auto,0,256,1024"
-CALIBRATION_CAPS = ("auto,auto-noprobe,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256,"
+CALIBRATION_CAPS = ("auto,auto-noprobe,light,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256,"
                     "trial0.9@256,trial0.99@256,agree0.9@256,agree0.99@256,giveup0.2@256,giveup0.5@256")
 
 
@@ -332,6 +332,7 @@ class ProbeCalibration:
     thinking_tokens_never_kept: int  # spent if the probe never kept an answer
     losses: int = 0  # kept and wrong where thinking was right, at this threshold
     loss_bound: float = 0.0  # the 90 % upper bound on the loss rate
+    lost_by_tier: tuple[tuple[str, int], ...] = ()  # where the losses fell, by the classifier's tier
 
 
 StopRule = Literal["conf", "trial", "giveup", "agree"]
@@ -466,35 +467,51 @@ class Calibration:
 
 def calibrate_probe(items: list[EvalItem], records: dict[str, dict[str, Json]],
                     tolerance: float) -> ProbeCalibration | None:
-    """None unless the policies auto, auto-noprobe and 0 all ran (each gives one side of the choice)."""
+    """None unless the policies auto, auto-noprobe and 0 all ran (each gives one side of the choice);
+    `light` too, for what an instant prompt escalates to.
+
+    One bar for every tier: fitted tier by tier, a few dozen items each, the bars chased the calibration
+    set's own accidents (on the tiny reasoner, a standard-tier bar of 0.58 that kept letter counts which
+    set seed 1 then lost). A tier's own bar (`probe_confidence`) is for a person to set from the losses
+    by tier printed here."""
     auto, thinking, plain = records.get("auto"), records.get("auto-noprobe"), records.get("0")
     if not (auto and thinking and plain):
         return None
-    rows: list[tuple[float, bool, bool, int]] = []
+    rows: dict[str, list[tuple[float, bool, bool, int]]] = {}
     for item in items:
-        probed, thought, bare = auto.get(item.id), thinking.get(item.id), plain.get(item.id)
+        probed, bare = auto.get(item.id), plain.get(item.id)
+        # what an escalation runs: the tier itself, thinking — but an instant prompt goes to light, so
+        # its answer with thinking is the light tier's (the policy `light`, where it ran), not its own
+        tier = str((probed or {}).get("tier") or "")
+        escalated = records.get(escalation_tier(tier)) if escalation_tier(tier) != tier else None
+        thought = (escalated or thinking).get(item.id)
         if not (probed and thought and bare) or probed.get("error") or thought.get("error") or bare.get("error"):
             continue
         if not probed.get("probe"):
             continue  # outside the probe's band
         confidence = float(probed["probe"].get("confidence") or 0.0)
-        rows.append((confidence, check(bare.get("answer") or "", item.answer, item.checker)[0],
-                     check(thought.get("answer") or "", item.answer, item.checker)[0], spent_thinking_tokens(thought)))
+        rows.setdefault(tier, []).append(
+            (confidence, check(bare.get("answer") or "", item.answer, item.checker)[0],
+             check(thought.get("answer") or "", item.answer, item.checker)[0], spent_thinking_tokens(thought)))
     if not rows:
         return None
+    everything = [row for tier_rows in rows.values() for row in tier_rows]
     outcomes = []
-    for threshold in sorted({min(c, 1.0) for c, *_ in rows} | {1.0}):
-        keep = [c >= threshold for c, *_ in rows]
-        correct = sum(p if k else t for k, (_, p, t, _) in zip(keep, rows, strict=True))
-        tokens = sum(0 if k else n for k, (*_, n) in zip(keep, rows, strict=True))
-        losses = sum(k and t and not p for k, (_, p, t, _) in zip(keep, rows, strict=True))
-        outcomes.append((threshold, correct / len(rows), tokens, sum(keep), losses, loss_bound(losses, len(rows))))
+    for threshold in sorted({min(c, 1.0) for c, *_ in everything} | {1.0}):
+        keep = [c >= threshold for c, *_ in everything]
+        pairs = list(zip(keep, everything, strict=True))
+        correct = sum(p if k else t for k, (_, p, t, _) in pairs)
+        tokens = sum(0 if k else n for k, (*_, n) in pairs)
+        losses = sum(k and t and not p for k, (_, p, t, _) in pairs)
+        outcomes.append((threshold, correct / len(everything), tokens, sum(keep), losses,
+                         loss_bound(losses, len(everything))))
     best = max(o[1] for o in outcomes)
     passing = [o for o in outcomes if o[5] <= tolerance + 1e-12] or [outcomes[-1]]  # none: only certain answers
     threshold, accuracy, tokens, kept, losses, bound = min(passing, key=lambda o: (o[2], -o[0]))
-    never = sum(n for *_, n in rows)
-    return ProbeCalibration(round(threshold, 4), len(rows), kept, accuracy, best, tokens, never, losses,
-                            round(bound, 4))
+    lost_by_tier = tuple(sorted((tier, sum(c >= threshold and t and not p for c, p, t, _ in tier_rows))
+                                for tier, tier_rows in rows.items()))
+    return ProbeCalibration(round(threshold, 4), len(everything), kept, accuracy, best, tokens,
+                            sum(n for *_, n in everything), losses, round(bound, 4), lost_by_tier)
 
 
 def calibrate(scores: list[PolicyScore], model: str, tolerance: float) -> Calibration:
