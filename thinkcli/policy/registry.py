@@ -133,7 +133,8 @@ class Registry:
         """The probe on a model; with `tier`, its confidence is that tier's own bar where it has one."""
         entry = self.models.get(model) if model else None
         settings = entry.probe if entry is not None and entry.probe is not None else self.probe
-        own = self.tiers_for(model)[tier].probe_confidence if tier in self.tiers_for(model) else 0.0
+        tiers = self.tiers_for(model)
+        own = tiers[tier].probe_confidence if tier in tiers else 0.0
         return replace(settings, confidence=own) if own else settings
 
     def deep_budget(self, model: str | None) -> int:

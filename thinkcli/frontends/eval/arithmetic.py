@@ -198,10 +198,9 @@ def banded_problems(seed: int, count: int, hard_share: float | None = None,
     rng = random.Random(seed)
     out = []
     for i in range(count):
-        roll = None if hard_share is None else rng.random()
-        if roll is None or hard_share is None:
-            band = "any"
-        else:
+        band = "any"
+        if hard_share is not None:
+            roll = rng.random()
             band = "hard" if roll < hard_share else "middle" if roll < hard_share + middle_share else "easy"
         problem = draw(rng, KINDS[i % len(KINDS)], None if band == "any" else band == "hard", band == "middle")
         out.append((band, problem))
