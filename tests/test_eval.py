@@ -288,29 +288,31 @@ def test_probe_calibration_keeps_the_answers_that_need_no_thinking():
     assert calibrate_probe(items, {"auto": {}, "0": {}}, 0.0) is None  # needs all three policies
 
 
-def test_probe_calibration_sets_a_bar_for_each_tier():
-    """Instant prompts sure and right at 0.85-0.9; light ones right at 0.97 but wrong at 0.85-0.9 (a
-    classifier that says light knows the answer is less safe): one bar for both either keeps the wrong
-    light answers or thinks on every instant prompt, a bar for each does neither."""
-    from thinkcli.frontends.eval.runner import Calibration, calibrate_probe
-    from thinkcli.policy.registry import load_registry
+def test_probe_calibration_weighs_an_instant_prompt_by_what_it_escalates_to():
+    """An instant prompt does not think (auto-noprobe answers it as the probe did); escalated, it runs at
+    the light tier. Five sure-but-wrong instant answers (0.9) are losses only where the `light` policy
+    shows that thinking gets them, and keeping the right ones saves thinking only when it shows what an
+    escalation costs: the bar then sits just above the wrong ones — and the losses are told by tier."""
+    from thinkcli.frontends.eval.runner import calibrate_probe
 
-    items, auto, plain, thinking = [], {}, {}, {}
-    for n in range(300):
-        tier = "instant" if n < 150 else "light"
-        sure_wrong = tier == "light" and n % 3 == 0
-        confidence = 0.85 + (n % 6) * 0.01 if tier == "instant" or sure_wrong else 0.97
-        key = f"i{n}"
+    items, auto, plain, own, light = [], {}, {}, {}, {}
+    for n in range(200):
+        key, tier = f"i{n}", "instant" if n < 100 else "light"
+        wrong = n < 5  # sure of a wrong direct answer
         items.append(EvalItem(key, 0, "q", "1"))
-        auto[key] = {**_record("x", 0), "tier": tier, "probe": {"confidence": confidence}}
-        plain[key] = _record("0" if sure_wrong else "1", 0)
-        thinking[key] = _record("1", 100)
-    probe = calibrate_probe(items, {"auto": auto, "0": plain, "auto-noprobe": thinking}, tolerance=0.03)
-    assert probe is not None and dict(probe.by_tier) == {"instant": 0.85, "light": 0.97}
-    assert probe.losses == 0 and probe.kept == 250 and probe.threshold == 0.97 and probe.accuracy == 1.0
-    calibration = Calibration("tiny-reasoner", 0.03, {"instant": 0, "light": 512}, {}, {}, probe=probe)
-    override = calibration.tiers_override(load_registry())
-    assert override["instant"]["probe_confidence"] == 0.85 and override["light"]["probe_confidence"] == 0.97
+        auto[key] = {**_record("x", 0), "tier": tier, "probe": {"confidence": 0.9 if wrong else 0.95 if tier == "instant" else 0.3}}
+        plain[key] = _record("0" if wrong or tier == "light" else "1", 0)
+        own[key] = _record("1", 100) if tier == "light" else plain[key]  # auto-noprobe: instant never thinks
+        light[key] = _record("1", 100)
+    blind = calibrate_probe(items, {"auto": auto, "0": plain, "auto-noprobe": own}, tolerance=0.03)
+    # blind to the escalation, keeping an instant answer neither saves thinking nor loses anything: it is
+    # not weighed at all (the highest bar, nothing kept)
+    assert blind is not None and blind.threshold == 1.0 and blind.kept == 0 and blind.losses == 0
+    seen = calibrate_probe(items, {"auto": auto, "0": plain, "auto-noprobe": own, "light": light}, tolerance=0.03)
+    assert seen is not None and seen.threshold == 0.95 and seen.losses == 0 and seen.kept == 95
+    assert dict(seen.lost_by_tier) == {"instant": 0, "light": 0}
+    loose = calibrate_probe(items, {"auto": auto, "0": plain, "auto-noprobe": own, "light": light}, tolerance=0.05)
+    assert loose is not None and loose.threshold == 0.9 and dict(loose.lost_by_tier) == {"instant": 5, "light": 0}
 
 
 def test_calibrate_writes_the_probe_threshold_of_a_model(think, tiny, think_home, tmp_path):
