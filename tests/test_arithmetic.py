@@ -132,12 +132,15 @@ def test_the_middle_band_lies_between_easy_and_hard():
         if item.kind == "count":
             assert 7 <= len(re.search(r"in '(\w+)'", item.prompt).group(1)) <= 11
         else:
-            numbers = [n for n in re.findall(r"\d+", item.prompt)]
-            longest = max(len(n) for n in numbers)
+            longest = max(len(n) for n in re.findall(r"\d+", item.prompt))
             assert (5 <= longest <= 8) if item.kind == "digitsum" else (3 <= longest <= 4), item.prompt
     bands = Counter(i.id.split("-")[1] for i in load_set("reasoner:wide"))
     assert set(bands) == {"easy", "middle", "hard"} and bands["easy"] > bands["hard"] > bands["middle"] > 20
-    assert [i.prompt for i in load_set("reasoner:easy")] == [i.prompt for i in load_set("reasoner:easy", 0)]
+    # the bands drawn before the middle one existed draw the same problems (as printed before the change)
+    assert [f"{i.id}|{i.prompt}" for i in load_set("reasoner")[:3]] == [
+        "add-hard-1|What is 6320236 + 5914284?", "sub-easy-2|What is 7 - 2?", "mul-easy-3|What is 49 * 2?"]
+    assert [i.prompt for i in load_set("reasoner:easy")[:2]] == ["What is 47 + 7?", "What is 49 - 8?"]
+    assert load_set("reasoner:hard")[2].prompt == "What is 423313 * 2?"
 
 
 def test_training_draws_middle_band_direct_answers_only_when_asked():

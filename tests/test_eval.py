@@ -259,8 +259,9 @@ def test_eval_on_the_builtin_set_with_the_embedded_model(think, think_home, tmp_
 
 def test_probe_calibration_keeps_the_answers_that_need_no_thinking():
     """The cheapest threshold whose lost answers (kept, wrong, and right with thinking) stay within the
-    tolerance with 90 % confidence: 100 sure right answers pass at 3 %, one sure wrong answer among
-    them does not, and with no threshold passing only certain answers are kept."""
+    tolerance with 90 % confidence: 100 sure right answers pass at 3 %, four sure-but-wrong ones just
+    below them do not (4 of 200: bound 4.0 %) but do at 5 %, and with no threshold passing (4 items)
+    only certain answers are kept."""
     from thinkcli.frontends.eval.runner import calibrate_probe
 
     def run(confidence: dict[str, float], right: set[str]) -> dict[str, dict[str, dict[str, object]]]:

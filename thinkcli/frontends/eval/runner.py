@@ -321,7 +321,8 @@ class ProbeCalibration:
     pass because the loss *seen* is small (at 0.8, the tiny reasoner's probe kept `148` for 6784 + 781).
 
     Measured on the probe's band: each item's probe confidence (policy `auto`), its answer without
-    thinking (policy `0`, the same sequence the probe would keep) and with thinking (`auto-noprobe`)."""
+    thinking (policy `0`, the same sequence the probe would keep) and with thinking (`auto-noprobe`; for
+    an instant prompt, which escalates to light, the policy `light`)."""
 
     threshold: float  # keep the probe's answer at or above this (1.0: keep only certain answers)
     items: int
