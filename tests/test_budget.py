@@ -1,5 +1,7 @@
 """The per-sequence policy on scripted tokens (no model): caps, Wait, confidence, answer cap."""
 
+import pytest
+
 from thinkcli.engine.budget import BudgetSpec, ForcedText, SequencePolicy
 from thinkcli.engine.events import ForcedEvent
 from thinkcli.engine.thinking import ANSWER, ThinkingParser
@@ -124,6 +126,43 @@ def test_two_trials_in_a_row_that_agree_and_are_sure_enough_close_the_thinking()
     empty = policy(max_thinking=50, trial_agree=0.5)
     empty.trial_verdict(0.9, ())
     assert empty.trial_verdict(0.9, ()) is None  # no answer at all agrees with nothing
+
+
+@pytest.mark.parametrize("line, answer, stated", [
+    ("so 58190", "58190", True),
+    ("d5 4+0+1=5 r58190", "58190", False),  # a label's digits are not a result
+    ("d1 6-4-0=2 b0 r2", "4", False),  # an operand is not a result either
+    ("d1 6-4-0=2 b0 r2", "2", True),  # after `=` it is
+    ("check 129412+724514", "129412", True),
+    ("so 158190", "58190", False),  # part of another number
+    ("It is 5110.5 then", "5110", False),
+    ("The answer is **5110**.", " 5110\n", True),  # the answer read as a reader would
+    ("So the capital is Paris.", "**Paris**", True),
+    ("Parisian food", "Paris", False),
+    ("so 7", "", False),  # no answer states nothing
+])
+def test_a_line_states_an_answer_only_where_it_stands_as_a_result(line, answer, stated):
+    from thinkcli.engine.budget import states
+
+    assert states(line, answer) is stated
+
+
+def test_a_trial_answer_the_line_just_ended_states_closes_the_thinking():
+    p = policy(max_thinking=100, trial_stated=0.9)
+    for piece in ("d1 ", "3+7+0=10", " r0\n"):
+        step = p.decide(1, piece, 0.9)
+    assert step.trial and p.last_line == "d1 3+7+0=10 r0"  # stated trials alone ask for trials
+    assert p.trial_verdict(0.99, (5,), "0") is None  # `r0` is a label, not a result
+    for piece in ("so 5819", "0\n"):
+        p.decide(1, piece, 0.9)
+    assert p.last_line == "so 58190"
+    assert p.trial_verdict(0.85, (5,), "58190") is None  # stated, but below the bar
+    assert p.trial_verdict(0.99, (5,), "5819") is None  # sure, but not what the line says
+    step = p.trial_verdict(0.95, (5,), "\n58190")
+    assert step is not None and step.tokens == [50, 51, 60] and step.event.reason == "trial"
+    off = policy(max_thinking=100)
+    off.decide(1, "so 7\n", 0.9)
+    assert off.trial_verdict(0.99, (5,), "7") is None  # off: only the other rules end it
 
 
 def test_a_sequence_whose_trials_never_come_near_sure_gives_up_past_half_its_cap():

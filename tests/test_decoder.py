@@ -173,7 +173,7 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
     """The shipped reasoner at a low trial threshold: the first line's trial is sure, so the thinking ends
     there (reason "trial", no budget message) and the answer follows in the same sequence; a threshold
     above 1 never ends it, and the fork leaves the trace as it was."""
-    from thinkcli.engine.budget import BudgetSpec
+    from thinkcli.engine.budget import BudgetSpec, states
     from thinkcli.engine.events import SequenceDone
     from thinkcli.engine.family import Sampling
     from thinkcli.engine.session import Engine, Job
@@ -186,9 +186,11 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, registry.families)
         question = [{"role": "user", "content": "What is 4721 + 389?"}]
 
-        def run(trial: float, give_up: float = 0.0, cap: int = 256, agree: float = 0.0) -> tuple[SequenceDone, dict]:
+        def run(trial: float, give_up: float = 0.0, cap: int = 256, agree: float = 0.0,
+                stated: float = 0.0) -> tuple[SequenceDone, dict]:
             job = Job("t", question, BudgetSpec(max_thinking=cap, max_answer=16, trial_confidence=trial,
-                                                give_up=give_up, trial_agree=agree), Sampling(temperature=0.0))
+                                                give_up=give_up, trial_agree=agree, trial_stated=stated),
+                      Sampling(temperature=0.0))
             events = list(engine.generate(loaded, [job]))  # run to its end: the decoder's own cleanup
             done = next(e for e in events if isinstance(e, SequenceDone))
             return done, dict(vars(engine._decoders[str(loaded.model.path)].stats))
@@ -207,6 +209,11 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         agreed, _ = run(0.999999, agree=0.3)
         assert [e.reason for e in agreed.events] == ["trial"] and agreed.usage.thinking_tokens < plain.usage.thinking_tokens
         assert "Considering the limited time" not in agreed.thinking and agreed.answer
+        # a stated answer: the trial names what the line just ended gives as its result (`so 5110`)
+        told, _ = run(0.999999, stated=0.5)
+        assert [e.reason for e in told.events] == ["trial"] and told.usage.thinking_tokens < plain.usage.thinking_tokens
+        assert told.answer.strip() == plain.answer.strip() == "5110"
+        assert states(told.thinking.strip().splitlines()[-1], told.answer)
         # a floor no trial reaches: at the first line end past half the cap (32 of 64), the cap's own end
         given_up, _ = run(0.0, give_up=0.999999, cap=64)
         assert [e.reason for e in given_up.events] == ["give_up"] and 32 <= given_up.usage.thinking_tokens < 64
@@ -214,3 +221,35 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         assert [m.mark for m in given_up.trace.thinking if m.mark] == ["give_up"]
     finally:
         engine.close()
+
+
+def test_the_answer_after_a_sure_trial_is_the_trial_answer(monkeypatch):
+    """Decoded anew in the sequence's own batch, the answer could tip a near tie the other way (`50490`
+    where the trial said `504900`); the answer given is the one whose confidence ended the thinking. Here
+    the fork's answer is swapped for one the model would never give: that is what comes out, token for
+    token, with the model's own end."""
+    from thinkcli.engine.budget import BudgetSpec
+    from thinkcli.engine.decoder import Decoder
+    from thinkcli.engine.events import SequenceDone
+    from thinkcli.engine.family import Sampling
+    from thinkcli.engine.session import Engine, Job
+    from thinkcli.models.hub import packaged_path
+    from thinkcli.policy.registry import load_registry
+
+    real_trial = Decoder._trial
+
+    def swapped(self, slot, close, tokens):  # type: ignore[no-untyped-def]
+        _, answer, end = real_trial(self, slot, close, tokens)
+        return 1.0, (*answer[:1], *self.model.tokenize("4242", special=False)), end
+
+    monkeypatch.setattr(Decoder, "_trial", swapped)
+    engine = Engine(n_ctx=1024)
+    try:
+        loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, load_registry(None).families)
+        job = Job("t", [{"role": "user", "content": "What is 4721 + 389?"}],
+                  BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=0.5), Sampling(temperature=0.0))
+        done = next(e for e in engine.generate(loaded, [job]) if isinstance(e, SequenceDone))
+    finally:
+        engine.close()
+    assert [e.reason for e in done.events] == ["trial"] and done.answer.strip() == "4242"
+    assert done.finish_reason == "stop" and done.usage.answer_tokens == 5

@@ -54,14 +54,16 @@ def test_policies_parse_into_overrides():
 def test_the_ablation_takes_auto_apart_one_part_at_a_time():
     from thinkcli.frontends.eval.runner import ABLATION
 
-    cap, tiers, probe, conf, loop, trials, full = parse_policies(ABLATION, Overrides(), "m")
+    cap, tiers, probe, conf, loop, trials, agree, full = parse_policies(ABLATION, Overrides(), "m")
     assert cap.fixed and cap.cap == 512
     assert not tiers.overrides.probe and tiers.overrides.confidence == 0.0 and not tiers.overrides.loop_breaker
     assert probe.overrides.probe and probe.overrides.confidence == 0.0 and not probe.overrides.loop_breaker
     assert conf.overrides.probe and conf.overrides.confidence is None and not conf.overrides.loop_breaker
     assert loop.overrides.loop_breaker and all(p.overrides.trial == 0.0 for p in (tiers, probe, conf, loop))
     assert all(p.overrides.trial_agree == 0.0 and p.overrides.give_up == 0.0 for p in (tiers, probe, conf, loop))
-    assert trials.overrides.trial is None and trials.overrides.trial_agree == 0.0  # trials, not yet agreement
+    assert trials.overrides.trial is None and trials.overrides.trial_agree == trials.overrides.trial_stated == 0.0
+    assert agree.overrides.trial_agree is None and agree.overrides.trial_stated == 0.0  # + agreement, not yet stated
+    assert all(p.overrides.trial_stated == 0.0 for p in (cap, tiers, probe, conf, loop))
     assert full.overrides == Overrides(tier="auto")
     assert cap.overrides.trial == cap.overrides.trial_agree == cap.overrides.give_up == 0.0  # the cap alone
     registry = __import__("thinkcli.policy.registry", fromlist=["load_registry"]).load_registry()
@@ -473,6 +475,13 @@ def test_trial_calibration_is_weighed_alike_and_written_to_every_tier_that_think
     assert give_up.fired == 10
     tiers = replace(calibration, give_up=give_up).tiers_override(load_registry())
     assert tiers["light"]["give_up"] == 0.3 and "give_up" not in tiers["instant"]
+    [told] = parse_policies("stated0.9@256", Overrides(), "m")  # beside the tier's own trials, like agreement
+    assert (told.overrides.trial_stated, told.overrides.trial, told.overrides.trial_agree) == (0.9, None, 0.0)
+    records["stated0.9@256"] = {i.id: _record("1", 30) for i in items}
+    stated = calibrate_stop("stated", items, records, [*policies, told], tolerance=0.05)
+    assert stated is not None and stated.threshold == 0.9 and stated.thinking_mean == 30
+    tiers = replace(calibration, stated=stated).tiers_override(load_registry())
+    assert tiers["light"]["trial_stated"] == tiers["standard"]["trial_stated"] == 0.9 and "trial_stated" not in tiers["instant"]
 
 
 def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(think, think_home, tmp_path):
@@ -495,3 +504,6 @@ def test_calibrate_weighs_the_confidence_stop_and_trials_on_the_tiny_reasoner(th
     assert give_up["rule"] == "giveup" and [t for t, *_ in give_up["weighed"]] == [0.2, 0.5]
     assert give_up["threshold"] in (0.0, 0.2)  # on a tie in thinking the gentler floor
     assert "give-up floor" in r.stdout
+    stated = calibration["stated"]  # stated trial answers: likewise beside the tier's trials
+    assert stated["rule"] == "stated" and [t for t, *_ in stated["weighed"]] == [0.9, 0.99]
+    assert "stated trial answers" in r.stdout

@@ -31,8 +31,8 @@ def eval_command(
                                                                  "for the tiny reasoner's problems.")],
     policies_text: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated: auto, a tier name, "
                                                          "a thinking cap (0, 256 …), voteN, voteN@CAP, confT@CAP, "
-                                                         "trialT@CAP, agreeT@CAP, giveupF@CAP, auto without parts (auto-noprobe, -noconf, "
-                                                         "-noloop, -notrial: auto-noconf-noloop). "
+                                                         "trialT@CAP, agreeT@CAP, statedT@CAP, giveupF@CAP, auto without parts (auto-noprobe, "
+                                                         "-noconf, -noloop, -notrial, -noagree, -nostated: auto-noconf-noloop). "
                                                          "[default: auto,0,256,1024]")] = None,
     model: ModelOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (the builtin set is "
@@ -53,7 +53,8 @@ def eval_command(
     write: Annotated[bool, typer.Option("--write", help="Calibration: put the caps into your models.yaml.")] = False,
     dump: Annotated[bool, typer.Option("--dump", help="Print the set as JSONL and exit (no model).")] = False,
     ablation: Annotated[bool, typer.Option("--ablation", help="What each part of auto saves: a cap of 512, the tiers "
-                                           "alone, then + probe, + confidence stop, + loop breaker, + trial answers, + agreeing trials.")] = False,
+                                           "alone, then + probe, + confidence stop, + loop breaker, + trial answers, + agreeing trials, + stated "
+                                           "trial answers.")] = False,
     set_seed: Annotated[int, typer.Option("--set-seed", help="Seed of the builtin set.")] = 0,
     gpu_layers: GpuLayersOpt = None,
     no_log: NoLogOpt = False,
@@ -160,7 +161,8 @@ def _calibration(items: list[EvalItem], policies: list[Policy], scores: list[Pol
                    confidence=calibrate_stop("conf", items, records, policies, tolerance),
                    trial=calibrate_stop("trial", items, records, policies, tolerance),
                    give_up=calibrate_stop("giveup", items, records, policies, tolerance),
-                   agree=calibrate_stop("agree", items, records, policies, tolerance))
+                   agree=calibrate_stop("agree", items, records, policies, tolerance),
+                   stated=calibrate_stop("stated", items, records, policies, tolerance))
 
 
 def _points(scores: list[PolicyScore]) -> list[Point]:
@@ -264,6 +266,7 @@ def _print_calibration(calibration: Calibration, registry: Registry) -> None:
     for stop, name, label in ((calibration.confidence, "stop", "confidence stop"),
                               (calibration.trial, "trial", "trial answers"),
                               (calibration.agree, "agree", "agreeing trials"),
+                              (calibration.stated, "stated", "stated trial answers"),
                               (calibration.give_up, "give_up", "give-up floor")):
         if stop is None:
             continue

@@ -8,6 +8,7 @@ already in the KV cache, then feed `tokens` (the sampled one and/or forced ones)
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,19 @@ SENTENCE_ENDS = (".", "!", "?", "\n")
 LOOP_TOKENS = 64  # a repeated run this long (and at least two periods) is a loop
 GIVE_UP_AFTER = 0.5  # of the cap: before this, a trial that is not yet sure is only a trace in progress
 LOOP_GRAM = 12  # tokens compared at once: a step pattern (digits, letters that change) never repeats this long
+
+
+def states(line: str, answer: str) -> bool:
+    """Whether a line of thinking says `answer` word for word: a number where it stands as a result — after
+    a space, `=`, `:`, a bracket or bold (`so 5110`, `=5110.`, `**5110**`), not as an operand (`9-5110`,
+    `2*5110`), a label (`r5110`) or a part of another number (`15110`, `5110.5`); other text as whole words,
+    case aside. The answer is read as a reader would (spaces, emphasis and a closing full stop aside)."""
+    wanted = answer.strip().strip("*_`$\"' ").rstrip(".!").strip()
+    if not wanted:
+        return False
+    if re.fullmatch(r"-?\d+(?:[.,]\d+)*", wanted):
+        return re.search(rf"(?:^|(?<=[\s=:(\[$])|(?<=\*\*)){re.escape(wanted)}(?!\w|[.,]\d)", line) is not None
+    return re.search(rf"(?<!\w){re.escape(wanted)}(?!\w)", line, re.IGNORECASE) is not None
 
 
 class LoopDetector:
@@ -100,6 +114,10 @@ class BudgetSpec:
     # end the thinking too (reason "trial"): an answer the trace has settled on, where the model stays
     # below trial_confidence after its conclusion (it checks its work); 0 = off.
     trial_agree: float = 0.0
+    # A stated answer: a trial answer that the line of thinking just ended states word for word (`so 5110`,
+    # `the answer is Paris.`), at least this sure, ends the thinking too (reason "trial"): the trace has
+    # reached its conclusion and the model would answer it, so what follows is checking; 0 = off.
+    trial_stated: float = 0.0
 
     @property
     def needs_confidence(self) -> bool:
@@ -168,6 +186,8 @@ class SequencePolicy:
         self.server_ends = False
         self.best_trial = 0.0  # the surest trial answer so far (give_up)
         self.last_trial: tuple[tuple[int, ...], float] | None = None  # the last trial's answer and confidence
+        self._line = ""  # the line of thinking being written
+        self.last_line = ""  # the last line of thinking that ended (not blank): what a trial may find stated
         self.awaiting: ForcedReason | None = None
 
     @property
@@ -238,7 +258,8 @@ class SequencePolicy:
             return self._force(self.forced.budget, step, "cap", "budget_forced")
         if self._loops is not None and self._loops.add(piece) and self.thinking_total >= spec.min_thinking:
             return self._force(self.forced.budget, step, "loop", "budget_forced")
-        if (spec.trial_confidence or spec.give_up or spec.trial_agree) and piece.endswith("\n") and self.thinking_total >= spec.min_thinking:
+        if (spec.trial_confidence or spec.give_up or spec.trial_agree or spec.trial_stated) and piece.endswith("\n") \
+                and self.thinking_total >= spec.min_thinking:
             step.trial = True
         window = self.window_confidence
         if window is not None and self.thinking_total >= spec.min_thinking:
@@ -271,11 +292,12 @@ class SequencePolicy:
         Counted and parsed as if streamed; the cap is the server's (its message comes by server_forced)."""
         return Step(chunks=self._take(text, tokens, None), accepted=True)
 
-    def trial_verdict(self, confidence: float | None, answer: tuple[int, ...] = ()) -> Step | None:
-        """What a fork's trial answer said (asked after a step with `trial`): sure enough, and a step that
-        closes the thinking (no budget message: the model had what it needed) — so does an answer the last
-        trial gave too, both at least `trial_agree` sure; or, past GIVE_UP_AFTER of the cap with no trial
-        ever near sure (`give_up`), a step that ends it as the cap would; else None."""
+    def trial_verdict(self, confidence: float | None, answer: tuple[int, ...] = (), text: str = "") -> Step | None:
+        """What a fork's trial answer (its tokens, and their `text`) said, asked after a step with `trial`:
+        sure enough, and a step that closes the thinking (no budget message: the model had what it needed)
+        — so does an answer the last trial gave too, both at least `trial_agree` sure, or one the line just
+        ended states, at least `trial_stated` sure; or, past GIVE_UP_AFTER of the cap with no trial ever
+        near sure (`give_up`), a step that ends it as the cap would; else None."""
         if self.parser.phase != THINKING or confidence is None:
             return None
         self.best_trial = max(self.best_trial, confidence)
@@ -283,7 +305,8 @@ class SequencePolicy:
         previous, self.last_trial = self.last_trial, (answer, confidence)
         agreed = (spec.trial_agree and answer and previous is not None and previous[0] == answer
                   and min(previous[1], confidence) >= spec.trial_agree)
-        if (spec.trial_confidence and confidence >= spec.trial_confidence) or agreed:
+        stated = spec.trial_stated and confidence >= spec.trial_stated and states(self.last_line, text)
+        if (spec.trial_confidence and confidence >= spec.trial_confidence) or agreed or stated:
             return self._force(self.forced.close, Step(), "trial", "budget_forced")
         if spec.give_up and self.best_trial < spec.give_up and self.thinking_total >= GIVE_UP_AFTER * spec.max_thinking:
             return self._force(self.forced.budget, Step(), "give_up", "budget_forced")
@@ -326,12 +349,22 @@ class SequencePolicy:
         """`tokens` tokens of `text` counted in the phase they belong to, parsed and traced."""
         if self.parser.phase == THINKING:
             self.thinking_tokens += tokens
+            self._note_line(text)
         else:
             self.answer_tokens += tokens
         self._recent.append(text)
         chunks = self.parser.feed(text)
         self._trace(chunks, prob)
         return chunks
+
+    def _note_line(self, text: str) -> None:
+        """Keep the line of thinking being written, and the last one that ended (for a stated answer)."""
+        self._line += text
+        if "\n" in text:
+            ended, _, self._line = self._line.rpartition("\n")
+            line = next((part for part in reversed(ended.split("\n")) if part.strip()), "")
+            if line:
+                self.last_line = line
 
     def _trace(self, chunks: list[Chunk], prob: float | None, mark: str = "") -> None:
         for chunk in chunks:

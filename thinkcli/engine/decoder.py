@@ -46,6 +46,9 @@ class _Slot:
     reused: int = 0
     cancelled: FinishReason | None = None
     shares_feed_with: list[_Slot] = field(default_factory=list)  # group sharing one prompt tail
+    # The answer a trial gave, to be given again token for token once that trial has ended the thinking:
+    # decoded anew in another batch, a near tie (end, or the last digit once more) could go the other way
+    scripted: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -296,7 +299,11 @@ class Decoder:
         if slot.cancelled:
             yield from self._finish(slot, slot.cancelled)
             return
-        token = lib.llama_sampler_sample(slot.sampler, self.ctx, slot.logits_index)
+        if slot.scripted:  # the answer a trial gave (the sampler sees it as if it had chosen it)
+            token = slot.scripted.pop(0)
+            lib.llama_sampler_accept(slot.sampler, token)
+        else:
+            token = lib.llama_sampler_sample(slot.sampler, self.ctx, slot.logits_index)
         prob = self._token_prob(slot.logits_index, token) if request.score_tokens else None
         if slot.first_token_at is None:
             slot.first_token_at = time.perf_counter()
@@ -363,6 +370,7 @@ class Decoder:
         slot.request = None
         slot.feed = []
         slot.shares_feed_with = []
+        slot.scripted = []
 
     def _count_groups(self, owners: list[tuple[list[_Slot], int, list[int]]]) -> None:
         self.stats.max_step_sequences = max(self.stats.max_step_sequences, sum(len(m) for m, _, _ in owners))
@@ -388,19 +396,24 @@ class Decoder:
             close = policy.forced.close[0]
             if len(slot.cached) + len(slot.feed) + len(close) + policy.spec.trial_tokens >= self.seq_room:
                 continue
-            step = policy.trial_verdict(*self._trial(slot, close, policy.spec.trial_tokens))
+            confidence, answer, end = self._trial(slot, close, policy.spec.trial_tokens)
+            text = b"".join(self.model.piece(token) for token in answer).decode("utf-8", "replace")
+            step = policy.trial_verdict(confidence, answer, text)
             if step is None:
                 continue
             self.stats.trials_taken += 1
+            if step.event is not None and step.event.reason == "trial":  # the answer is the one the trial gave
+                slot.scripted = [*answer, *([end] if end is not None else [])]
             for token in step.tokens:
                 self._lib.llama_sampler_accept(slot.sampler, token)
             slot.feed.extend(step.tokens)
             yield from step_events(request.key, policy, step)
 
-    def _trial(self, slot: _Slot, close: list[int], tokens: int) -> tuple[float | None, tuple[int, ...]]:
+    def _trial(self, slot: _Slot, close: list[int], tokens: int) -> tuple[float | None, tuple[int, ...], int | None]:
         """Answer up to `tokens` tokens greedily in a fork of this sequence (its KV cells shared, not
-        copied), then drop the fork: the answer's geometric-mean probability (None: no answer), and its
-        tokens (two trials in a row that agree say the answer is settled)."""
+        copied), then drop the fork: the answer's geometric-mean probability (None: no answer), its tokens
+        (two trials in a row that agree say the answer is settled), and the end token that closed it (None:
+        it ran to `tokens`)."""
         import math
 
         lib, fork = self._lib, self.n_seq
@@ -411,6 +424,7 @@ class Decoder:
         self.stats.trials += 1
         logprob, count = 0.0, 0
         answer: list[int] = []
+        end: int | None = None
         try:
             for _ in range(tokens):
                 self._batch_clear()
@@ -421,16 +435,17 @@ class Decoder:
                 position += len(feed)
                 token, prob = self._most_likely(self.batch.n_tokens - 1)
                 if self.model.is_end(token):
+                    end = token
                     break
                 logprob += math.log(max(prob, 1e-12))
                 count += 1
                 answer.append(token)
                 feed = [token]
         except (ContextOverflowError, GenerationError):
-            return None, ()  # no room for a fork now (or llama.cpp refused it): no trial
+            return None, (), None  # no room for a fork now (or llama.cpp refused it): no trial
         finally:
             lib.llama_memory_seq_rm(self.memory, fork, 0, -1)
-        return (math.exp(logprob / count) if count else None), tuple(answer)
+        return (math.exp(logprob / count) if count else None), tuple(answer), end
 
     def _most_likely(self, index: int) -> tuple[int, float]:
         """The greedy token at batch row `index`, and its probability."""

@@ -35,6 +35,7 @@ class Overrides:
     trial: float | None = None  # trial answers' confidence (0: off; None: the tier's)
     give_up: float | None = None  # the give-up floor (0: off; None: the tier's)
     trial_agree: float | None = None  # two agreeing trials' confidence (0: off; None: the tier's)
+    trial_stated: float | None = None  # a stated trial answer's confidence (0: off; None: the tier's)
 
     def validate(self) -> Overrides:
         if self.tier not in ("auto", *TIER_NAMES):
@@ -174,6 +175,7 @@ def _tier_plan(difficulty: Difficulty, registry: Registry, overrides: Overrides,
         trial_tokens=tier.trial_tokens,
         give_up=tier.give_up if overrides.give_up is None else overrides.give_up,
         trial_agree=tier.trial_agree if overrides.trial_agree is None else overrides.trial_agree,
+        trial_stated=tier.trial_stated if overrides.trial_stated is None else overrides.trial_stated,
     )
     strategy = overrides.strategy or tier.strategy
     if overrides.samples and overrides.samples > 1 and not overrides.strategy:

@@ -55,6 +55,8 @@ class Tier:
     give_up: float = 0.0
     # Two trial answers in a row that agree, each this sure, end thinking too (0: off)
     trial_agree: float = 0.0
+    # A trial answer that the line of thinking just ended states word for word, this sure, ends thinking (0: off)
+    trial_stated: float = 0.0
     # The probe's bar on this tier's prompts (0: the probe's own `confidence`): a prompt the classifier
     # calls instant can be trusted at a lower confidence than one it calls light or standard
     probe_confidence: float = 0.0
@@ -385,6 +387,7 @@ def _tier(source: str, name: str, raw: Any) -> Tier:
         trial_tokens=c.integer("trial_tokens", 8, minimum=1, maximum=64),
         give_up=c.number("give_up", 0.0, 0.0, 1.0),
         trial_agree=c.number("trial_agree", 0.0, 0.0, 1.0),
+        trial_stated=c.number("trial_stated", 0.0, 0.0, 1.0),
         probe_confidence=c.number("probe_confidence", 0.0, 0.0, 1.0),
         model=c.text("model"),
     )

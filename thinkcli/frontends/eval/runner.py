@@ -36,7 +36,8 @@ from .sets import EvalItem
 
 DEFAULT_POLICIES = "auto,0,256,1024"
 CALIBRATION_CAPS = ("auto,auto-noprobe,light,0,64,256,1024,4096,conf0.9@256,conf0.95@256,conf0.99@256,"
-                    "trial0.9@256,trial0.99@256,agree0.9@256,agree0.99@256,giveup0.2@256,giveup0.5@256")
+                    "trial0.9@256,trial0.99@256,agree0.9@256,agree0.99@256,stated0.9@256,stated0.99@256,giveup0.2@256,"
+                    "giveup0.5@256")
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -55,10 +56,11 @@ class Policy:
 
 
 POLICY_PATTERN = re.compile(r"^(?:(?P<cap>\d+)|vote(?P<n>\d+)(?:@(?P<vcap>\d+))?|(?P<tier>auto|instant|light|standard|deep)"
-                            r"|auto(?P<without>(?:-no(?:probe|conf|loop|trial|agree))+)|(?P<rule>conf|trial|giveup|agree)(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
+                            r"|auto(?P<without>(?:-no(?:probe|conf|loop|trial|agree|stated))+)|(?P<rule>conf|trial|giveup|agree|stated)"
+                            r"(?P<conf>\d*\.?\d+)@(?P<ccap>\d+))$")
 # What each part of `auto` saves: a fixed cap, then the tiers alone, then each part added in turn.
 ABLATION = ("512,auto-noprobe-noconf-noloop-notrial,auto-noconf-noloop-notrial,auto-noloop-notrial,auto-notrial,"
-            "auto-noagree,auto")
+            "auto-noagree-nostated,auto-nostated,auto")
 
 
 def parse_policies(text: str, base: Overrides, default_model: str) -> list[Policy]:
@@ -73,14 +75,15 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
         match = POLICY_PATTERN.match(raw)
         if match is None:
             raise UsageError(f"unknown policy '{raw}' (use auto, a tier name, a thinking cap like 256, "
-                             f"voteN / voteN@CAP, auto without parts: auto-noprobe, -noconf, -noloop, or a confidence stop "
-                             f"or trial answers, agreeing trials or a give-up floor under a cap: conf0.9@256, trial0.9@256, "
-                             f"agree0.9@256, giveup0.3@256)")
+                             f"voteN / voteN@CAP, auto without parts: auto-noprobe, -noconf, -noloop, -notrial, -noagree, "
+                             f"-nostated, or a confidence stop or trial answers, agreeing or stated trials or a give-up floor "
+                             f"under a cap: conf0.9@256, trial0.9@256, agree0.9@256, stated0.9@256, giveup0.3@256)")
         if match["cap"] is not None:
             cap = int(match["cap"])
             # a point of the curve: the cap alone (no early stop of any kind: no confidence stop, no trials)
             overrides = replace(own, tier="standard", max_thinking=cap, min_thinking=0, strategy="single",
-                                samples=None, confidence=0.0, trial=0.0, trial_agree=0.0, give_up=0.0, no_think=cap == 0)
+                                samples=None, confidence=0.0, trial=0.0, trial_agree=0.0, trial_stated=0.0, give_up=0.0,
+                                no_think=cap == 0)
             policy = Policy(raw, overrides, cap)
         elif match["n"] is not None:
             samples = int(match["n"])
@@ -99,7 +102,8 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
                                 samples=None, confidence=threshold if rule == "conf" else 0.0,
                                 trial={"trial": threshold, "conf": 0.0}.get(rule),
                                 give_up=threshold if rule == "giveup" else 0.0,
-                                trial_agree=threshold if rule == "agree" else 0.0, probe=False, no_think=False)
+                                trial_agree=threshold if rule == "agree" else 0.0,
+                                trial_stated=threshold if rule == "stated" else 0.0, probe=False, no_think=False)
             policy = Policy(raw, overrides)
         elif match["without"] is not None:  # the tiers without some of their parts (an ablation)
             parts = set(match["without"].split("-no")[1:])
@@ -109,6 +113,7 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
                                          # no trials: none of the rules that read them (agreement, give-up)
                                          trial=0.0 if "trial" in parts else base.trial,
                                          trial_agree=0.0 if parts & {"trial", "agree"} else base.trial_agree,
+                                         trial_stated=0.0 if parts & {"trial", "stated"} else base.trial_stated,
                                          give_up=0.0 if "trial" in parts else base.give_up))
         else:
             policy = Policy(raw, replace(base, tier=match["tier"]))
@@ -336,13 +341,14 @@ class ProbeCalibration:
     lost_by_tier: tuple[tuple[str, int], ...] = ()  # where the losses fell, by the classifier's tier
 
 
-StopRule = Literal["conf", "trial", "giveup", "agree"]
+StopRule = Literal["conf", "trial", "giveup", "agree", "stated"]
 
 
 @dataclass(frozen=True)
 class StopCalibration:
     """A threshold that ends thinking early — the confidence stop's (`conf`), trial answers' (`trial`) or the
-    give-up floor's or agreeing trials' (`giveup`, `agree`: beside the tier's trial answers) —
+    give-up floor's, agreeing trials' or stated trial answers' (`giveup`, `agree`, `stated`: beside the tier's
+    trial answers) —
     chosen with a risk bound: of the calibration items the cap alone answers right, the share the rule
     loses must stay within the tolerance with 90 % confidence (a Clopper-Pearson upper bound on the loss,
     not the loss seen), and among those it thinks least. 0.0: no threshold weighed passes, so the rule is
@@ -385,7 +391,7 @@ def calibrate_stop(rule: StopRule, items: list[EvalItem], records: dict[str, dic
     def threshold_of(policy: Policy) -> float:
         overrides = policy.overrides
         return {"conf": overrides.confidence, "trial": overrides.trial, "giveup": overrides.give_up,
-                "agree": overrides.trial_agree}[rule] or 0.0
+                "agree": overrides.trial_agree, "stated": overrides.trial_stated}[rule] or 0.0
 
     by_cap: dict[int, list[Policy]] = {}
     for policy in policies:
@@ -444,6 +450,7 @@ class Calibration:
     trial: StopCalibration | None = None  # trial answers (written to every tier that thinks)
     give_up: StopCalibration | None = None  # the give-up floor (likewise)
     agree: StopCalibration | None = None  # agreeing trials (likewise)
+    stated: StopCalibration | None = None  # stated trial answers (likewise)
 
     def tiers_override(self, registry: Registry) -> dict[str, dict[str, int | float]]:
         """The `tiers:` mapping for the model's entry; min_thinking is lowered where it would exceed."""
@@ -457,7 +464,7 @@ class Calibration:
         if self.confidence is not None:
             override.setdefault("standard", {})["confidence"] = self.confidence.threshold
         for stop, field_name in ((self.trial, "trial_confidence"), (self.give_up, "give_up"),
-                                 (self.agree, "trial_agree")):
+                                 (self.agree, "trial_agree"), (self.stated, "trial_stated")):
             if stop is None:
                 continue
             for tier, fields in override.items():
