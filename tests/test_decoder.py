@@ -253,3 +253,40 @@ def test_the_answer_after_a_sure_trial_is_the_trial_answer(monkeypatch):
         engine.close()
     assert [e.reason for e in done.events] == ["trial"] and done.answer.strip() == "4242"
     assert done.finish_reason == "stop" and done.usage.answer_tokens == 5
+
+
+def test_a_trial_is_no_surer_than_its_end(monkeypatch):
+    """A trial's confidence is its tokens' geometric mean, capped by the end's probability: `70` where
+    the end and a third digit are a coin toss is no sure answer (and a sure trial's answer is the one
+    given). Here every end the fork reads is made a coin toss: no trial ends the thinking any more."""
+    from thinkcli.engine.budget import BudgetSpec
+    from thinkcli.engine.decoder import Decoder
+    from thinkcli.engine.events import SequenceDone
+    from thinkcli.engine.family import Sampling
+    from thinkcli.engine.session import Engine, Job
+    from thinkcli.models.hub import packaged_path
+    from thinkcli.policy.registry import load_registry
+
+    engine = Engine(n_ctx=1024)
+    try:
+        loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, load_registry(None).families)
+
+        def run() -> SequenceDone:
+            job = Job("t", [{"role": "user", "content": "What is 4721 + 389?"}],
+                      BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=0.9), Sampling(temperature=0.0))
+            return next(e for e in engine.generate(loaded, [job]) if isinstance(e, SequenceDone))
+
+        sure = run()
+        real = Decoder._most_likely
+
+        def unsure_end(self, index):  # type: ignore[no-untyped-def]
+            token, prob = real(self, index)
+            return token, (0.5 if self.model.is_end(token) else prob)
+
+        monkeypatch.setattr(Decoder, "_most_likely", unsure_end)
+        unsure = run()
+    finally:
+        engine.close()
+    assert [e.reason for e in sure.events] == ["trial"]
+    assert unsure.events == () and unsure.usage.thinking_tokens > sure.usage.thinking_tokens
+    assert unsure.answer.strip() == sure.answer.strip() == "5110"

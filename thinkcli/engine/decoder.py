@@ -411,9 +411,11 @@ class Decoder:
 
     def _trial(self, slot: _Slot, close: list[int], tokens: int) -> tuple[float | None, tuple[int, ...], int | None]:
         """Answer up to `tokens` tokens greedily in a fork of this sequence (its KV cells shared, not
-        copied), then drop the fork: the answer's geometric-mean probability (None: no answer), its tokens
-        (two trials in a row that agree say the answer is settled), and the end token that closed it (None:
-        it ran to `tokens`)."""
+        copied), then drop the fork: the answer's confidence — its tokens' geometric-mean probability, and
+        no more than the end's (`70` where the end and a third digit are a coin toss is no sure answer, and
+        the trial's answer is the one given; a sure end does not lift unsure digits) — None: no answer; its
+        tokens (two trials in a row that agree say the answer is settled), and the end token that closed it
+        (None: it ran to `tokens`)."""
         import math
 
         lib, fork = self._lib, self.n_seq
@@ -425,6 +427,7 @@ class Decoder:
         logprob, count = 0.0, 0
         answer: list[int] = []
         end: int | None = None
+        end_prob = 1.0  # how sure the model is that the answer ends where it does
         try:
             for _ in range(tokens):
                 self._batch_clear()
@@ -435,7 +438,7 @@ class Decoder:
                 position += len(feed)
                 token, prob = self._most_likely(self.batch.n_tokens - 1)
                 if self.model.is_end(token):
-                    end = token
+                    end, end_prob = token, prob
                     break
                 logprob += math.log(max(prob, 1e-12))
                 count += 1
@@ -445,7 +448,7 @@ class Decoder:
             return None, (), None  # no room for a fork now (or llama.cpp refused it): no trial
         finally:
             lib.llama_memory_seq_rm(self.memory, fork, 0, -1)
-        return (math.exp(logprob / count) if count else None), tuple(answer), end
+        return (min(math.exp(logprob / count), end_prob) if count else None), tuple(answer), end
 
     def _most_likely(self, index: int) -> tuple[int, float]:
         """The greedy token at batch row `index`, and its probability."""
