@@ -165,6 +165,12 @@ def test_a_trial_answer_the_line_just_ended_states_closes_the_thinking():
     assert off.trial_verdict(0.99, (5,), "7") is None  # off: only the other rules end it
 
 
+def test_a_trial_matters_from_the_lowest_bar_of_any_rule_that_reads_it():
+    assert BudgetSpec().trial_bar == 0.0  # no trials
+    assert BudgetSpec(trial_confidence=0.999, trial_agree=0.98, trial_stated=0.95).trial_bar == 0.95
+    assert BudgetSpec(trial_confidence=0.999, give_up=0.3).trial_bar == 0.3
+
+
 def test_a_sequence_whose_trials_never_come_near_sure_gives_up_past_half_its_cap():
     p = policy(max_thinking=40, give_up=0.5)  # no trial stop: trials run for the floor alone
     assert p.decide(1, "a\n", 0.9).trial

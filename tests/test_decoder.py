@@ -204,6 +204,7 @@ def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
         never, stats = run(0.999999)
         assert never.thinking == plain.thinking and never.answer == plain.answer  # forks change nothing
         assert stats["trials"] > 1 and stats["trials_taken"] == 1  # the counter is per decoder: still one
+        assert stats["trials_cut"] >= 1  # out of reach of 0.999999 at once: stopped early, the trace as it was
         # agreement: two trials in a row answer the same, each at least this sure (a low bar here: it ends
         # early, but only once two trials name the same answer, and with the close tag alone)
         agreed, _ = run(0.999999, agree=0.3)
@@ -238,8 +239,8 @@ def test_the_answer_after_a_sure_trial_is_the_trial_answer(monkeypatch):
 
     real_trial = Decoder._trial
 
-    def swapped(self, slot, close, tokens):  # type: ignore[no-untyped-def]
-        _, answer, end = real_trial(self, slot, close, tokens)
+    def swapped(self, slot, close, tokens, bar=0.0):  # type: ignore[no-untyped-def]
+        _, answer, end = real_trial(self, slot, close, tokens)  # not cut short: the whole answer and its end
         return 1.0, (*answer[:1], *self.model.tokenize("4242", special=False)), end
 
     monkeypatch.setattr(Decoder, "_trial", swapped)

@@ -32,6 +32,7 @@ from .thinking import ANSWER, DONE, THINKING, Chunk, ThinkingParser
 SENTENCE_ENDS = (".", "!", "?", "\n")
 LOOP_TOKENS = 64  # a repeated run this long (and at least two periods) is a loop
 GIVE_UP_AFTER = 0.5  # of the cap: before this, a trial that is not yet sure is only a trace in progress
+LINE_KEPT = 2048  # of a line of thinking, the characters a stated answer is looked for in (its end)
 LOOP_GRAM = 12  # tokens compared at once: a step pattern (digits, letters that change) never repeats this long
 
 
@@ -120,6 +121,13 @@ class BudgetSpec:
     trial_stated: float = 0.0
 
     @property
+    def trial_bar(self) -> float:
+        """The lowest confidence a trial answer must reach to matter to any rule (0: trials off): below every
+        bar, a trial ends nothing and is no nearer sure for the give-up floor."""
+        return min((bar for bar in (self.trial_confidence, self.trial_agree, self.trial_stated, self.give_up) if bar),
+                   default=0.0)
+
+    @property
     def needs_confidence(self) -> bool:
         return self.confidence > 0 or self.confidence_floor > 0 or self.probe_tokens > 0
 
@@ -188,6 +196,7 @@ class SequencePolicy:
         self.last_trial: tuple[tuple[int, ...], float] | None = None  # the last trial's answer and confidence
         self._line = ""  # the line of thinking being written
         self.last_line = ""  # the last line of thinking that ended (not blank): what a trial may find stated
+        # (kept only where trial_stated asks for it)
         self.awaiting: ForcedReason | None = None
 
     @property
@@ -349,7 +358,8 @@ class SequencePolicy:
         """`tokens` tokens of `text` counted in the phase they belong to, parsed and traced."""
         if self.parser.phase == THINKING:
             self.thinking_tokens += tokens
-            self._note_line(text)
+            if self.spec.trial_stated:
+                self._note_line(text)
         else:
             self.answer_tokens += tokens
         self._recent.append(text)
@@ -359,7 +369,7 @@ class SequencePolicy:
 
     def _note_line(self, text: str) -> None:
         """Keep the line of thinking being written, and the last one that ended (for a stated answer)."""
-        self._line += text
+        self._line = (self._line + text)[-LINE_KEPT:]
         if "\n" in text:
             ended, _, self._line = self._line.rpartition("\n")
             line = next((part for part in reversed(ended.split("\n")) if part.strip()), "")

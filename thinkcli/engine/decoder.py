@@ -63,6 +63,7 @@ class DecoderStats:
     trials: int = 0  # trial answers tried in a fork (spec.trial_confidence)
     trial_decodes: int = 0  # the llama_decode calls they took (their cost)
     trials_taken: int = 0  # trials sure enough to end the thinking
+    trials_cut: int = 0  # trials stopped once no rule's bar was in reach
 
 
 class Decoder:
@@ -396,7 +397,7 @@ class Decoder:
             close = policy.forced.close[0]
             if len(slot.cached) + len(slot.feed) + len(close) + policy.spec.trial_tokens >= self.seq_room:
                 continue
-            confidence, answer, end = self._trial(slot, close, policy.spec.trial_tokens)
+            confidence, answer, end = self._trial(slot, close, policy.spec.trial_tokens, policy.spec.trial_bar)
             text = b"".join(self.model.piece(token) for token in answer).decode("utf-8", "replace")
             step = policy.trial_verdict(confidence, answer, text)
             if step is None:
@@ -409,13 +410,16 @@ class Decoder:
             slot.feed.extend(step.tokens)
             yield from step_events(request.key, policy, step)
 
-    def _trial(self, slot: _Slot, close: list[int], tokens: int) -> tuple[float | None, tuple[int, ...], int | None]:
+    def _trial(self, slot: _Slot, close: list[int], tokens: int,
+               bar: float = 0.0) -> tuple[float | None, tuple[int, ...], int | None]:
         """Answer up to `tokens` tokens greedily in a fork of this sequence (its KV cells shared, not
         copied), then drop the fork: the answer's confidence — its tokens' geometric-mean probability, and
         no more than the end's (`70` where the end and a third digit are a coin toss is no sure answer, and
         the trial's answer is the one given; a sure end does not lift unsure digits) — None: no answer; its
         tokens (two trials in a row that agree say the answer is settled), and the end token that closed it
-        (None: it ran to `tokens`)."""
+        (None: it ran to `tokens`). A trial that can no longer reach `bar` — its confidence could at best be
+        the geometric mean of what it has read over all `tokens`, the rest certain — stops there and says
+        that bound: no rule it could have met is met, with fewer forward passes."""
         import math
 
         lib, fork = self._lib, self.n_seq
@@ -444,6 +448,9 @@ class Decoder:
                 count += 1
                 answer.append(token)
                 feed = [token]
+                if bar and math.exp(logprob / tokens) < bar:  # out of reach, however it went on
+                    self.stats.trials_cut += 1
+                    return math.exp(logprob / tokens), tuple(answer), None
         except (ContextOverflowError, GenerationError):
             return None, (), None  # no room for a fork now (or llama.cpp refused it): no trial
         finally:
