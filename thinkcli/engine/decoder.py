@@ -60,7 +60,7 @@ class DecoderStats:
     # steps whose batch held a multi-sequence group (Best-of-N) together with other prompts
     shared_group_steps: int = 0
     max_step_sequences: int = 0  # the most sequences one llama_decode carried
-    trials: int = 0  # trial answers tried in a fork (spec.trial_confidence)
+    trials: int = 0  # trial answers tried in a fork (any rule that reads them: spec.trial_bar)
     trial_decodes: int = 0  # the llama_decode calls they took (their cost)
     trials_taken: int = 0  # trials sure enough to end the thinking
     trials_cut: int = 0  # trials stopped once no rule's bar was in reach

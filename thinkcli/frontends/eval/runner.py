@@ -110,7 +110,7 @@ def parse_policies(text: str, base: Overrides, default_model: str) -> list[Polic
             policy = Policy(raw, replace(base, tier="auto", probe="probe" not in parts,
                                          confidence=0.0 if "conf" in parts else base.confidence,
                                          loop_breaker="loop" not in parts,
-                                         # no trials: none of the rules that read them (agreement, give-up)
+                                         # no trials: none of the rules that read them (agreement, a stated answer, give-up)
                                          trial=0.0 if "trial" in parts else base.trial,
                                          trial_agree=0.0 if parts & {"trial", "agree"} else base.trial_agree,
                                          trial_stated=0.0 if parts & {"trial", "stated"} else base.trial_stated,
