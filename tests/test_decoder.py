@@ -39,6 +39,25 @@ def done_events(events):
     return [e for e in events if isinstance(e, SequenceDone)]
 
 
+@pytest.fixture
+def reasoner():
+    """The shipped tiny reasoner on one engine of its own: ask(budget) answers `What is 4721 + 389?` greedily,
+    run to its end (the decoder's own cleanup), with the decoder's counters so far."""
+    from thinkcli.engine.family import Sampling
+    from thinkcli.models.hub import packaged_path
+
+    engine = Engine(n_ctx=1024)
+    loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, REG.families)
+
+    def ask(budget: BudgetSpec) -> tuple[SequenceDone, dict]:
+        job = Job("t", [{"role": "user", "content": "What is 4721 + 389?"}], budget, Sampling(temperature=0.0))
+        done = next(e for e in list(engine.generate(loaded, [job])) if isinstance(e, SequenceDone))
+        return done, dict(vars(engine._decoders[str(loaded.model.path)].stats))
+
+    yield ask
+    engine.close()
+
+
 def test_cap_is_exact_on_a_model_that_never_closes_its_thinking(engine, tiny):
     loaded = load(engine, tiny("tame"))
     events = run(engine, loaded, [job(budget=BudgetSpec(max_thinking=37, max_answer=9))])
@@ -169,73 +188,50 @@ def test_forced_tokens_of_many_slots_never_overflow_the_batch(engine, tiny):
     assert len(done) == 8 and all(d.usage.thinking_tokens == 10 and d.usage.answer_tokens == 3 for d in done)
 
 
-def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking():
+def test_trial_answers_fork_the_sequence_and_a_sure_one_ends_the_thinking(reasoner):
     """The shipped reasoner at a low trial threshold: the first line's trial is sure, so the thinking ends
     there (reason "trial", no budget message) and the answer follows in the same sequence; a threshold
     above 1 never ends it, and the fork leaves the trace as it was."""
-    from thinkcli.engine.budget import BudgetSpec, states
-    from thinkcli.engine.events import SequenceDone
-    from thinkcli.engine.family import Sampling
-    from thinkcli.engine.session import Engine, Job
-    from thinkcli.models.hub import packaged_path
-    from thinkcli.policy.registry import load_registry
+    from thinkcli.engine.budget import states
 
-    registry = load_registry(None)
-    engine = Engine(n_ctx=1024)
-    try:
-        loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, registry.families)
-        question = [{"role": "user", "content": "What is 4721 + 389?"}]
+    def run(trial: float, give_up: float = 0.0, cap: int = 256, agree: float = 0.0,
+            stated: float = 0.0) -> tuple[SequenceDone, dict]:
+        return reasoner(BudgetSpec(max_thinking=cap, max_answer=16, trial_confidence=trial, give_up=give_up,
+                                   trial_agree=agree, trial_stated=stated))
 
-        def run(trial: float, give_up: float = 0.0, cap: int = 256, agree: float = 0.0,
-                stated: float = 0.0) -> tuple[SequenceDone, dict]:
-            job = Job("t", question, BudgetSpec(max_thinking=cap, max_answer=16, trial_confidence=trial,
-                                                give_up=give_up, trial_agree=agree, trial_stated=stated),
-                      Sampling(temperature=0.0))
-            events = list(engine.generate(loaded, [job]))  # run to its end: the decoder's own cleanup
-            done = next(e for e in events if isinstance(e, SequenceDone))
-            return done, dict(vars(engine._decoders[str(loaded.model.path)].stats))
-
-        plain, _ = run(0.0)
-        tried, stats = run(0.5)
-        assert [e.reason for e in tried.events] == ["trial"] and tried.usage.thinking_tokens < plain.usage.thinking_tokens
-        assert stats["trials"] >= 1 and stats["trials_taken"] == 1 and stats["trial_decodes"] >= 1
-        assert "Considering the limited time" not in tried.thinking and tried.answer  # closed, not cut
-        assert [m.mark for m in tried.trace.thinking if m.mark] == ["trial"]
-        never, stats = run(0.999999)
-        assert never.thinking == plain.thinking and never.answer == plain.answer  # forks change nothing
-        assert stats["trials"] > 1 and stats["trials_taken"] == 1  # the counter is per decoder: still one
-        assert stats["trials_cut"] >= 1  # out of reach of 0.999999 at once: stopped early, the trace as it was
-        # agreement: two trials in a row answer the same, each at least this sure (a low bar here: it ends
-        # early, but only once two trials name the same answer, and with the close tag alone)
-        agreed, _ = run(0.999999, agree=0.3)
-        assert [e.reason for e in agreed.events] == ["trial"] and agreed.usage.thinking_tokens < plain.usage.thinking_tokens
-        assert "Considering the limited time" not in agreed.thinking and agreed.answer
-        # a stated answer: the trial names what the line just ended gives as its result (`so 5110`)
-        told, _ = run(0.999999, stated=0.5)
-        assert [e.reason for e in told.events] == ["trial"] and told.usage.thinking_tokens < plain.usage.thinking_tokens
-        assert told.answer.strip() == plain.answer.strip() == "5110"
-        assert states(told.thinking.strip().splitlines()[-1], told.answer)
-        # a floor no trial reaches: at the first line end past half the cap (32 of 64), the cap's own end
-        given_up, _ = run(0.0, give_up=0.999999, cap=64)
-        assert [e.reason for e in given_up.events] == ["give_up"] and 32 <= given_up.usage.thinking_tokens < 64
-        assert "Considering the limited time" in given_up.thinking and given_up.answer
-        assert [m.mark for m in given_up.trace.thinking if m.mark] == ["give_up"]
-    finally:
-        engine.close()
+    plain, _ = run(0.0)
+    tried, stats = run(0.5)
+    assert [e.reason for e in tried.events] == ["trial"] and tried.usage.thinking_tokens < plain.usage.thinking_tokens
+    assert stats["trials"] >= 1 and stats["trials_taken"] == 1 and stats["trial_decodes"] >= 1
+    assert "Considering the limited time" not in tried.thinking and tried.answer  # closed, not cut
+    assert [m.mark for m in tried.trace.thinking if m.mark] == ["trial"]
+    never, stats = run(0.999999)
+    assert never.thinking == plain.thinking and never.answer == plain.answer  # forks change nothing
+    assert stats["trials"] > 1 and stats["trials_taken"] == 1  # the counter is per decoder: still one
+    assert stats["trials_cut"] >= 1  # out of reach of 0.999999 at once: stopped early, the trace as it was
+    # agreement: two trials in a row answer the same, each at least this sure (a low bar here: it ends
+    # early, but only once two trials name the same answer, and with the close tag alone)
+    agreed, _ = run(0.999999, agree=0.3)
+    assert [e.reason for e in agreed.events] == ["trial"] and agreed.usage.thinking_tokens < plain.usage.thinking_tokens
+    assert "Considering the limited time" not in agreed.thinking and agreed.answer
+    # a stated answer: the trial names what the line just ended gives as its result (`so 5110`)
+    told, _ = run(0.999999, stated=0.5)
+    assert [e.reason for e in told.events] == ["trial"] and told.usage.thinking_tokens < plain.usage.thinking_tokens
+    assert told.answer.strip() == plain.answer.strip() == "5110"
+    assert states(told.thinking.strip().splitlines()[-1], told.answer)
+    # a floor no trial reaches: at the first line end past half the cap (32 of 64), the cap's own end
+    given_up, _ = run(0.0, give_up=0.999999, cap=64)
+    assert [e.reason for e in given_up.events] == ["give_up"] and 32 <= given_up.usage.thinking_tokens < 64
+    assert "Considering the limited time" in given_up.thinking and given_up.answer
+    assert [m.mark for m in given_up.trace.thinking if m.mark] == ["give_up"]
 
 
-def test_the_answer_after_a_sure_trial_is_the_trial_answer(monkeypatch):
+def test_the_answer_after_a_sure_trial_is_the_trial_answer(reasoner, monkeypatch):
     """Decoded anew in the sequence's own batch, the answer could tip a near tie the other way (`50490`
     where the trial said `504900`); the answer given is the one whose confidence ended the thinking. Here
     the fork's answer is swapped for one the model would never give: that is what comes out, token for
     token, with the model's own end."""
-    from thinkcli.engine.budget import BudgetSpec
     from thinkcli.engine.decoder import Decoder
-    from thinkcli.engine.events import SequenceDone
-    from thinkcli.engine.family import Sampling
-    from thinkcli.engine.session import Engine, Job
-    from thinkcli.models.hub import packaged_path
-    from thinkcli.policy.registry import load_registry
 
     real_trial = Decoder._trial
 
@@ -244,50 +240,27 @@ def test_the_answer_after_a_sure_trial_is_the_trial_answer(monkeypatch):
         return 1.0, (*answer[:1], *self.model.tokenize("4242", special=False)), end
 
     monkeypatch.setattr(Decoder, "_trial", swapped)
-    engine = Engine(n_ctx=1024)
-    try:
-        loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, load_registry(None).families)
-        job = Job("t", [{"role": "user", "content": "What is 4721 + 389?"}],
-                  BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=0.5), Sampling(temperature=0.0))
-        done = next(e for e in engine.generate(loaded, [job]) if isinstance(e, SequenceDone))
-    finally:
-        engine.close()
+    done, _ = reasoner(BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=0.5))
     assert [e.reason for e in done.events] == ["trial"] and done.answer.strip() == "4242"
     assert done.finish_reason == "stop" and done.usage.answer_tokens == 5
 
 
-def test_a_trial_is_no_surer_than_its_end(monkeypatch):
+def test_a_trial_is_no_surer_than_its_end(reasoner, monkeypatch):
     """A trial's confidence is its tokens' geometric mean, capped by the end's probability: `70` where
     the end and a third digit are a coin toss is no sure answer (and a sure trial's answer is the one
     given). Here every end the fork reads is made a coin toss: no trial ends the thinking any more."""
-    from thinkcli.engine.budget import BudgetSpec
     from thinkcli.engine.decoder import Decoder
-    from thinkcli.engine.events import SequenceDone
-    from thinkcli.engine.family import Sampling
-    from thinkcli.engine.session import Engine, Job
-    from thinkcli.models.hub import packaged_path
-    from thinkcli.policy.registry import load_registry
 
-    engine = Engine(n_ctx=1024)
-    try:
-        loaded = engine.load("tiny-reasoner", packaged_path("tiny-reasoner.gguf"), None, load_registry(None).families)
+    budget = BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=0.9)
+    sure, _ = reasoner(budget)
+    real = Decoder._most_likely
 
-        def run() -> SequenceDone:
-            job = Job("t", [{"role": "user", "content": "What is 4721 + 389?"}],
-                      BudgetSpec(max_thinking=256, max_answer=16, trial_confidence=0.9), Sampling(temperature=0.0))
-            return next(e for e in engine.generate(loaded, [job]) if isinstance(e, SequenceDone))
+    def unsure_end(self, index):  # type: ignore[no-untyped-def]
+        token, prob = real(self, index)
+        return token, (0.5 if self.model.is_end(token) else prob)
 
-        sure = run()
-        real = Decoder._most_likely
-
-        def unsure_end(self, index):  # type: ignore[no-untyped-def]
-            token, prob = real(self, index)
-            return token, (0.5 if self.model.is_end(token) else prob)
-
-        monkeypatch.setattr(Decoder, "_most_likely", unsure_end)
-        unsure = run()
-    finally:
-        engine.close()
+    monkeypatch.setattr(Decoder, "_most_likely", unsure_end)
+    unsure, _ = reasoner(budget)
     assert [e.reason for e in sure.events] == ["trial"]
     assert unsure.events == () and unsure.usage.thinking_tokens > sure.usage.thinking_tokens
     assert unsure.answer.strip() == sure.answer.strip() == "5110"

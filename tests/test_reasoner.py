@@ -46,6 +46,11 @@ def rows(directory: Path, policy: str) -> list[dict]:
                 for row in csv.DictReader(f) if row["policy"] == policy]
 
 
+def thinking(directory: Path, policy: str) -> dict[str, int]:
+    """Each item's thinking tokens under one policy (items.csv)."""
+    return {r["id"]: int(r["thinking_tokens"]) for r in rows(directory, policy)}
+
+
 def test_the_tiny_reasoner_answers_offline(think):
     r = think("ask", "-m", "tiny-reasoner", "--json", "--tier", "light", "--temperature", "0", "What is 12 + 7?")
     assert r.returncode == 0, r.stderr
@@ -77,8 +82,8 @@ def test_trial_answers_stop_at_the_answer_and_keep_it(scores, greedy):
     assert scores["auto"]["accuracy"] >= scores["auto-notrial"]["accuracy"] - 0.04
     records = [json.loads(line) for line in (out / "auto.jsonl").read_text().splitlines()]
     trials = {r["id"] for r in records if any(e.get("reason") == "trial" for e in r["events"])}
-    whole = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto-notrial")}
-    cut = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto") if r["id"] in trials}
+    whole = thinking(out, "auto-notrial")
+    cut = {i: spent for i, spent in thinking(out, "auto").items() if i in trials}
     assert len(cut) >= 20, len(cut)
     # where a trial ended it, the trace stopped well short of its end (its check pass unwritten)
     assert sum(cut[i] <= 0.75 * whole[i] for i in cut) >= 0.8 * len(cut), (cut, whole)
@@ -91,8 +96,7 @@ def test_two_agreeing_trials_stop_a_settled_trace_sooner(scores, greedy):
     _, out = greedy
     assert scores["auto"]["mean_thinking_tokens"] < 0.97 * scores["auto-noagree"]["mean_thinking_tokens"]
     assert scores["auto"]["accuracy"] >= scores["auto-noagree"]["accuracy"] - 0.03
-    agreed = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto")}
-    alone = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto-noagree")}
+    agreed, alone = thinking(out, "auto"), thinking(out, "auto-noagree")
     # it only ever ends a trace sooner (but for a greedy tie that batching flips: see README, --parallel)
     assert sum(agreed[i] <= alone[i] for i in agreed) >= 0.97 * len(agreed)
 
@@ -104,8 +108,7 @@ def test_a_trial_that_names_the_stated_conclusion_stops_the_trace_there(scores, 
     _, out = greedy
     assert scores["auto"]["mean_thinking_tokens"] < 0.95 * scores["auto-nostated"]["mean_thinking_tokens"]
     assert scores["auto"]["accuracy"] >= scores["auto-nostated"]["accuracy"] - 0.02
-    stated = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto")}
-    alone = {r["id"]: int(r["thinking_tokens"]) for r in rows(out, "auto-nostated")}
+    stated, alone = thinking(out, "auto"), thinking(out, "auto-nostated")
     assert sum(stated[i] <= alone[i] for i in stated) >= 0.97 * len(stated)
     assert sum(stated[i] < alone[i] for i in stated) >= 10  # it fires, on a tenth of the items or more
 

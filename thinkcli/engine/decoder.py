@@ -398,7 +398,9 @@ class Decoder:
             if len(slot.cached) + len(slot.feed) + len(close) + policy.spec.trial_tokens >= self.seq_room:
                 continue
             confidence, answer, end = self._trial(slot, close, policy.spec.trial_tokens, policy.spec.trial_bar)
-            text = b"".join(self.model.piece(token) for token in answer).decode("utf-8", "replace")
+            # its text only for the rule that reads it (the line of thinking states it?)
+            text = (b"".join(self.model.piece(token) for token in answer).decode("utf-8", "replace")
+                    if policy.spec.trial_stated else "")
             step = policy.trial_verdict(confidence, answer, text)
             if step is None:
                 continue
@@ -448,9 +450,9 @@ class Decoder:
                 count += 1
                 answer.append(token)
                 feed = [token]
-                if bar and math.exp(logprob / tokens) < bar:  # out of reach, however it went on
+                if bar and (best := math.exp(logprob / tokens)) < bar:  # out of reach, however it went on
                     self.stats.trials_cut += 1
-                    return math.exp(logprob / tokens), tuple(answer), None
+                    return best, tuple(answer), None
         except (ContextOverflowError, GenerationError):
             return None, (), None  # no room for a fork now (or llama.cpp refused it): no trial
         finally:
